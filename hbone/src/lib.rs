@@ -1,0 +1,29 @@
+//! Identity, certificates, mutual TLS and HBONE: the pieces every mesh proxy shares.
+#![forbid(unsafe_code)]
+
+mod ca;
+mod cert;
+mod identity;
+mod manager;
+mod tls;
+mod tunnel;
+
+pub use ca::{CaError, DEFAULT_LIFETIME, FileCa, load_roots};
+pub use cert::{CertError, WorkloadCertificate, identity_of, validity_of};
+pub use identity::{DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, IdentityError, SpiffeId};
+pub use manager::{CertManager, CertificateSource, IssueError, LocalCa};
+pub use tls::{
+    ALPN_H2, CertHandle, TlsError, TrustRoots, client_config, peer_identity, provider,
+    server_config, server_name,
+};
+pub use tunnel::client::{ClientError, Connection};
+pub use tunnel::copy::{CopyError, H2Stream, Transferred, copy_bidirectional, reset_tcp};
+pub use tunnel::pool::{Dialer, Pool, PoolError, PoolKey};
+pub use tunnel::server::{
+    ConnectHandler, InboundConnect, PeerInfo, Responder, ServerError, serve_connection,
+};
+pub use tunnel::settings::H2Settings;
+pub use tunnel::target::{Target, TargetError};
+
+/// The HBONE port.
+pub const HBONE_PORT: u16 = 15008;

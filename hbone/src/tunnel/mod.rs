@@ -1,0 +1,8 @@
+//! HBONE: TCP tunneled as HTTP/2 CONNECT streams inside mutual TLS.
+
+pub mod client;
+pub mod copy;
+pub mod pool;
+pub mod server;
+pub mod settings;
+pub mod target;

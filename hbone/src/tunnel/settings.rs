@@ -1,0 +1,40 @@
+//! HTTP/2 settings for HBONE, with Istio's defaults (protocol.md 2.5, 2.6).
+
+use std::time::Duration;
+
+/// Tunables shared by the HBONE client and server.
+#[derive(Debug, Clone)]
+pub struct H2Settings {
+    /// `HTTP2_STREAM_WINDOW_SIZE`.
+    pub stream_window: u32,
+    /// `HTTP2_CONNECTION_WINDOW_SIZE`.
+    pub connection_window: u32,
+    /// `HTTP2_FRAME_SIZE`.
+    pub frame_size: u32,
+    /// Streams one client connection carries at most (`POOL_MAX_STREAMS_PER_CONNECTION`).
+    pub max_streams_per_connection: usize,
+    /// Streams the server lets a client open on one connection.
+    pub server_max_concurrent_streams: u32,
+    /// Idle pooled connections are closed after this (`POOL_UNUSED_RELEASE_TIMEOUT`).
+    pub pool_idle_timeout: Duration,
+    /// A handshake that takes longer than this fails.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        H2Settings {
+            stream_window: 4 * 1024 * 1024,
+            connection_window: 16 * 1024 * 1024,
+            frame_size: 1024 * 1024,
+            max_streams_per_connection: 100,
+            server_max_concurrent_streams: 200,
+            pool_idle_timeout: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub(crate) const CLIENT_MAX_HEADER_LIST: u32 = 16 * 1024;
+pub(crate) const SERVER_MAX_HEADER_LIST: u32 = 64 * 1024;
+pub(crate) const SERVER_MAX_SEND_BUFFER: usize = 400 * 1024;

@@ -1,0 +1,745 @@
+//! Round-trip tests: every message type is encoded with a non-default value in
+//! every field (every oneof variant, every map), decoded again and compared.
+//!
+//! Proto3 does not put default scalars on the wire, so each package's test
+//! also checks, against the compiled descriptors, that the samples put every
+//! declared field number of every message of that package on the wire. A new
+//! field or message without a sample, or a sample left at a default, fails.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+
+use prost::Message;
+use prost_types::{Any, Duration, FileDescriptorSet, Struct, Value, value::Kind};
+
+use proto::{citadel, core, discovery, rpc, security, types, workload, zds};
+
+/// Collects, per message type, which top-level field numbers the samples put
+/// on the wire.
+struct Samples {
+    package: &'static str,
+    seen: BTreeMap<String, BTreeSet<i32>>,
+}
+
+impl Samples {
+    fn new(package: &'static str) -> Self {
+        Self {
+            package,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Encodes `msg`, decodes it back, asserts equality and records the
+    /// top-level field numbers present in the encoding.
+    fn check<M: Message + Default + PartialEq + Debug>(&mut self, name: &str, msg: &M) {
+        let bytes = msg.encode_to_vec();
+        assert_eq!(bytes.len(), msg.encoded_len(), "{name}: encoded_len");
+        let decoded = M::decode(bytes.as_slice()).expect("decode");
+        assert_eq!(&decoded, msg, "{name}: round trip changed the value");
+        // Bytes are not compared after re-encoding: maps are HashMaps, so
+        // the order of map entries on the wire is not deterministic.
+        self.seen
+            .entry(format!("{}.{name}", self.package))
+            .or_default()
+            .extend(top_level_fields(&bytes));
+    }
+
+    /// Every message declared in the package (nested ones included, map
+    /// entries excluded) had samples covering every declared field number.
+    fn assert_complete(&self) {
+        let declared = declared_fields(self.package);
+        assert!(!declared.is_empty(), "no messages in {}", self.package);
+        let missing: Vec<_> = declared
+            .keys()
+            .filter(|m| !self.seen.contains_key(*m))
+            .collect();
+        assert!(missing.is_empty(), "messages without a sample: {missing:?}");
+        for (name, fields) in &declared {
+            assert_eq!(
+                &self.seen[name], fields,
+                "{name}: fields on the wire differ from declared fields"
+            );
+        }
+        let unknown: Vec<_> = self
+            .seen
+            .keys()
+            .filter(|m| !declared.contains_key(*m))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "samples for undeclared messages: {unknown:?}"
+        );
+    }
+}
+
+/// Field numbers of the top-level fields in an encoded message.
+fn top_level_fields(mut buf: &[u8]) -> BTreeSet<i32> {
+    let mut fields = BTreeSet::new();
+    while !buf.is_empty() {
+        let key = prost::encoding::decode_varint(&mut buf).expect("key");
+        fields.insert(i32::try_from(key >> 3).expect("field number"));
+        let skip = match key & 7 {
+            0 => {
+                prost::encoding::decode_varint(&mut buf).expect("varint");
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(prost::encoding::decode_varint(&mut buf).expect("len"))
+                .expect("len"),
+            5 => 4,
+            other => panic!("unexpected wire type {other}"),
+        };
+        buf = &buf[skip..];
+    }
+    fields
+}
+
+/// Message full name -> declared field numbers, for one package.
+fn declared_fields(package: &str) -> BTreeMap<String, BTreeSet<i32>> {
+    fn walk(
+        prefix: &str,
+        msgs: &[prost_types::DescriptorProto],
+        out: &mut BTreeMap<String, BTreeSet<i32>>,
+    ) {
+        for m in msgs {
+            if m.options.as_ref().is_some_and(|o| o.map_entry()) {
+                continue;
+            }
+            let name = format!("{prefix}.{}", m.name());
+            walk(&name, &m.nested_type, out);
+            out.insert(name, m.field.iter().map(|f| f.number()).collect());
+        }
+    }
+    let fds = FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
+    let mut out = BTreeMap::new();
+    for file in fds.file.iter().filter(|f| f.package() == package) {
+        walk(package, &file.message_type, &mut out);
+    }
+    out
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+fn any(n: u8) -> Any {
+    Any {
+        type_url: s("type.googleapis.com/test.Opaque"),
+        value: vec![0x08, n],
+    }
+}
+
+fn strukt() -> Struct {
+    let fields = [
+        (s("NAME"), Kind::StringValue(s("ztunnel-abc"))),
+        (s("COUNT"), Kind::NumberValue(2.0)),
+        (s("ON"), Kind::BoolValue(true)),
+    ]
+    .into_iter()
+    .map(|(k, kind)| (k, Value { kind: Some(kind) }))
+    .collect();
+    Struct { fields }
+}
+
+// ---------------------------------------------------------------- istio.workload
+
+fn w_extension() -> workload::Extension {
+    workload::Extension {
+        name: s("example.io/ext"),
+        config: Some(any(7)),
+    }
+}
+
+fn network_address() -> workload::NetworkAddress {
+    workload::NetworkAddress {
+        network: s("net-a"),
+        address: vec![10, 0, 0, 0],
+        length: Some(24),
+    }
+}
+
+fn namespaced_hostname() -> workload::NamespacedHostname {
+    workload::NamespacedHostname {
+        namespace: s("ns1"),
+        hostname: s("waypoint.ns1.svc.cluster.local"),
+    }
+}
+
+fn gateway_by_hostname() -> workload::GatewayAddress {
+    workload::GatewayAddress {
+        destination: Some(workload::gateway_address::Destination::Hostname(
+            namespaced_hostname(),
+        )),
+        hbone_mtls_port: 15008,
+    }
+}
+
+fn gateway_by_address() -> workload::GatewayAddress {
+    workload::GatewayAddress {
+        destination: Some(workload::gateway_address::Destination::Address(
+            network_address(),
+        )),
+        hbone_mtls_port: 15009,
+    }
+}
+
+fn port() -> workload::Port {
+    workload::Port {
+        service_port: 80,
+        target_port: 8080,
+        app_protocol: workload::AppProtocol::Http2 as i32,
+    }
+}
+
+fn port_list() -> workload::PortList {
+    workload::PortList {
+        ports: vec![
+            port(),
+            workload::Port {
+                service_port: 443,
+                target_port: 8443,
+                app_protocol: workload::AppProtocol::Tls as i32,
+            },
+        ],
+    }
+}
+
+fn w_locality() -> workload::Locality {
+    workload::Locality {
+        region: s("eu-west1"),
+        zone: s("eu-west1-b"),
+        subzone: s("rack-7"),
+    }
+}
+
+fn application_tunnel() -> workload::ApplicationTunnel {
+    workload::ApplicationTunnel {
+        protocol: workload::application_tunnel::Protocol::Proxy as i32,
+        port: 15088,
+    }
+}
+
+fn weighted_waypoint() -> workload::WeightedWaypoint {
+    workload::WeightedWaypoint {
+        destination: Some(gateway_by_address()),
+        weight: 3,
+    }
+}
+
+fn load_balancing() -> workload::LoadBalancing {
+    use workload::load_balancing::{HealthPolicy, Mode, Scope};
+    workload::LoadBalancing {
+        routing_preference: vec![
+            Scope::Network as i32,
+            Scope::Region as i32,
+            Scope::Node as i32,
+        ],
+        mode: Mode::Failover as i32,
+        health_policy: HealthPolicy::AllowAll as i32,
+    }
+}
+
+fn service() -> workload::Service {
+    workload::Service {
+        name: s("reviews"),
+        namespace: s("bookinfo"),
+        hostname: s("reviews.bookinfo.svc.cluster.local"),
+        addresses: vec![network_address()],
+        ports: vec![port()],
+        subject_alt_names: vec![s("spiffe://cluster.local/ns/bookinfo/sa/reviews")],
+        waypoint: Some(gateway_by_hostname()),
+        load_balancing: Some(load_balancing()),
+        ip_families: workload::IpFamilies::Dual as i32,
+        extensions: vec![w_extension()],
+        canonical: true,
+        ingress_use_waypoint: true,
+        weighted_waypoints: vec![weighted_waypoint()],
+        visibility: workload::service::Visibility::Namespace as i32,
+    }
+}
+
+fn workload_full() -> workload::Workload {
+    workload::Workload {
+        uid: s("Kubernetes//Pod/bookinfo/reviews-v1-abc"),
+        name: s("reviews-v1-abc"),
+        namespace: s("bookinfo"),
+        addresses: vec![
+            vec![10, 1, 2, 3],
+            vec![0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        ],
+        hostname: s("vm.example.com"),
+        network: s("net-a"),
+        tunnel_protocol: workload::TunnelProtocol::Hbone as i32,
+        trust_domain: s("example.org"),
+        service_account: s("reviews"),
+        waypoint: Some(gateway_by_hostname()),
+        network_gateway: Some(gateway_by_address()),
+        node: s("node-1"),
+        canonical_name: s("reviews"),
+        canonical_revision: s("v1"),
+        workload_type: workload::WorkloadType::Pod as i32,
+        workload_name: s("reviews-v1"),
+        native_tunnel: true,
+        application_tunnel: Some(application_tunnel()),
+        services: HashMap::from([
+            (
+                s("bookinfo/reviews.bookinfo.svc.cluster.local"),
+                port_list(),
+            ),
+            (
+                s("bookinfo/other.bookinfo.svc.cluster.local"),
+                workload::PortList {
+                    ports: vec![port()],
+                },
+            ),
+        ]),
+        authorization_policies: vec![s("bookinfo/allow-productpage")],
+        status: workload::WorkloadStatus::Unhealthy as i32,
+        cluster_id: s("Kubernetes"),
+        locality: Some(w_locality()),
+        network_mode: workload::NetworkMode::HostNetwork as i32,
+        extensions: vec![w_extension()],
+        capacity: Some(5),
+    }
+}
+
+#[test]
+fn workload_messages_round_trip() {
+    let mut t = Samples::new("istio.workload");
+    t.check(
+        "Address",
+        &workload::Address {
+            r#type: Some(workload::address::Type::Workload(workload_full())),
+        },
+    );
+    t.check(
+        "Address",
+        &workload::Address {
+            r#type: Some(workload::address::Type::Service(service())),
+        },
+    );
+    t.check("Service", &service());
+    t.check("LoadBalancing", &load_balancing());
+    t.check("Workload", &workload_full());
+    t.check("Locality", &w_locality());
+    t.check("PortList", &port_list());
+    t.check("Port", &port());
+    t.check("ApplicationTunnel", &application_tunnel());
+    t.check("GatewayAddress", &gateway_by_hostname());
+    t.check("GatewayAddress", &gateway_by_address());
+    t.check("WeightedWaypoint", &weighted_waypoint());
+    t.check("NetworkAddress", &network_address());
+    t.check("NamespacedHostname", &namespaced_hostname());
+    t.check("Extension", &w_extension());
+    t.assert_complete();
+}
+
+// ---------------------------------------------------------------- istio.security
+
+fn string_matches() -> Vec<security::StringMatch> {
+    use security::string_match::MatchType;
+    [
+        MatchType::Exact(s("bookinfo")),
+        MatchType::Prefix(s("book")),
+        MatchType::Suffix(s("info")),
+        MatchType::Presence(()),
+    ]
+    .into_iter()
+    .map(|m| security::StringMatch {
+        match_type: Some(m),
+    })
+    .collect()
+}
+
+fn sec_address() -> security::Address {
+    security::Address {
+        address: vec![192, 168, 0, 0],
+        length: 16,
+    }
+}
+
+fn sa_match() -> security::ServiceAccountMatch {
+    security::ServiceAccountMatch {
+        namespace: s("bookinfo"),
+        service_account: s("productpage"),
+    }
+}
+
+fn a_match() -> security::Match {
+    security::Match {
+        namespaces: string_matches(),
+        not_namespaces: vec![string_matches()[0].clone()],
+        principals: vec![string_matches()[1].clone()],
+        not_principals: vec![string_matches()[2].clone()],
+        source_ips: vec![sec_address()],
+        not_source_ips: vec![security::Address {
+            address: vec![10, 0, 0, 1],
+            length: 32,
+        }],
+        destination_ips: vec![security::Address {
+            address: vec![0xfd; 16],
+            length: 128,
+        }],
+        not_destination_ips: vec![sec_address()],
+        destination_ports: vec![80, 8080],
+        not_destination_ports: vec![9090],
+        service_accounts: vec![sa_match()],
+        not_service_accounts: vec![security::ServiceAccountMatch {
+            namespace: s("other"),
+            service_account: s("default"),
+        }],
+        extensions: vec![w_extension()],
+    }
+}
+
+fn clause() -> security::Clause {
+    security::Clause {
+        matches: vec![a_match(), security::Match::default()],
+    }
+}
+
+fn rule() -> security::Rule {
+    security::Rule {
+        clauses: vec![clause()],
+    }
+}
+
+fn authorization() -> security::Authorization {
+    security::Authorization {
+        name: s("allow-productpage"),
+        namespace: s("bookinfo"),
+        scope: security::Scope::WorkloadSelector as i32,
+        action: security::Action::Deny as i32,
+        rules: vec![rule(), security::Rule::default()],
+        dry_run: true,
+        extensions: vec![w_extension()],
+    }
+}
+
+#[test]
+fn security_messages_round_trip() {
+    let mut t = Samples::new("istio.security");
+    t.check("Authorization", &authorization());
+    t.check("Rule", &rule());
+    t.check("Clause", &clause());
+    t.check("Match", &a_match());
+    t.check("Address", &sec_address());
+    t.check("ServiceAccountMatch", &sa_match());
+    for m in string_matches() {
+        t.check("StringMatch", &m);
+    }
+    t.assert_complete();
+}
+
+// ---------------------------------------------------------------- istio.workload.zds
+
+fn workload_info() -> zds::WorkloadInfo {
+    zds::WorkloadInfo {
+        name: s("reviews-v1-abc"),
+        namespace: s("bookinfo"),
+        service_account: s("reviews"),
+    }
+}
+
+fn add_workload() -> zds::AddWorkload {
+    zds::AddWorkload {
+        uid: s("7c9e6679-7425-40de-944b-e07fc1f90ae7"),
+        workload_info: Some(workload_info()),
+    }
+}
+
+fn keep_workload() -> zds::KeepWorkload {
+    zds::KeepWorkload { uid: s("keep-uid") }
+}
+
+fn del_workload() -> zds::DelWorkload {
+    zds::DelWorkload { uid: s("del-uid") }
+}
+
+fn ack() -> zds::Ack {
+    zds::Ack {
+        error: s("netns not ready"),
+    }
+}
+
+#[test]
+fn zds_messages_round_trip() {
+    use zds::workload_request::Payload;
+    let mut t = Samples::new("istio.workload.zds");
+    t.check(
+        "ZdsHello",
+        &zds::ZdsHello {
+            version: zds::Version::V1 as i32,
+        },
+    );
+    t.check("WorkloadInfo", &workload_info());
+    t.check("AddWorkload", &add_workload());
+    t.check("KeepWorkload", &keep_workload());
+    t.check("DelWorkload", &del_workload());
+    t.check("SnapshotSent", &zds::SnapshotSent {});
+    t.check("Ack", &ack());
+    for payload in [
+        Payload::Add(add_workload()),
+        Payload::Keep(keep_workload()),
+        Payload::Del(del_workload()),
+        Payload::SnapshotSent(zds::SnapshotSent {}),
+    ] {
+        t.check(
+            "WorkloadRequest",
+            &zds::WorkloadRequest {
+                payload: Some(payload),
+            },
+        );
+    }
+    t.check(
+        "WorkloadResponse",
+        &zds::WorkloadResponse {
+            payload: Some(zds::workload_response::Payload::Ack(ack())),
+        },
+    );
+    t.assert_complete();
+}
+
+// ---------------------------------------------------------------- istio.v1.auth
+
+#[test]
+fn citadel_messages_round_trip() {
+    let mut t = Samples::new("istio.v1.auth");
+    t.check(
+        "IstioCertificateRequest",
+        &citadel::IstioCertificateRequest {
+            csr: s(
+                "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n",
+            ),
+            validity_duration: 86_400,
+            metadata: Some(Struct {
+                fields: [(
+                    s("ImpersonatedIdentity"),
+                    Value {
+                        kind: Some(Kind::StringValue(s("spiffe://cluster.local/ns/a/sa/b"))),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            }),
+        },
+    );
+    t.check(
+        "IstioCertificateResponse",
+        &citadel::IstioCertificateResponse {
+            cert_chain: vec![s("leaf-pem\n"), s("intermediate-pem\n"), s("root-pem\n")],
+        },
+    );
+    t.assert_complete();
+}
+
+// ---------------------------------------------------------------- google.rpc
+
+fn status() -> rpc::Status {
+    rpc::Status {
+        code: 3,
+        message: s("ns/a: bad address; ns/b: unknown field"),
+        details: vec![any(1), any(2)],
+    }
+}
+
+#[test]
+fn rpc_messages_round_trip() {
+    let mut t = Samples::new("google.rpc");
+    t.check("Status", &status());
+    t.assert_complete();
+}
+
+// ---------------------------------------------------------------- envoy.type.v3
+
+fn semver() -> types::SemanticVersion {
+    types::SemanticVersion {
+        major_number: 1,
+        minor_number: 31,
+        patch: 2,
+    }
+}
+
+#[test]
+fn envoy_type_messages_round_trip() {
+    let mut t = Samples::new("envoy.type.v3");
+    t.check("SemanticVersion", &semver());
+    t.assert_complete();
+}
+
+// ---------------------------------------------------------------- envoy.config.core.v3
+
+fn build_version() -> core::BuildVersion {
+    core::BuildVersion {
+        version: Some(semver()),
+        metadata: Some(strukt()),
+    }
+}
+
+fn c_extension() -> core::Extension {
+    core::Extension {
+        name: s("envoy.filters.http.router"),
+        category: s("envoy.filters.http"),
+        type_descriptor: s("envoy.extensions.filters.http.router.v3.Router"),
+        version: Some(build_version()),
+        disabled: true,
+    }
+}
+
+fn c_locality() -> core::Locality {
+    core::Locality {
+        region: s("us-east1"),
+        zone: s("us-east1-c"),
+        sub_zone: s("rack-2"),
+    }
+}
+
+fn node(version: core::node::UserAgentVersionType) -> core::Node {
+    core::Node {
+        id: s("ztunnel~10.0.0.5~ztunnel-abc.istio-system~istio-system.svc.cluster.local"),
+        cluster: s("Kubernetes"),
+        metadata: Some(strukt()),
+        locality: Some(c_locality()),
+        user_agent_name: s("ztunnel"),
+        user_agent_version_type: Some(version),
+        extensions: vec![c_extension()],
+        client_features: vec![s("envoy.lb.does_not_support_overprovisioning")],
+    }
+}
+
+fn node_full() -> core::Node {
+    node(core::node::UserAgentVersionType::UserAgentVersion(s(
+        "1.31.0",
+    )))
+}
+
+fn c_metadata() -> core::Metadata {
+    core::Metadata {
+        filter_metadata: HashMap::from([
+            (s("istio"), strukt()),
+            (s("envoy.lb"), Struct::default()),
+        ]),
+    }
+}
+
+fn control_plane() -> core::ControlPlane {
+    core::ControlPlane {
+        identifier: s("istiod-5f4d8c7b9-x2x7q"),
+    }
+}
+
+#[test]
+fn envoy_core_messages_round_trip() {
+    let mut t = Samples::new("envoy.config.core.v3");
+    t.check("Locality", &c_locality());
+    t.check("BuildVersion", &build_version());
+    t.check("Extension", &c_extension());
+    t.check("Node", &node_full());
+    t.check(
+        "Node",
+        &node(core::node::UserAgentVersionType::UserAgentBuildVersion(
+            build_version(),
+        )),
+    );
+    t.check("Metadata", &c_metadata());
+    t.check("ControlPlane", &control_plane());
+    t.assert_complete();
+}
+
+// ---------------------------------------------------------------- envoy.service.discovery.v3
+
+fn cache_control() -> discovery::resource::CacheControl {
+    discovery::resource::CacheControl { do_not_cache: true }
+}
+
+fn resource() -> discovery::Resource {
+    discovery::Resource {
+        name: s("Kubernetes//Pod/bookinfo/reviews-v1-abc"),
+        aliases: vec![s("net-a/10.1.2.3")],
+        version: s("2026-08-01T00:00:00Z/42"),
+        resource: Some(Any {
+            type_url: s(proto::ADDRESS_TYPE_URL),
+            value: workload::Address {
+                r#type: Some(workload::address::Type::Workload(workload_full())),
+            }
+            .encode_to_vec(),
+        }),
+        ttl: Some(Duration {
+            seconds: 30,
+            nanos: 500,
+        }),
+        cache_control: Some(cache_control()),
+        metadata: Some(c_metadata()),
+    }
+}
+
+#[test]
+fn discovery_messages_round_trip() {
+    let mut t = Samples::new("envoy.service.discovery.v3");
+    t.check(
+        "DiscoveryRequest",
+        &discovery::DiscoveryRequest {
+            version_info: s("v1"),
+            node: Some(node_full()),
+            resource_names: vec![s("a"), s("b")],
+            type_url: s(proto::AUTHORIZATION_TYPE_URL),
+            response_nonce: s("nonce-1"),
+            error_detail: Some(status()),
+        },
+    );
+    t.check(
+        "DiscoveryResponse",
+        &discovery::DiscoveryResponse {
+            version_info: s("v2"),
+            resources: vec![any(3)],
+            canary: true,
+            type_url: s(proto::AUTHORIZATION_TYPE_URL),
+            nonce: s("nonce-2"),
+            control_plane: Some(control_plane()),
+        },
+    );
+    t.check(
+        "DeltaDiscoveryRequest",
+        &discovery::DeltaDiscoveryRequest {
+            node: Some(node_full()),
+            type_url: s(proto::ADDRESS_TYPE_URL),
+            resource_names_subscribe: vec![s("*")],
+            resource_names_unsubscribe: vec![s("*")],
+            initial_resource_versions: HashMap::from([(s("ns/a"), s("1")), (s("ns/b"), s("2"))]),
+            response_nonce: s("nonce-3"),
+            error_detail: Some(status()),
+        },
+    );
+    t.check(
+        "DeltaDiscoveryResponse",
+        &discovery::DeltaDiscoveryResponse {
+            system_version_info: s("2026-08-01"),
+            resources: vec![resource()],
+            type_url: s(proto::ADDRESS_TYPE_URL),
+            removed_resources: vec![s("Kubernetes//Pod/bookinfo/gone")],
+            nonce: s("nonce-4"),
+            control_plane: Some(control_plane()),
+        },
+    );
+    t.check("Resource", &resource());
+    t.check("Resource.CacheControl", &cache_control());
+    t.assert_complete();
+}
+
+#[test]
+fn field_coverage_check_rejects_a_default_field() {
+    // The coverage check must be able to fail: a sample that leaves a field
+    // at its default does not put that field on the wire.
+    let mut t = Samples::new("google.rpc");
+    t.check(
+        "Status",
+        &rpc::Status {
+            code: 0,
+            ..status()
+        },
+    );
+    let result = std::panic::catch_unwind(|| t.assert_complete());
+    assert!(result.is_err(), "coverage check accepted a missing field");
+}

@@ -1,0 +1,9 @@
+//! ztunnel: captures a workload's TCP and carries it over HBONE to the destination's ztunnel.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod proxy;
+pub mod redirect;
+pub mod route;
+pub mod socket;
+pub mod state;

@@ -1,0 +1,200 @@
+//! The `ztunnel` binary: run the proxy, or manage its CA and capture rules.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hbone::{CertManager, FileCa, LocalCa, SpiffeId, TrustRoots};
+use tracing_subscriber::EnvFilter;
+use ztunnel::config::{ProxyMode, RunArgs, WorkloadInfo};
+use ztunnel::proxy::{self, Ports, ProxyContext};
+use ztunnel::state::StateHandle;
+use ztunnel::state::local::LocalConfig;
+use ztunnel::{redirect, socket};
+
+#[derive(Parser)]
+#[command(name = "ztunnel", version, about = "Ambient-mode mesh proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Manage a file CA directory (Istio `cacerts` layout).
+    Ca {
+        #[command(subcommand)]
+        action: CaAction,
+    },
+    /// Install or remove traffic capture in the current network namespace (dedicated mode).
+    Redirect {
+        #[command(subcommand)]
+        action: RedirectAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaAction {
+    /// Create a new self-signed root CA: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem.
+    Generate {
+        #[arg(long, env = "CA_CERTS_DIR")]
+        dir: PathBuf,
+        #[arg(long, default_value = "mesh")]
+        organisation: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RedirectAction {
+    /// Capture the namespace's TCP into ztunnel's ports.
+    Install {
+        #[arg(long, env = "PACKET_MARK", default_value_t = 1337)]
+        mark: u32,
+    },
+    /// Remove the capture rules.
+    Remove,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        None | Some(Command::Run) => run(cli.run),
+        Some(Command::Ca {
+            action: CaAction::Generate { dir, organisation },
+        }) => {
+            FileCa::generate(&dir, &organisation)?;
+            eprintln!("CA written to {}", dir.display());
+            Ok(())
+        }
+        Some(Command::Redirect { action }) => {
+            match action {
+                RedirectAction::Install { mark } => redirect::install(Ports::default(), mark)?,
+                RedirectAction::Remove => redirect::remove()?,
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.proxy_mode != ProxyMode::Dedicated {
+        bail!("PROXY_MODE=shared needs the node agent (ZDS), which this build does not support yet; set PROXY_MODE=dedicated");
+    }
+    if !args.xds_address.is_empty() {
+        bail!("XDS_ADDRESS is set, but this build has no xDS client yet; unset it and use LOCAL_XDS_PATH");
+    }
+    if !args.ca_address.is_empty() {
+        bail!("CA_ADDRESS is set, but this build has no CA client yet; unset it and use CA_CERTS_DIR");
+    }
+    let config_path = args
+        .local_xds_path
+        .clone()
+        .context("LOCAL_XDS_PATH (or --local-xds-path) is required without xDS")?;
+    let info: WorkloadInfo = args
+        .proxy_workload_info
+        .as_deref()
+        .context("PROXY_WORKLOAD_INFO (or --proxy-workload-info) is required in dedicated mode")?
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let ca_dir = args
+        .ca_certs_dir
+        .clone()
+        .context("CA_CERTS_DIR (or --ca-certs-dir) is required without CA_ADDRESS")?;
+
+    let state = LocalConfig::load(&config_path)?;
+    let local = state
+        .workload_by_name(&info.namespace, &info.name)
+        .with_context(|| format!("{}: no workload {}/{} (from PROXY_WORKLOAD_INFO)", config_path.display(), info.namespace, info.name))?;
+    if local.service_account != info.service_account {
+        bail!(
+            "PROXY_WORKLOAD_INFO says service account {:?}, {} says {:?} for {}/{}",
+            info.service_account,
+            config_path.display(),
+            local.service_account,
+            info.namespace,
+            info.name
+        );
+    }
+    let identity = SpiffeId::new(&local.trust_domain, &info.namespace, &info.service_account)?;
+    let ca = FileCa::load(&ca_dir)?;
+    let roots = TrustRoots::new(ca.roots())?;
+    let certs = CertManager::new(Arc::new(LocalCa {
+        ca,
+        lifetime: args.secret_ttl,
+    }));
+    socket::raise_fd_limit();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let handle = StateHandle::new(state);
+        tokio::spawn(watch_config(config_path, handle.clone(), args.local_xds_poll_interval));
+        let ctx = ProxyContext::new(
+            handle,
+            info,
+            identity,
+            certs,
+            roots,
+            Some(args.packet_mark),
+            args.h2_settings(),
+        );
+        tokio::select! {
+            r = proxy::run(ctx, Ports::default()) => r.map_err(anyhow::Error::from),
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Re-reads the config file when its contents change; a bad file keeps the last good state.
+async fn watch_config(path: PathBuf, state: StateHandle, every: std::time::Duration) {
+    let mut last = tokio::fs::read(&path).await.ok();
+    loop {
+        tokio::time::sleep(every).await;
+        let now = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "config unreadable; keeping the last good config");
+                continue;
+            }
+        };
+        if last.as_deref() == Some(now.as_slice()) {
+            continue;
+        }
+        last = Some(now.clone());
+        let parsed = String::from_utf8(now)
+            .map_err(|e| anyhow::anyhow!("{}: not UTF-8: {e}", path.display()))
+            .and_then(|text| LocalConfig::parse(&path, &text).map_err(anyhow::Error::from));
+        match parsed {
+            Ok(new) => {
+                let (w, s) = (new.workloads().len(), new.services_len());
+                state.store(new);
+                tracing::info!(path = %path.display(), workloads = w, services = s, "config reloaded");
+            }
+            Err(e) => tracing::warn!(error = %e, "config rejected; keeping the last good config"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

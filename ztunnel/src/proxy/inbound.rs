@@ -1,0 +1,169 @@
+//! Inbound HBONE (15008): terminate mutual TLS, answer each CONNECT, carry its bytes to the
+//! local workload.
+//!
+//! Rules (protocol.md 2.4): the authority must name an address of the local workload (else
+//! 400) and not one of ztunnel's ports (else 503); if the app cannot be reached, 503. The 200
+//! goes out only once the upstream connection is up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hbone::{ConnectHandler, InboundConnect, Target, Transferred, copy_bidirectional};
+use http::{HeaderMap, StatusCode};
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::ProxyContext;
+use super::access::ConnectionLog;
+use crate::route::ILLEGAL_PORTS;
+use crate::socket;
+
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ProxyContext>,
+    tls: Arc<ServerConfig>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let handler = Arc::new(Inbound { ctx: ctx.clone() });
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let handler = handler.clone();
+        let settings = ctx.settings.clone();
+        tokio::spawn(async move {
+            if let Err(e) = hbone::serve_connection(tcp, acceptor, &settings, handler).await {
+                tracing::warn!(%peer, error = %super::access::error_chain(&e), "inbound HBONE connection refused or failed");
+            }
+        });
+    }
+}
+
+struct Inbound {
+    ctx: Arc<ProxyContext>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum InboundError {
+    #[error("target {0} is not an address of the local workload")]
+    IpMismatch(String),
+    #[error("target {0} is one of ztunnel's own ports")]
+    IllegalPort(SocketAddr),
+    #[error("no service {0} to resolve the target host")]
+    UnknownHost(String),
+    #[error("{0}")]
+    Local(#[from] super::ProxyError),
+    #[error("connecting to the application at {addr} failed")]
+    Upstream {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("answering the CONNECT failed")]
+    Respond(#[source] h2::Error),
+}
+
+impl Inbound {
+    /// Where the stream goes, or the status to refuse it with.
+    fn resolve(
+        &self,
+        target: &Target,
+        log: &mut ConnectionLog,
+    ) -> Result<SocketAddr, (StatusCode, InboundError)> {
+        let state = self.ctx.state.load();
+        log.src_workload = log
+            .src_identity
+            .as_ref()
+            .and_then(|_| state.workload_by_ip(log.src_addr.ip()).cloned());
+        let local = self
+            .ctx
+            .local_workload(&state)
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.into()))?;
+        log.dst_workload = Some(local.clone());
+        let addr = match target {
+            Target::Addr(a) => *a,
+            Target::Host(host, port) => {
+                let service = state.service_by_hostname(host).ok_or_else(|| {
+                    (StatusCode::SERVICE_UNAVAILABLE, InboundError::UnknownHost(host.clone()))
+                })?;
+                log.dst_service = Some(service.clone());
+                let target_port = local
+                    .services
+                    .get(&service.key())
+                    .and_then(|p| p.get(port))
+                    .or_else(|| service.ports.get(port))
+                    .copied()
+                    .filter(|p| *p != 0)
+                    .unwrap_or(*port);
+                let ip = local.ips.first().copied().ok_or_else(|| {
+                    (StatusCode::SERVICE_UNAVAILABLE, InboundError::UnknownHost(host.clone()))
+                })?;
+                SocketAddr::new(ip, target_port)
+            }
+        };
+        if let Target::Addr(a) = target
+            && !local.ips.contains(&a.ip())
+        {
+            return Err((StatusCode::BAD_REQUEST, InboundError::IpMismatch(a.to_string())));
+        }
+        if ILLEGAL_PORTS.contains(&addr.port()) {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, InboundError::IllegalPort(addr)));
+        }
+        Ok(addr)
+    }
+}
+
+impl ConnectHandler for Inbound {
+    async fn handle(&self, request: InboundConnect) {
+        let InboundConnect {
+            peer,
+            target,
+            headers: _,
+            responder,
+        } = request;
+        let mut log = ConnectionLog::new("inbound", peer.remote);
+        log.src_identity = Some(peer.identity.clone());
+        log.dst_identity = Some(self.ctx.identity.clone());
+        log.dst_hbone_addr = Some(peer.local);
+        let addr = match self.resolve(&target, &mut log) {
+            Ok(a) => a,
+            Err((status, e)) => {
+                responder.refuse(status);
+                log.finish(Transferred::default(), Some(&e));
+                return;
+            }
+        };
+        log.dst_addr = Some(addr);
+        let mut upstream = match socket::connect(addr, None, self.ctx.mark).await {
+            Ok(u) => u,
+            Err(source) => {
+                responder.refuse(StatusCode::SERVICE_UNAVAILABLE);
+                log.finish(Transferred::default(), Some(&InboundError::Upstream { addr, source }));
+                return;
+            }
+        };
+        let stream = match responder.accept(HeaderMap::new()) {
+            Ok(s) => s,
+            Err(e) => {
+                log.finish(Transferred::default(), Some(&InboundError::Respond(e)));
+                return;
+            }
+        };
+        match copy_bidirectional(&mut upstream, stream).await {
+            Ok(moved) => log.finish(moved, None),
+            Err((e, moved)) => {
+                if e.is_reset() {
+                    hbone::reset_tcp(&upstream);
+                }
+                log.finish(moved, Some(&e));
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The data path: three listeners in the workload's network namespace.
+//!
+//! | port  | what                                                        |
+//! |-------|-------------------------------------------------------------|
+//! | 15001 | outbound capture: the app's TCP, REDIRECTed here            |
+//! | 15006 | inbound plaintext capture: non-HBONE TCP to the app         |
+//! | 15008 | inbound HBONE: mutual TLS + HTTP/2 CONNECT from peers       |
+
+pub mod access;
+mod inbound;
+mod inbound_plain;
+mod outbound;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hbone::{CertManager, H2Settings, HBONE_PORT, Pool, SpiffeId, TrustRoots};
+use tokio::net::TcpListener;
+
+use crate::config::WorkloadInfo;
+use crate::socket;
+use crate::state::{State, StateHandle, Workload};
+
+/// Ports ztunnel listens on inside the workload's namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub outbound: u16,
+    pub inbound_plain: u16,
+    pub inbound_hbone: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            outbound: 15001,
+            inbound_plain: 15006,
+            inbound_hbone: HBONE_PORT,
+        }
+    }
+}
+
+/// Everything the listeners share.
+pub struct ProxyContext {
+    pub state: StateHandle,
+    /// The workload this (dedicated) ztunnel serves.
+    pub local: WorkloadInfo,
+    pub identity: SpiffeId,
+    pub certs: Arc<CertManager>,
+    pub roots: TrustRoots,
+    pub pool: Pool,
+    pub mark: Option<u32>,
+    pub settings: H2Settings,
+    /// Round-robin position for picking service endpoints.
+    next_endpoint: AtomicUsize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("workload {namespace}/{name} (PROXY_WORKLOAD_INFO) is not in the config")]
+    UnknownLocalWorkload { namespace: String, name: String },
+    #[error("binding {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificate for {identity}")]
+    Cert {
+        identity: String,
+        #[source]
+        source: hbone::IssueError,
+    },
+    #[error("TLS server configuration")]
+    Tls(#[source] hbone::TlsError),
+}
+
+impl ProxyContext {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        state: StateHandle,
+        local: WorkloadInfo,
+        identity: SpiffeId,
+        certs: Arc<CertManager>,
+        roots: TrustRoots,
+        mark: Option<u32>,
+        settings: H2Settings,
+    ) -> Arc<Self> {
+        let dialer: hbone::Dialer = Arc::new(move |dst, local_ip| {
+            Box::pin(socket::connect(dst, local_ip, mark))
+        });
+        let pool = Pool::new(settings.clone(), dialer);
+        Arc::new(ProxyContext {
+            state,
+            local,
+            identity,
+            certs,
+            roots,
+            pool,
+            mark,
+            settings,
+            next_endpoint: AtomicUsize::new(0),
+        })
+    }
+
+    /// The local workload as the current config describes it.
+    pub fn local_workload(&self, state: &State) -> Result<Arc<Workload>, ProxyError> {
+        state
+            .workload_by_name(&self.local.namespace, &self.local.name)
+            .cloned()
+            .ok_or_else(|| ProxyError::UnknownLocalWorkload {
+                namespace: self.local.namespace.clone(),
+                name: self.local.name.clone(),
+            })
+    }
+
+    fn pick(&self, n: usize) -> usize {
+        self.next_endpoint.fetch_add(1, Ordering::Relaxed) % n.max(1)
+    }
+}
+
+/// Binds the three listeners and serves until the task is dropped.
+pub async fn run(ctx: Arc<ProxyContext>, ports: Ports) -> Result<(), ProxyError> {
+    let bind = |port: u16| {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+        socket::listen(addr, ctx.mark).map_err(|source| ProxyError::Bind { addr, source })
+    };
+    let outbound = bind(ports.outbound)?;
+    let plain = bind(ports.inbound_plain)?;
+    let hbone = bind(ports.inbound_hbone)?;
+    let handle = ctx
+        .certs
+        .fetch(&ctx.identity)
+        .await
+        .map_err(|source| ProxyError::Cert {
+            identity: ctx.identity.to_string(),
+            source,
+        })?;
+    let tls = hbone::server_config(handle, &ctx.roots).map_err(ProxyError::Tls)?;
+    tracing::info!(
+        identity = %ctx.identity,
+        outbound = ports.outbound,
+        inbound_plain = ports.inbound_plain,
+        inbound_hbone = ports.inbound_hbone,
+        "ztunnel ready"
+    );
+    tokio::join!(
+        accept_loop(outbound, ctx.clone(), outbound::serve),
+        accept_loop(plain, ctx.clone(), inbound_plain::serve),
+        inbound::accept_loop(hbone, ctx.clone(), tls),
+    );
+    Ok(())
+}
+
+async fn accept_loop<F, Fut>(listener: TcpListener, ctx: Arc<ProxyContext>, serve: F)
+where
+    F: Fn(Arc<ProxyContext>, tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(serve(ctx.clone(), tcp, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A random id for `traceparent`, without a random number crate: std's hasher keys are random.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}

@@ -1,0 +1,148 @@
+//! Outbound (15001): route the captured connection, then tunnel it or pass it through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hbone::{PoolKey, Transferred, copy_bidirectional, reset_tcp};
+use http::{HeaderMap, HeaderValue};
+use tokio::net::TcpStream;
+
+use super::access::ConnectionLog;
+use super::{ProxyContext, random_u64};
+use crate::route::{Route, route};
+use crate::socket;
+
+pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: SocketAddr) {
+    let mut log = ConnectionLog::new("outbound", peer);
+    let original = match socket::original_dst(&tcp) {
+        Ok(a) => a,
+        Err(e) => {
+            log.finish(Transferred::default(), Some(&e));
+            return;
+        }
+    };
+    log.dst_addr = Some(original);
+    let state = ctx.state.load();
+    match ctx.local_workload(&state) {
+        Ok(w) => log.src_workload = Some(w),
+        Err(e) => {
+            // Outbound from a workload we do not know is refused, as Istio does.
+            log.finish(Transferred::default(), Some(&e));
+            return;
+        }
+    }
+    log.src_identity = Some(ctx.identity.clone());
+    let route = match route(&state, original, |n| ctx.pick(n)) {
+        Ok(r) => r,
+        Err(e) => {
+            reset_tcp(&tcp);
+            log.finish(Transferred::default(), Some(&e));
+            return;
+        }
+    };
+    drop(state);
+    match route {
+        Route::Hbone {
+            hbone_addr,
+            target,
+            expected,
+            destination,
+            service,
+        } => {
+            log.dst_addr = Some(target);
+            log.dst_hbone_addr = Some(hbone_addr);
+            log.dst_identity = destination.identity().ok();
+            log.dst_workload = Some(destination);
+            log.dst_service = service.clone();
+            let cert = match ctx.certs.fetch(&ctx.identity).await {
+                Ok(c) => c,
+                Err(e) => {
+                    reset_tcp(&tcp);
+                    log.finish(Transferred::default(), Some(&e));
+                    return;
+                }
+            };
+            let key = PoolKey::new(ctx.identity.clone(), expected, hbone_addr, None);
+            let headers = request_headers(peer, service.as_deref().map(|s| s.hostname.as_str()));
+            match ctx
+                .pool
+                .open(&key, &cert, &ctx.roots, &target.to_string(), headers)
+                .await
+            {
+                Ok((stream, _)) => match copy_bidirectional(&mut tcp, stream).await {
+                    Ok(moved) => log.finish(moved, None),
+                    Err((e, moved)) => {
+                        if e.is_reset() {
+                            reset_tcp(&tcp);
+                        }
+                        log.finish(moved, Some(&e));
+                    }
+                },
+                Err(e) => {
+                    reset_tcp(&tcp);
+                    log.finish(Transferred::default(), Some(&e));
+                }
+            }
+        }
+        Route::Passthrough {
+            target,
+            destination,
+            service,
+        } => {
+            log.dst_addr = Some(target);
+            log.dst_workload = destination;
+            log.dst_service = service;
+            passthrough(ctx.mark, tcp, target, log).await;
+        }
+    }
+}
+
+/// Plain TCP to `target`, bytes copied unchanged.
+pub(super) async fn passthrough(
+    mark: Option<u32>,
+    mut tcp: TcpStream,
+    target: SocketAddr,
+    log: ConnectionLog,
+) {
+    let mut upstream = match socket::connect(target, None, mark).await {
+        Ok(u) => u,
+        Err(e) => {
+            reset_tcp(&tcp);
+            log.finish(Transferred::default(), Some(&e));
+            return;
+        }
+    };
+    match tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await {
+        Ok((to, from)) => log.finish(
+            Transferred {
+                to_tunnel: to,
+                from_tunnel: from,
+            },
+            None,
+        ),
+        Err(e) => log.finish(Transferred::default(), Some(&e)),
+    }
+}
+
+/// `forwarded` and `traceparent`, as Istio's ztunnel sends them.
+fn request_headers(client: SocketAddr, service_host: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut forwarded = format!("for=\"{client}\"");
+    if let Some(host) = service_host {
+        forwarded.push_str(";host=");
+        forwarded.push_str(host);
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert("forwarded", v);
+    }
+    let trace = format!(
+        "00-{:016x}{:016x}-{:016x}-00",
+        random_u64(),
+        random_u64(),
+        random_u64()
+    );
+    if let Ok(v) = HeaderValue::from_str(&trace) {
+        headers.insert("traceparent", v);
+    }
+    headers
+}

@@ -1,0 +1,104 @@
+//! Traffic capture inside one workload's network namespace (dedicated mode), with nftables.
+//!
+//! Same semantics as istio-cni's in-pod rules (protocol.md 1.3), in its nftables naming
+//! (table `inet istio-ambient-nat`, chains `istio-prerouting` / `istio-output`):
+//! - inbound TCP, except to 15008 (HBONE) and except ztunnel's own marked packets, goes to
+//!   15006; kubelet probes (SNATed to 169.254.7.127) are left alone;
+//! - outbound TCP, except to loopback, to the pod itself over `lo`, and except ztunnel's
+//!   own marked packets, goes to 15001.
+//!
+//! Dedicated mode delivers inbound connections from ztunnel's own address (no original
+//! source spoofing), so istio-cni's connmark/policy-routing rules are not needed here.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::proxy::Ports;
+
+pub const TABLE: &str = "istio-ambient-nat";
+const PROBE_V4: &str = "169.254.7.127";
+const PROBE_V6: &str = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedirectError {
+    #[error("running nft (is the nftables package installed, and are we root?)")]
+    Spawn(#[source] std::io::Error),
+    #[error("nft rejected the rules: {0}")]
+    Nft(String),
+}
+
+/// The nftables script that installs capture (replacing an earlier one of ours).
+pub fn rules(ports: Ports, mark: u32) -> String {
+    let Ports {
+        outbound,
+        inbound_plain,
+        inbound_hbone,
+    } = ports;
+    format!(
+        "table inet {TABLE}
+delete table inet {TABLE}
+table inet {TABLE} {{
+  chain istio-prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    meta mark & 0xfff == {mark:#x} accept
+    ip saddr {PROBE_V4} accept
+    ip6 saddr {PROBE_V6} accept
+    meta l4proto tcp ip daddr != 127.0.0.1 tcp dport != {inbound_hbone} redirect to :{inbound_plain}
+    meta l4proto tcp ip6 daddr != ::1 tcp dport != {inbound_hbone} redirect to :{inbound_plain}
+  }}
+  chain istio-output {{
+    type nat hook output priority -100; policy accept;
+    meta mark & 0xfff == {mark:#x} accept
+    ip daddr {PROBE_V4} accept
+    ip6 daddr {PROBE_V6} accept
+    oifname \"lo\" accept
+    meta l4proto tcp ip daddr != 127.0.0.1 redirect to :{outbound}
+    meta l4proto tcp ip6 daddr != ::1 redirect to :{outbound}
+  }}
+}}
+"
+    )
+}
+
+/// Installs capture in the current network namespace.
+pub fn install(ports: Ports, mark: u32) -> Result<(), RedirectError> {
+    nft(&rules(ports, mark))
+}
+
+/// Removes capture from the current network namespace (no error if it was not there).
+pub fn remove() -> Result<(), RedirectError> {
+    nft(&format!("table inet {TABLE}\ndelete table inet {TABLE}\n"))
+}
+
+fn nft(script: &str) -> Result<(), RedirectError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(RedirectError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(RedirectError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(RedirectError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(RedirectError::Nft(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_skip_marked_hbone_and_loopback() {
+        let r = rules(Ports::default(), 1337);
+        assert!(r.contains("meta mark & 0xfff == 0x539 accept"));
+        assert!(r.contains("tcp dport != 15008 redirect to :15006"));
+        assert!(r.contains("ip daddr != 127.0.0.1 redirect to :15001"));
+        assert!(r.contains("oifname \"lo\" accept"));
+    }
+}

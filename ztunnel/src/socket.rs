@@ -1,0 +1,62 @@
+//! Socket plumbing: packet marks, original destinations, listeners.
+//!
+//! Every socket ztunnel opens carries its packet mark (Istio's 0x539 by default) so the
+//! redirection rules let ztunnel's own traffic through instead of capturing it again.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// A listener with the mark set, `SO_REUSEADDR` on.
+pub fn listen(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(mark) = mark {
+        socket.set_mark(mark)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Connects to `dst` with the mark set, optionally from `local`.
+pub async fn connect(
+    dst: SocketAddr,
+    local: Option<std::net::IpAddr>,
+    mark: Option<u32>,
+) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(mark) = mark {
+        socket.set_mark(mark)?;
+    }
+    socket.set_nonblocking(true)?;
+    let socket = TcpSocket::from_std_stream(socket.into());
+    if let Some(ip) = local {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(dst).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The destination the application dialled before REDIRECT sent it to us.
+pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
+    let sock = SockRef::from(stream);
+    let addr = match stream.local_addr()? {
+        SocketAddr::V4(_) => sock.original_dst_v4()?,
+        SocketAddr::V6(_) => sock.original_dst_v6()?,
+    };
+    addr.as_socket()
+        .ok_or_else(|| io::Error::other("original destination is not an IP socket address"))
+}
+
+/// Raises the open-file limit to the hard limit: each proxied connection costs two.
+pub fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
+}
