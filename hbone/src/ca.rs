@@ -84,10 +84,11 @@ impl FileCa {
             path: key_path.clone(),
             source,
         })?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, key).map_err(|source| CaError::Key {
-            path: ca_cert_path.clone(),
-            source,
-        })?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_cert_pem, key).map_err(|source| CaError::Key {
+                path: ca_cert_path.clone(),
+                source,
+            })?;
         let ca_cert = one_cert(&ca_cert_path, &ca_cert_pem)?;
         let roots_path = dir.join(ROOT_CERT);
         let roots = certs(&roots_path, &read(&roots_path)?)?;
@@ -124,7 +125,9 @@ impl FileCa {
         })?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::OrganizationName, organisation);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, organisation);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -152,7 +155,11 @@ impl FileCa {
     }
 
     /// Issues a certificate for `identity` valid from now for `lifetime`.
-    pub fn issue(&self, identity: &SpiffeId, lifetime: Duration) -> Result<WorkloadCertificate, CaError> {
+    pub fn issue(
+        &self,
+        identity: &SpiffeId,
+        lifetime: Duration,
+    ) -> Result<WorkloadCertificate, CaError> {
         let now = SystemTime::now();
         self.issue_between(identity, now - BACKDATE.min(lifetime), now + lifetime)
     }
@@ -267,14 +274,20 @@ mod tests {
         let again = FileCa::load(&dir).unwrap();
         assert_eq!(again.roots(), ca.roots());
         // A second generate must not clobber the existing key.
-        assert!(matches!(FileCa::generate(&dir, "x"), Err(CaError::Exists(_))));
+        assert!(matches!(
+            FileCa::generate(&dir, "x"),
+            Err(CaError::Exists(_))
+        ));
 
         let id: SpiffeId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
         let cert = again.issue(&id, DEFAULT_LIFETIME).unwrap();
         assert_eq!(cert.identity(), &id);
         assert_eq!(identity_of(&cert.chain()[0]).unwrap(), id);
         let life = cert.not_after().duration_since(cert.not_before()).unwrap();
-        assert!(life >= DEFAULT_LIFETIME && life <= DEFAULT_LIFETIME + BACKDATE + Duration::from_secs(2));
+        assert!(
+            life >= DEFAULT_LIFETIME
+                && life <= DEFAULT_LIFETIME + BACKDATE + Duration::from_secs(2)
+        );
         let half = cert.refresh_at().duration_since(cert.not_before()).unwrap();
         assert_eq!(half, life / 2);
         // Self-signed root: nothing but the leaf is sent.

@@ -93,6 +93,29 @@ impl WorkloadCertificate {
         self.not_before + lifetime / 2
     }
 
+    /// Reads a chain (leaf first) and a PKCS#8 key from PEM text.
+    pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+        let chain: Result<Vec<_>, _> = rustls_pemfile::certs(&mut chain_pem.as_bytes()).collect();
+        let chain = chain.map_err(|e| CertError::Parse(e.to_string()))?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .map_err(|e| CertError::Parse(e.to_string()))?
+            .ok_or_else(|| CertError::Parse("no PRIVATE KEY block".into()))?;
+        match key {
+            PrivateKeyDer::Pkcs8(k) => Self::new(chain, k.secret_pkcs8_der().to_vec()),
+            _ => Err(CertError::Parse("private key is not PKCS#8".into())),
+        }
+    }
+
+    /// The chain and key as PEM text, in the shape Istio writes them.
+    pub fn to_pem(&self) -> (String, String) {
+        let chain = self
+            .chain
+            .iter()
+            .map(|c| pem_block("CERTIFICATE", c))
+            .collect();
+        (chain, pem_block("PRIVATE KEY", &self.key_pkcs8))
+    }
+
     /// The rustls form, signing with the crate's crypto provider.
     pub fn certified_key(&self) -> Result<Arc<CertifiedKey>, CertError> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.as_ref().clone()));
@@ -134,7 +157,10 @@ pub fn validity_of(der: &CertificateDer<'_>) -> Result<(SystemTime, SystemTime),
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| CertError::Parse(e.to_string()))?;
     let v = cert.validity();
-    Ok((to_system_time(v.not_before.timestamp()), to_system_time(v.not_after.timestamp())))
+    Ok((
+        to_system_time(v.not_before.timestamp()),
+        to_system_time(v.not_after.timestamp()),
+    ))
 }
 
 fn to_system_time(unix: i64) -> SystemTime {
@@ -142,5 +168,50 @@ fn to_system_time(unix: i64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(unix as u64)
     } else {
         UNIX_EPOCH - Duration::from_secs(unix.unsigned_abs())
+    }
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
+    for chunk in der.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip() {
+        let dir = std::env::temp_dir().join(format!("hbone-pem-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = crate::FileCa::generate(&dir, "t").unwrap();
+        let id: SpiffeId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let cert = ca.issue(&id, Duration::from_secs(60)).unwrap();
+        let (chain, key) = cert.to_pem();
+        assert!(chain.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        let back = WorkloadCertificate::from_pem(&chain, &key).unwrap();
+        assert_eq!(back.chain(), cert.chain());
+        assert_eq!(back.key_pkcs8(), cert.key_pkcs8());
+        assert_eq!(back.identity(), &id);
+        assert!(WorkloadCertificate::from_pem(&chain, "junk").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

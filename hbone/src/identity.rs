@@ -26,7 +26,9 @@ pub struct SpiffeId {
 pub enum IdentityError {
     #[error("identity {0:?} does not start with \"spiffe://\"")]
     NotSpiffe(String),
-    #[error("identity {0:?} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    #[error(
+        "identity {0:?} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+    )]
     Shape(String),
     #[error("identity {id:?} has an empty {part}")]
     Empty { id: String, part: &'static str },
@@ -135,18 +137,62 @@ mod tests {
         assert_eq!(id.principal(), "cluster.local/ns/shop/sa/cart");
     }
 
+    type Check = fn(&IdentityError) -> bool;
+
     #[test]
     fn rejects_bad_input() {
-        let cases: &[(&str, fn(&IdentityError) -> bool)] = &[
-            ("cluster.local/ns/a/sa/b", |e| matches!(e, IdentityError::NotSpiffe(_))),
-            ("http://cluster.local/ns/a/sa/b", |e| matches!(e, IdentityError::NotSpiffe(_))),
-            ("spiffe://cluster.local/ns/a", |e| matches!(e, IdentityError::Shape(_))),
-            ("spiffe://cluster.local/ns/a/sa/b/extra", |e| matches!(e, IdentityError::Shape(_))),
-            ("spiffe://cluster.local/namespace/a/sa/b", |e| matches!(e, IdentityError::Shape(_))),
-            ("spiffe:///ns/a/sa/b", |e| matches!(e, IdentityError::Empty { part: "trust domain", .. })),
-            ("spiffe://td/ns//sa/b", |e| matches!(e, IdentityError::Empty { part: "namespace", .. })),
-            ("spiffe://td/ns/a/sa/", |e| matches!(e, IdentityError::Empty { part: "service account", .. })),
-            ("spiffe://td/ns/a b/sa/c", |e| matches!(e, IdentityError::BadCharacter { part: "namespace", .. })),
+        let cases: &[(&str, Check)] = &[
+            ("cluster.local/ns/a/sa/b", |e| {
+                matches!(e, IdentityError::NotSpiffe(_))
+            }),
+            ("http://cluster.local/ns/a/sa/b", |e| {
+                matches!(e, IdentityError::NotSpiffe(_))
+            }),
+            ("spiffe://cluster.local/ns/a", |e| {
+                matches!(e, IdentityError::Shape(_))
+            }),
+            ("spiffe://cluster.local/ns/a/sa/b/extra", |e| {
+                matches!(e, IdentityError::Shape(_))
+            }),
+            ("spiffe://cluster.local/namespace/a/sa/b", |e| {
+                matches!(e, IdentityError::Shape(_))
+            }),
+            ("spiffe:///ns/a/sa/b", |e| {
+                matches!(
+                    e,
+                    IdentityError::Empty {
+                        part: "trust domain",
+                        ..
+                    }
+                )
+            }),
+            ("spiffe://td/ns//sa/b", |e| {
+                matches!(
+                    e,
+                    IdentityError::Empty {
+                        part: "namespace",
+                        ..
+                    }
+                )
+            }),
+            ("spiffe://td/ns/a/sa/", |e| {
+                matches!(
+                    e,
+                    IdentityError::Empty {
+                        part: "service account",
+                        ..
+                    }
+                )
+            }),
+            ("spiffe://td/ns/a b/sa/c", |e| {
+                matches!(
+                    e,
+                    IdentityError::BadCharacter {
+                        part: "namespace",
+                        ..
+                    }
+                )
+            }),
             ("", |e| matches!(e, IdentityError::NotSpiffe(_))),
         ];
         for (input, check) in cases {

@@ -108,7 +108,12 @@ impl CertManager {
 
     /// Every identity's current certificate.
     pub async fn certificates(&self) -> Vec<WorkloadCertificate> {
-        self.certs.lock().await.values().map(|h| h.certificate()).collect()
+        self.certs
+            .lock()
+            .await
+            .values()
+            .map(|h| h.certificate())
+            .collect()
     }
 }
 
@@ -130,9 +135,13 @@ async fn renew(manager: Weak<CertManager>, handle: CertHandle) {
     let mut retry = Duration::from_secs(1);
     let mut at = handle.certificate().refresh_at();
     loop {
-        let wait = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        let wait = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
         tokio::time::sleep(wait).await;
-        let Some(manager) = manager.upgrade() else { return };
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
         let id = handle.identity().clone();
         let result = issue_checked(manager.source.as_ref(), &id)
             .await

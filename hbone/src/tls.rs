@@ -92,7 +92,9 @@ struct Current {
 
 impl std::fmt::Debug for CertHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertHandle").field("identity", &self.identity.to_string()).finish()
+        f.debug_struct("CertHandle")
+            .field("identity", &self.identity.to_string())
+            .finish()
     }
 }
 
@@ -211,9 +213,9 @@ pub fn server_name(ip: std::net::IpAddr) -> ServerName<'static> {
 }
 
 fn refuse(reason: String) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-        PeerRejected(reason),
-    ))))
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(PeerRejected(
+        reason,
+    )))))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +244,10 @@ impl ClientCertVerifier for TrustDomainVerifier {
             .as_ref()
             .map(|i| i.to_string())
             .unwrap_or_else(|e| format!("<{e}>"));
-        if let Err(e) = self.inner.verify_client_cert(end_entity, intermediates, now) {
+        if let Err(e) = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
             tracing::warn!(peer = %shown, error = %e, "refused client certificate: chain does not verify against the mesh roots");
             return Err(e);
         }

@@ -1,1 +1,7 @@
-//! e2e
+//! End-to-end test support: network-namespace hosts, a mesh of ztunnel processes, and the
+//! test application (`meshapp`) they carry traffic for.
+
+pub mod app;
+pub mod mesh;
+pub mod netns;
+pub mod topology;

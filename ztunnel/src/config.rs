@@ -22,7 +22,13 @@ pub struct RunArgs {
     pub local_xds_path: Option<PathBuf>,
 
     /// `shared` (per node) or `dedicated` (inside one workload's network namespace).
-    #[arg(long, env = "PROXY_MODE", value_enum, default_value = "shared", ignore_case = true)]
+    #[arg(
+        long,
+        env = "PROXY_MODE",
+        value_enum,
+        default_value = "shared",
+        ignore_case = true
+    )]
     pub proxy_mode: ProxyMode,
 
     /// The workload this dedicated ztunnel serves: `<namespace>/<pod>/<service-account>`.
@@ -161,7 +167,14 @@ mod tests {
     #[test]
     fn workload_info() {
         let w: WorkloadInfo = "shop/cart-0/cart".parse().unwrap();
-        assert_eq!((w.namespace.as_str(), w.name.as_str(), w.service_account.as_str()), ("shop", "cart-0", "cart"));
+        assert_eq!(
+            (
+                w.namespace.as_str(),
+                w.name.as_str(),
+                w.service_account.as_str()
+            ),
+            ("shop", "cart-0", "cart")
+        );
         for bad in ["shop/cart-0", "shop//cart", "a/b/c/d", ""] {
             assert!(bad.parse::<WorkloadInfo>().is_err(), "{bad} accepted");
         }

@@ -63,8 +63,11 @@ enum RedirectAction {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         None | Some(Command::Run) => run(cli.run),
@@ -87,13 +90,19 @@ fn main() -> anyhow::Result<()> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.proxy_mode != ProxyMode::Dedicated {
-        bail!("PROXY_MODE=shared needs the node agent (ZDS), which this build does not support yet; set PROXY_MODE=dedicated");
+        bail!(
+            "PROXY_MODE=shared needs the node agent (ZDS), which this build does not support yet; set PROXY_MODE=dedicated"
+        );
     }
     if !args.xds_address.is_empty() {
-        bail!("XDS_ADDRESS is set, but this build has no xDS client yet; unset it and use LOCAL_XDS_PATH");
+        bail!(
+            "XDS_ADDRESS is set, but this build has no xDS client yet; unset it and use LOCAL_XDS_PATH"
+        );
     }
     if !args.ca_address.is_empty() {
-        bail!("CA_ADDRESS is set, but this build has no CA client yet; unset it and use CA_CERTS_DIR");
+        bail!(
+            "CA_ADDRESS is set, but this build has no CA client yet; unset it and use CA_CERTS_DIR"
+        );
     }
     let config_path = args
         .local_xds_path
@@ -113,7 +122,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let state = LocalConfig::load(&config_path)?;
     let local = state
         .workload_by_name(&info.namespace, &info.name)
-        .with_context(|| format!("{}: no workload {}/{} (from PROXY_WORKLOAD_INFO)", config_path.display(), info.namespace, info.name))?;
+        .with_context(|| {
+            format!(
+                "{}: no workload {}/{} (from PROXY_WORKLOAD_INFO)",
+                config_path.display(),
+                info.namespace,
+                info.name
+            )
+        })?;
     if local.service_account != info.service_account {
         bail!(
             "PROXY_WORKLOAD_INFO says service account {:?}, {} says {:?} for {}/{}",
@@ -138,7 +154,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let handle = StateHandle::new(state);
-        tokio::spawn(watch_config(config_path, handle.clone(), args.local_xds_poll_interval));
+        tokio::spawn(watch_config(
+            config_path,
+            handle.clone(),
+            args.local_xds_poll_interval,
+        ));
         let ctx = ProxyContext::new(
             handle,
             info,

@@ -79,13 +79,17 @@ fn nft(script: &str) -> Result<(), RedirectError> {
         .spawn()
         .map_err(RedirectError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(RedirectError::Spawn)?;
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(RedirectError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(RedirectError::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(RedirectError::Nft(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        Err(RedirectError::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }
 

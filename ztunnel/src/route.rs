@@ -143,7 +143,9 @@ fn to_workload(
 }
 
 fn same_family(ips: &[IpAddr], like: IpAddr) -> Option<IpAddr> {
-    ips.iter().copied().find(|ip| ip.is_ipv4() == like.is_ipv4())
+    ips.iter()
+        .copied()
+        .find(|ip| ip.is_ipv4() == like.is_ipv4())
 }
 
 #[cfg(test)]
@@ -204,7 +206,12 @@ services:
     /// What a route boils down to, for table comparison.
     fn summary(r: Result<Route, RouteError>) -> String {
         match r {
-            Ok(Route::Hbone { hbone_addr, target, expected, .. }) => {
+            Ok(Route::Hbone {
+                hbone_addr,
+                target,
+                expected,
+                ..
+            }) => {
                 let ids: Vec<String> = expected.iter().map(|i| i.to_string()).collect();
                 format!("hbone {hbone_addr} {target} {}", ids.join(","))
             }
@@ -218,21 +225,39 @@ services:
         let state = LocalConfig::parse(Path::new("t.yaml"), CONFIG).unwrap();
         let cases = [
             // Direct to an HBONE workload: port unchanged, its identity expected.
-            ("10.0.0.2:8080", "hbone 10.0.0.2:15008 10.0.0.2:8080 spiffe://cluster.local/ns/shop/sa/server"),
+            (
+                "10.0.0.2:8080",
+                "hbone 10.0.0.2:15008 10.0.0.2:8080 spiffe://cluster.local/ns/shop/sa/server",
+            ),
             // Via VIP: healthy endpoint only, endpoint port map wins over service's 0, service SANs added.
-            ("10.96.0.1:80", "hbone 10.0.0.2:15008 10.0.0.2:8080 spiffe://cluster.local/ns/shop/sa/server,spiffe://cluster.local/ns/shop/sa/alt"),
+            (
+                "10.96.0.1:80",
+                "hbone 10.0.0.2:15008 10.0.0.2:8080 spiffe://cluster.local/ns/shop/sa/server,spiffe://cluster.local/ns/shop/sa/alt",
+            ),
             // A VIP port the service does not list keeps its number.
-            ("10.96.0.1:81", "hbone 10.0.0.2:15008 10.0.0.2:81 spiffe://cluster.local/ns/shop/sa/server,spiffe://cluster.local/ns/shop/sa/alt"),
+            (
+                "10.96.0.1:81",
+                "hbone 10.0.0.2:15008 10.0.0.2:81 spiffe://cluster.local/ns/shop/sa/server,spiffe://cluster.local/ns/shop/sa/alt",
+            ),
             // TCP workload: plaintext passthrough, via VIP the service's target port applies.
             ("10.0.0.4:5000", "pass 10.0.0.4:5000"),
             ("10.96.0.2:80", "pass 10.0.0.4:9000"),
             // Unknown address: passthrough unchanged.
             ("192.0.2.7:443", "pass 192.0.2.7:443"),
             // No healthy endpoint: refused.
-            ("10.96.0.3:80", "refuse service dead.shop.svc.cluster.local has no healthy endpoint"),
+            (
+                "10.96.0.3:80",
+                "refuse service dead.shop.svc.cluster.local has no healthy endpoint",
+            ),
             // Loopback to our own ports: refused; other loopback ports pass.
-            ("127.0.0.1:15008", "refuse destination 127.0.0.1:15008 is one of ztunnel's own ports"),
-            ("127.0.0.1:15001", "refuse destination 127.0.0.1:15001 is one of ztunnel's own ports"),
+            (
+                "127.0.0.1:15008",
+                "refuse destination 127.0.0.1:15008 is one of ztunnel's own ports",
+            ),
+            (
+                "127.0.0.1:15001",
+                "refuse destination 127.0.0.1:15001 is one of ztunnel's own ports",
+            ),
             ("127.0.0.1:8080", "pass 127.0.0.1:8080"),
         ];
         for (dst, want) in cases {

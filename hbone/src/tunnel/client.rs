@@ -23,7 +23,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("TLS handshake with {dst} failed (is port 15008 blocked, or is the peer not who we expect?)")]
+    #[error(
+        "TLS handshake with {dst} failed (is port 15008 blocked, or is the peer not who we expect?)"
+    )]
     Tls {
         dst: SocketAddr,
         #[source]
@@ -71,7 +73,9 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("dst", &self.dst).finish()
+        f.debug_struct("Connection")
+            .field("dst", &self.dst)
+            .finish()
     }
 }
 

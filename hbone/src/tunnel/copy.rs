@@ -30,7 +30,9 @@ pub struct H2Stream {
 
 impl std::fmt::Debug for H2Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("H2Stream").field("id", &self.send.stream_id().as_u32()).finish()
+        f.debug_struct("H2Stream")
+            .field("id", &self.send.stream_id().as_u32())
+            .finish()
     }
 }
 
@@ -109,7 +111,8 @@ async fn tcp_to_tunnel(
         }
         match read.try_read_buf(&mut buf) {
             Ok(0) => {
-                send.send_data(Bytes::new(), true).map_err(CopyError::Tunnel)?;
+                send.send_data(Bytes::new(), true)
+                    .map_err(CopyError::Tunnel)?;
                 return Ok(());
             }
             Ok(n) => *total += n as u64,

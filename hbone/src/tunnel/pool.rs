@@ -56,7 +56,10 @@ impl PoolKey {
 
 /// Opens the TCP connection under a pooled HBONE connection (so the caller can mark it).
 pub type Dialer = Arc<
-    dyn Fn(SocketAddr, Option<IpAddr>) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>
+    dyn Fn(
+            SocketAddr,
+            Option<IpAddr>,
+        ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>
         + Send
         + Sync,
 >;
@@ -69,7 +72,11 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.conn.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.conn.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            *self
+                .conn
+                .idle_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
     }
 }
@@ -111,7 +118,8 @@ impl Pool {
             dialer,
             slots: Mutex::new(HashMap::new()),
         });
-        let sweep_every = (inner.settings.pool_idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let sweep_every = (inner.settings.pool_idle_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30));
         tokio::spawn(sweep(Arc::downgrade(&inner), sweep_every));
         Pool { inner }
     }
@@ -157,7 +165,9 @@ impl Pool {
         let take = |c: &Arc<Pooled>| {
             let limit = cap.min(c.conn.peer_max_streams().max(1));
             c.active
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < limit).then_some(n + 1)
+                })
                 .is_ok()
         };
         if let Some(c) = conns.iter().find(|c| take(c)) {
@@ -208,10 +218,16 @@ async fn sweep(pool: Weak<Inner>, every: Duration) {
         let mut slots = inner.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.retain(|_, slot| {
             // A slot locked right now is in use; look again next round.
-            let Ok(mut conns) = slot.try_lock() else { return true };
+            let Ok(mut conns) = slot.try_lock() else {
+                return true;
+            };
             conns.retain(|c| {
                 let idle = c.active.load(Ordering::Acquire) == 0
-                    && c.idle_since.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= timeout;
+                    && c.idle_since
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .elapsed()
+                        >= timeout;
                 !(idle || c.conn.is_closed())
             });
             !conns.is_empty()

@@ -74,12 +74,24 @@ mod tests {
             "cart.shop.svc.cluster.local:80".parse::<Target>().unwrap(),
             Target::Host("cart.shop.svc.cluster.local".into(), 80)
         );
-        assert_eq!("[fd00::1]:80".parse::<Target>().unwrap().to_string(), "[fd00::1]:80");
+        assert_eq!(
+            "[fd00::1]:80".parse::<Target>().unwrap().to_string(),
+            "[fd00::1]:80"
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["10.0.0.1", "host", "host:", "host:99999", ":80", "a b:80", "10.0.0.1:x", "fd00::1"] {
+        for bad in [
+            "10.0.0.1",
+            "host",
+            "host:",
+            "host:99999",
+            ":80",
+            "a b:80",
+            "10.0.0.1:x",
+            "fd00::1",
+        ] {
             assert!(bad.parse::<Target>().is_err(), "{bad} accepted");
         }
     }

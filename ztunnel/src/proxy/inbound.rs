@@ -91,7 +91,10 @@ impl Inbound {
             Target::Addr(a) => *a,
             Target::Host(host, port) => {
                 let service = state.service_by_hostname(host).ok_or_else(|| {
-                    (StatusCode::SERVICE_UNAVAILABLE, InboundError::UnknownHost(host.clone()))
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        InboundError::UnknownHost(host.clone()),
+                    )
                 })?;
                 log.dst_service = Some(service.clone());
                 let target_port = local
@@ -103,7 +106,10 @@ impl Inbound {
                     .filter(|p| *p != 0)
                     .unwrap_or(*port);
                 let ip = local.ips.first().copied().ok_or_else(|| {
-                    (StatusCode::SERVICE_UNAVAILABLE, InboundError::UnknownHost(host.clone()))
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        InboundError::UnknownHost(host.clone()),
+                    )
                 })?;
                 SocketAddr::new(ip, target_port)
             }
@@ -111,10 +117,16 @@ impl Inbound {
         if let Target::Addr(a) = target
             && !local.ips.contains(&a.ip())
         {
-            return Err((StatusCode::BAD_REQUEST, InboundError::IpMismatch(a.to_string())));
+            return Err((
+                StatusCode::BAD_REQUEST,
+                InboundError::IpMismatch(a.to_string()),
+            ));
         }
         if ILLEGAL_PORTS.contains(&addr.port()) {
-            return Err((StatusCode::SERVICE_UNAVAILABLE, InboundError::IllegalPort(addr)));
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                InboundError::IllegalPort(addr),
+            ));
         }
         Ok(addr)
     }
@@ -145,7 +157,10 @@ impl ConnectHandler for Inbound {
             Ok(u) => u,
             Err(source) => {
                 responder.refuse(StatusCode::SERVICE_UNAVAILABLE);
-                log.finish(Transferred::default(), Some(&InboundError::Upstream { addr, source }));
+                log.finish(
+                    Transferred::default(),
+                    Some(&InboundError::Upstream { addr, source }),
+                );
                 return;
             }
         };

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use hbone::Transferred;
 use tokio::net::TcpStream;
 
+use super::ProxyContext;
 use super::access::ConnectionLog;
 use super::outbound::passthrough;
-use super::ProxyContext;
 use crate::route::ILLEGAL_PORTS;
 use crate::socket;
 
@@ -44,11 +44,17 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAd
     log.dst_workload = Some(local.clone());
     drop(state);
     if !local.ips.contains(&original.ip()) {
-        log.finish(Transferred::default(), Some(&PlainError::NotLocal(original)));
+        log.finish(
+            Transferred::default(),
+            Some(&PlainError::NotLocal(original)),
+        );
         return;
     }
     if ILLEGAL_PORTS.contains(&original.port()) {
-        log.finish(Transferred::default(), Some(&PlainError::IllegalPort(original)));
+        log.finish(
+            Transferred::default(),
+            Some(&PlainError::IllegalPort(original)),
+        );
         return;
     }
     passthrough(ctx.mark, tcp, original, log).await;

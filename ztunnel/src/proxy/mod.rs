@@ -69,7 +69,7 @@ pub enum ProxyError {
     Cert {
         identity: String,
         #[source]
-        source: hbone::IssueError,
+        source: Box<hbone::IssueError>,
     },
     #[error("TLS server configuration")]
     Tls(#[source] hbone::TlsError),
@@ -86,9 +86,8 @@ impl ProxyContext {
         mark: Option<u32>,
         settings: H2Settings,
     ) -> Arc<Self> {
-        let dialer: hbone::Dialer = Arc::new(move |dst, local_ip| {
-            Box::pin(socket::connect(dst, local_ip, mark))
-        });
+        let dialer: hbone::Dialer =
+            Arc::new(move |dst, local_ip| Box::pin(socket::connect(dst, local_ip, mark)));
         let pool = Pool::new(settings.clone(), dialer);
         Arc::new(ProxyContext {
             state,
@@ -134,7 +133,7 @@ pub async fn run(ctx: Arc<ProxyContext>, ports: Ports) -> Result<(), ProxyError>
         .await
         .map_err(|source| ProxyError::Cert {
             identity: ctx.identity.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     let tls = hbone::server_config(handle, &ctx.roots).map_err(ProxyError::Tls)?;
     tracing::info!(
@@ -174,5 +173,7 @@ where
 /// A random id for `traceparent`, without a random number crate: std's hasher keys are random.
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish()
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }

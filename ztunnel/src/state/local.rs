@@ -197,9 +197,13 @@ impl LocalConfig {
             }
             let mut ips = Vec::with_capacity(w.workload_ips.len());
             for (j, ip) in w.workload_ips.iter().enumerate() {
-                let ip = ip
-                    .parse::<IpAddr>()
-                    .map_err(|e| err(entry.clone(), &format!("workloadIps[{j}]"), format!("{ip:?}: {e}")))?;
+                let ip = ip.parse::<IpAddr>().map_err(|e| {
+                    err(
+                        entry.clone(),
+                        &format!("workloadIps[{j}]"),
+                        format!("{ip:?}: {e}"),
+                    )
+                })?;
                 ips.push(ip);
             }
             let trust_domain = non_empty(w.trust_domain, DEFAULT_TRUST_DOMAIN);
@@ -208,7 +212,11 @@ impl LocalConfig {
                 .map_err(|e| err(entry.clone(), "serviceAccount", e.to_string()))?;
             for key in w.services.keys() {
                 if !key.contains('/') {
-                    return Err(err(entry, "services", format!("key {key:?} is not \"<namespace>/<hostname>\"")));
+                    return Err(err(
+                        entry,
+                        "services",
+                        format!("key {key:?} is not \"<namespace>/<hostname>\""),
+                    ));
                 }
             }
             let uid = if w.uid.is_empty() {
@@ -244,7 +252,11 @@ impl LocalConfig {
             for (j, vip) in s.vips.iter().enumerate() {
                 let field = format!("vips[{j}]");
                 let (network, ip) = vip.split_once('/').ok_or_else(|| {
-                    err(entry.clone(), &field, format!("{vip:?} is not \"<network>/<IP>\""))
+                    err(
+                        entry.clone(),
+                        &field,
+                        format!("{vip:?} is not \"<network>/<IP>\""),
+                    )
                 })?;
                 let ip = ip
                     .parse::<IpAddr>()
@@ -253,9 +265,13 @@ impl LocalConfig {
             }
             let mut sans = Vec::with_capacity(s.subject_alt_names.len());
             for (j, san) in s.subject_alt_names.iter().enumerate() {
-                let id = san
-                    .parse::<SpiffeId>()
-                    .map_err(|e| err(entry.clone(), &format!("subjectAltNames[{j}]"), e.to_string()))?;
+                let id = san.parse::<SpiffeId>().map_err(|e| {
+                    err(
+                        entry.clone(),
+                        &format!("subjectAltNames[{j}]"),
+                        e.to_string(),
+                    )
+                })?;
                 sans.push(id);
             }
             services.push(Service {
@@ -329,7 +345,10 @@ policies:
         let state = parse(ISTIO_EXAMPLE).unwrap();
         let cart = state.workload_by_ip("10.1.0.11".parse().unwrap()).unwrap();
         assert_eq!(cart.protocol, Protocol::Hbone);
-        assert_eq!(cart.identity().unwrap().to_string(), "spiffe://cluster.local/ns/shop/sa/cart");
+        assert_eq!(
+            cart.identity().unwrap().to_string(),
+            "spiffe://cluster.local/ns/shop/sa/cart"
+        );
         let legacy = state.workload_by_name("shop", "legacy-0").unwrap();
         assert_eq!(legacy.protocol, Protocol::Tcp);
         assert_eq!(legacy.service_account, "default");
@@ -341,13 +360,34 @@ policies:
     #[test]
     fn errors_name_file_entry_and_field() {
         let cases = [
-            ("workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.300\"]\n", "workloadIps[0]"),
-            ("workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  protocl: HBONE\n", "protocl"),
-            ("workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  protocol: HBON\n", "protocol"),
-            ("workloads:\n- name: a\n  namespace: ns\n  workloadIps: []\n", "workloadIps"),
-            ("workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  serviceAccount: \"a b\"\n", "serviceAccount"),
-            ("services:\n- name: s\n  namespace: ns\n  hostname: s.ns\n  vips: [\"10.0.0.1\"]\n", "vips[0]"),
-            ("services:\n- name: s\n  namespace: ns\n  hostname: s.ns\n  ports: {99999: 80}\n", "ports"),
+            (
+                "workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.300\"]\n",
+                "workloadIps[0]",
+            ),
+            (
+                "workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  protocl: HBONE\n",
+                "protocl",
+            ),
+            (
+                "workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  protocol: HBON\n",
+                "protocol",
+            ),
+            (
+                "workloads:\n- name: a\n  namespace: ns\n  workloadIps: []\n",
+                "workloadIps",
+            ),
+            (
+                "workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  serviceAccount: \"a b\"\n",
+                "serviceAccount",
+            ),
+            (
+                "services:\n- name: s\n  namespace: ns\n  hostname: s.ns\n  vips: [\"10.0.0.1\"]\n",
+                "vips[0]",
+            ),
+            (
+                "services:\n- name: s\n  namespace: ns\n  hostname: s.ns\n  ports: {99999: 80}\n",
+                "ports",
+            ),
             ("workload: []\n", "workload"),
         ];
         for (text, field) in cases {

@@ -87,7 +87,11 @@ impl State {
                 state.by_ip.insert(*ip, w.clone());
             }
             for key in w.services.keys() {
-                state.endpoints.entry(key.clone()).or_default().push(w.clone());
+                state
+                    .endpoints
+                    .entry(key.clone())
+                    .or_default()
+                    .push(w.clone());
             }
         }
         for s in services {

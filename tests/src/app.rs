@@ -1,0 +1,351 @@
+//! The test application: small TCP servers and clients whose output the tests assert on,
+//! plus a raw HBONE probe for talking to a ztunnel's 15008 directly.
+//!
+//! Data integrity uses a pseudo-random pattern with a prime period, so lost, duplicated or
+//! reordered chunks all show up as a mismatch at a known offset.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Pattern period: a prime, so it never lines up with read or frame sizes.
+const PERIOD: usize = 1_048_583;
+
+fn pattern() -> &'static [u8] {
+    static P: OnceLock<Vec<u8>> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..PERIOD)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    })
+}
+
+/// Checks `data` against the pattern starting at stream offset `offset`.
+fn matches_pattern(offset: u64, data: &[u8]) -> Option<usize> {
+    let p = pattern();
+    let mut pos = (offset % PERIOD as u64) as usize;
+    let mut i = 0;
+    while i < data.len() {
+        let n = (PERIOD - pos).min(data.len() - i);
+        if data[i..i + n] != p[pos..pos + n] {
+            let bad = (0..n).find(|k| data[i + k] != p[pos + k]).unwrap_or(0);
+            return Some(i + bad);
+        }
+        i += n;
+        pos = 0;
+    }
+    None
+}
+
+/// Echoes every connection until the client closes; then closes.
+pub async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
+    let l = TcpListener::bind(listen).await?;
+    println!("listening {listen}");
+    loop {
+        let (mut s, _) = l.accept().await?;
+        tokio::spawn(async move {
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
+/// Reads each connection to EOF, verifying the pattern, then answers `OK <bytes>` or
+/// `MISMATCH <offset>`.
+pub async fn pattern_server(listen: SocketAddr) -> anyhow::Result<()> {
+    let l = TcpListener::bind(listen).await?;
+    println!("listening {listen}");
+    loop {
+        let (mut s, _) = l.accept().await?;
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total: u64 = 0;
+            let mut bad = None;
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if bad.is_none()
+                            && let Some(at) = matches_pattern(total, &buf[..n])
+                        {
+                            bad = Some(total + at as u64);
+                        }
+                        total += n as u64;
+                    }
+                    Err(_) => return,
+                }
+            }
+            let answer = match bad {
+                None => format!("OK {total}\n"),
+                Some(at) => format!("MISMATCH {at}\n"),
+            };
+            let _ = s.write_all(answer.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+    }
+}
+
+/// Sends `bytes` of the pattern (at most `rate` bytes/s if given), half-closes, and prints
+/// the server's answer with the throughput.
+pub async fn pattern_send(
+    connect: SocketAddr,
+    bytes: u64,
+    rate: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut s = TcpStream::connect(connect).await.context("connect")?;
+    let p = pattern();
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    const CHUNK: usize = 128 * 1024;
+    while sent < bytes {
+        let pos = (sent % PERIOD as u64) as usize;
+        let n = (PERIOD - pos).min(CHUNK).min((bytes - sent) as usize);
+        s.write_all(&p[pos..pos + n]).await.context("write")?;
+        sent += n as u64;
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    s.shutdown().await?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.context("read answer")?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{} secs={secs:.3} MBps={:.1}",
+        answer.trim(),
+        sent as f64 / secs / 1e6
+    );
+    Ok(())
+}
+
+/// Sends `message`, half-closes, prints everything received until EOF.
+pub async fn roundtrip(connect: SocketAddr, message: &str) -> anyhow::Result<()> {
+    let mut s = TcpStream::connect(connect).await.context("connect")?;
+    s.write_all(message.as_bytes()).await?;
+    s.shutdown().await?;
+    let mut got = String::new();
+    s.read_to_string(&mut got).await.context("read")?;
+    println!("received: {got}");
+    Ok(())
+}
+
+/// Server that speaks first: writes `message`, half-closes, then reads the client to EOF and
+/// prints what it got (tests the server-to-client FIN direction).
+pub async fn greet(listen: SocketAddr, message: String) -> anyhow::Result<()> {
+    let l = TcpListener::bind(listen).await?;
+    println!("listening {listen}");
+    loop {
+        let (mut s, _) = l.accept().await?;
+        let message = message.clone();
+        tokio::spawn(async move {
+            if s.write_all(message.as_bytes()).await.is_err() || s.shutdown().await.is_err() {
+                return;
+            }
+            let mut got = String::new();
+            if s.read_to_string(&mut got).await.is_ok() {
+                println!("received: {got}");
+            }
+        });
+    }
+}
+
+/// Client for [`greet`]: reads to EOF first, then answers and half-closes.
+pub async fn answer(connect: SocketAddr, message: &str) -> anyhow::Result<()> {
+    let mut s = TcpStream::connect(connect).await.context("connect")?;
+    let mut got = String::new();
+    s.read_to_string(&mut got).await.context("read")?;
+    println!("received: {got}");
+    s.write_all(message.as_bytes()).await?;
+    s.shutdown().await?;
+    // Wait for the server's close so our bytes are surely delivered.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await?;
+    Ok(())
+}
+
+/// Opens `count` connections at once, exchanges one echo on each, prints `open <count>`,
+/// holds them for `hold`, then closes them and prints `ok`.
+pub async fn many(connect: SocketAddr, count: usize, hold: Duration) -> anyhow::Result<()> {
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(connect).await.context("connect")?;
+            let msg = format!("ping {i}\n");
+            s.write_all(msg.as_bytes()).await?;
+            let mut buf = vec![0u8; msg.len()];
+            s.read_exact(&mut buf).await.context("echo")?;
+            if buf != msg.as_bytes() {
+                bail!("connection {i}: echo mismatch");
+            }
+            Ok::<_, anyhow::Error>(s)
+        }));
+    }
+    let mut open = Vec::with_capacity(count);
+    for t in tasks {
+        open.push(t.await??);
+    }
+    println!("open {}", open.len());
+    tokio::time::sleep(hold).await;
+    drop(open);
+    println!("ok");
+    Ok(())
+}
+
+/// What a raw HBONE request should look like.
+pub struct Probe {
+    pub connect: SocketAddr,
+    pub method: http::Method,
+    pub authority: Option<String>,
+    /// Client certificate (chain PEM, key PEM); none = present no certificate.
+    pub cert: Option<(String, String)>,
+}
+
+/// Talks HBONE to `connect` directly; prints `status <code>` or `refused: <error>`.
+pub async fn probe(p: Probe) -> anyhow::Result<()> {
+    match probe_inner(p).await {
+        Ok(status) => println!("status {}", status.as_u16()),
+        Err(e) => println!("refused: {e:#}"),
+    }
+    Ok(())
+}
+
+async fn probe_inner(p: Probe) -> anyhow::Result<http::StatusCode> {
+    let builder = rustls::ClientConfig::builder_with_provider(hbone::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer));
+    let mut config = match &p.cert {
+        Some((chain, key)) => {
+            let cert = hbone::WorkloadCertificate::from_pem(chain, key)?;
+            let ck = cert.certified_key()?;
+            builder.with_client_auth_cert(
+                ck.cert.clone(),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pkcs8().to_vec().into()),
+            )?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(p.connect).await.context("connect")?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(hbone::server_name(p.connect.ip()), tcp)
+        .await
+        .context("TLS")?;
+    let (send, conn) = h2::client::handshake(tls)
+        .await
+        .context("HTTP/2 handshake")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    // CONNECT carries only the authority; other methods need a full URI to be well-formed
+    // HTTP/2 at all, so that the server (not the HTTP/2 library) is what rejects them.
+    let uri = match (&p.authority, p.method == http::Method::CONNECT) {
+        (Some(a), true) => a.clone(),
+        (Some(a), false) => format!("http://{a}/"),
+        (None, _) => "/".into(),
+    };
+    let request = http::Request::builder()
+        .method(p.method.clone())
+        .uri(uri)
+        .body(())?;
+    let mut send = send.ready().await.context("HTTP/2 ready")?;
+    let (response, mut stream) = send.send_request(request, false).context("send request")?;
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .context("no response")?
+        .context("response")?;
+    // Close our side cleanly so an accepted stream ends without an error.
+    let _ = stream.send_data(bytes::Bytes::new(), true);
+    Ok(response.status())
+}
+
+/// The probe checks nothing about the server: it is the server's checks under test.
+#[derive(Debug)]
+struct AnyServer;
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &hbone::provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &hbone::provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        hbone::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_detects_damage() {
+        let p = pattern();
+        let data: Vec<u8> = p
+            .iter()
+            .chain(p.iter())
+            .take(PERIOD + 100)
+            .copied()
+            .collect();
+        assert_eq!(matches_pattern(0, &data), None);
+        assert_eq!(matches_pattern(10, &data[10..]), None);
+        let mut bad = data.clone();
+        bad[PERIOD + 5] ^= 1;
+        assert_eq!(matches_pattern(0, &bad), Some(PERIOD + 5));
+        // A chunk delivered twice is caught.
+        assert!(matches_pattern(0, &[&data[..1000], &data[500..1000]].concat()).is_some());
+    }
+}

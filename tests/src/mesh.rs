@@ -1,0 +1,242 @@
+//! A mesh under test: a CA, per-test config files, and ztunnel processes in test hosts.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hbone::{FileCa, SpiffeId, WorkloadCertificate};
+
+use crate::netns::{Host, run};
+
+/// Where the binaries under test are: `ztunnel` and `meshapp` side by side in the target dir.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub ztunnel: PathBuf,
+    pub meshapp: PathBuf,
+}
+
+impl Binaries {
+    /// From the path of `meshapp` (cargo gives tests `CARGO_BIN_EXE_meshapp`).
+    pub fn beside(meshapp: impl Into<PathBuf>) -> anyhow::Result<Binaries> {
+        let meshapp = meshapp.into();
+        let ztunnel = meshapp.with_file_name("ztunnel");
+        if !ztunnel.exists() {
+            bail!(
+                "{} not found: build it first (`cargo build -p ztunnel`, or run the tests with `cargo test --workspace`)",
+                ztunnel.display()
+            );
+        }
+        Ok(Binaries { ztunnel, meshapp })
+    }
+}
+
+/// Files of one test: CA, configs, logs.
+pub struct Mesh {
+    pub dir: PathBuf,
+    pub ca_dir: PathBuf,
+    pub bins: Binaries,
+    children: Vec<Child>,
+}
+
+/// A running ztunnel and its log.
+pub struct Ztunnel {
+    pub log: PathBuf,
+}
+
+impl Mesh {
+    pub fn new(test: &str, bins: Binaries) -> anyhow::Result<Mesh> {
+        let dir = std::env::temp_dir().join(format!("e2e-{test}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let ca_dir = dir.join("cacerts");
+        FileCa::generate(&ca_dir, "e2e")?;
+        Ok(Mesh {
+            dir,
+            ca_dir,
+            bins,
+            children: Vec::new(),
+        })
+    }
+
+    pub fn ca(&self) -> anyhow::Result<FileCa> {
+        Ok(FileCa::load(&self.ca_dir)?)
+    }
+
+    /// Writes a file in the test directory.
+    pub fn write(&self, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
+        let p = self.dir.join(name);
+        fs::write(&p, contents)?;
+        Ok(p)
+    }
+
+    /// Issues a certificate and writes `<name>.pem` (chain) and `<name>.key`.
+    pub fn write_cert(
+        &self,
+        name: &str,
+        cert: &WorkloadCertificate,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let (chain, key) = cert.to_pem();
+        Ok((
+            self.write(&format!("{name}.pem"), &chain)?,
+            self.write(&format!("{name}.key"), &key)?,
+        ))
+    }
+
+    /// Installs capture in `host` and starts its ztunnel for `workload_info`
+    /// (`ns/pod/sa`), waiting until it is ready.
+    pub fn start_ztunnel(
+        &mut self,
+        host: &Host,
+        workload_info: &str,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Ztunnel> {
+        run(host
+            .command(&self.bins.ztunnel)
+            .args(["redirect", "install"]))?;
+        let log = self.dir.join(format!("ztunnel-{}.log", host.ns));
+        let mut cmd = host.command(&self.bins.ztunnel);
+        cmd.env("PROXY_MODE", "dedicated")
+            .env("PROXY_WORKLOAD_INFO", workload_info)
+            .env("LOCAL_XDS_PATH", config)
+            .env("CA_CERTS_DIR", &self.ca_dir)
+            .env("RUST_LOG", "info")
+            .env("LOCAL_XDS_POLL_INTERVAL", "200ms");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .context("starting ztunnel")?;
+        self.children.push(child);
+        let z = Ztunnel { log };
+        z.wait_for("ztunnel ready", Duration::from_secs(15))?;
+        Ok(z)
+    }
+
+    /// Starts `meshapp <args>` in `host` in the background, stdout to `<name>.out`.
+    pub fn spawn_app(&mut self, host: &Host, name: &str, args: &[&str]) -> anyhow::Result<PathBuf> {
+        let out = self.dir.join(format!("{name}.out"));
+        let child = host
+            .command(&self.bins.meshapp)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out)?)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting meshapp")?;
+        self.children.push(child);
+        Ok(out)
+    }
+
+    /// Runs `meshapp <args>` in `host` to completion (bounded by `timeout`); its stdout.
+    pub fn run_app(&self, host: &Host, args: &[&str], timeout: Duration) -> anyhow::Result<String> {
+        run_with_timeout(host.command(&self.bins.meshapp).args(args), timeout)
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Ztunnel {
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; fails with the log if it does not in time.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        wait_for_file(&self.log, needle, timeout)
+    }
+
+    /// Log lines of the access log (target `access`).
+    pub fn access_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" access: "))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Waits until `path` contains `needle`.
+pub fn wait_for_file(path: &Path, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{needle:?} did not appear in {} within {timeout:?}; it holds:\n{text}",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a command, killing it after `timeout`; its stdout, or an error with stderr.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_string(&mut out)?;
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_string(&mut err)?;
+    }
+    if !status.success() {
+        bail!("{cmd:?} failed ({status}): stdout: {out} stderr: {err}");
+    }
+    Ok(out)
+}
+
+/// A workload entry for the local config.
+pub fn workload_yaml(
+    name: &str,
+    namespace: &str,
+    sa: &str,
+    ip: &str,
+    protocol: &str,
+    services: &str,
+) -> String {
+    format!(
+        "- name: {name}\n  namespace: {namespace}\n  serviceAccount: {sa}\n  workloadIps: [\"{ip}\"]\n  protocol: {protocol}\n  services: {{{services}}}\n"
+    )
+}
+
+/// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
+pub fn spiffe(ns: &str, sa: &str) -> SpiffeId {
+    SpiffeId::new("cluster.local", ns, sa).expect("test identity")
+}

@@ -1,0 +1,155 @@
+//! Test hosts: one Linux network namespace per host, all attached to a bridge that lives in
+//! a switch namespace of its own, so nothing touches the machine's own network.
+//!
+//! Names are derived from the test's name, so tests run side by side; leftovers of an
+//! earlier run with the same name are removed first. Everything is deleted on drop.
+
+use std::net::IpAddr;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, bail};
+
+/// Runs a command, failing with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<Output> {
+    run(Command::new("ip").args(args))
+}
+
+/// A private L2 segment (a bridge in its own namespace).
+pub struct Net {
+    prefix: String,
+    switch: String,
+    hosts: Vec<String>,
+}
+
+/// One host on a [`Net`].
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub ns: String,
+    pub ip: IpAddr,
+}
+
+impl Net {
+    /// A new segment for `test`. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN): fails loudly otherwise.
+    pub fn new(test: &str) -> anyhow::Result<Net> {
+        let prefix = format!("e2e-{test}");
+        cleanup(&prefix);
+        let switch = format!("{prefix}.sw");
+        ip(&["netns", "add", &switch])
+            .context("creating a network namespace failed: these tests need root and iproute2")?;
+        let net = Net {
+            prefix,
+            switch,
+            hosts: Vec::new(),
+        };
+        ip(&["-n", &net.switch, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &net.switch, "link", "set", "br0", "up"])?;
+        Ok(net)
+    }
+
+    /// Adds a host named `role` with address `addr` (a /24 on the segment).
+    pub fn host(&mut self, role: &str, addr: &str) -> anyhow::Result<Host> {
+        let ns = format!("{}.{role}", self.prefix);
+        ip(&["netns", "add", &ns])?;
+        self.hosts.push(ns.clone());
+        let port = format!("v-{role}");
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns,
+        ])?;
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+            "up",
+        ])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        // Service VIPs live off-link: a default route lets the app's connect() reach the
+        // capture rules, which redirect it before it would leave.
+        ip(&["-n", &ns, "route", "add", "default", "dev", "eth0"])?;
+        Ok(Host {
+            ns,
+            ip: addr.parse().context("host address")?,
+        })
+    }
+
+    pub fn switch_ns(&self) -> &str {
+        &self.switch
+    }
+}
+
+impl Host {
+    /// A command that runs inside this host's namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns]).arg(program);
+        c
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain(std::iter::once(&self.switch)) {
+            // Processes still inside keep the namespace alive; kill them first.
+            let _ = Command::new("ip")
+                .args(["netns", "pids", ns])
+                .output()
+                .map(|o| {
+                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", pid]).status();
+                    }
+                });
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn cleanup(prefix: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if name.starts_with(&format!("{prefix}.")) {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The standard test topology: a client and a server workload, each in its own namespace
+//! with its own dedicated ztunnel, plus an outsider host outside the mesh.
+//!
+//! | host     | IP          | mesh                        |
+//! |----------|-------------|-----------------------------|
+//! | client   | 10.244.0.1  | `demo/client`, sa `client`  |
+//! | server   | 10.244.0.2  | `demo/server`, sa `server`  |
+//! | outsider | 10.244.0.3  | none (unknown address)      |
+//! | bare     | 10.244.0.4  | none: for direct baselines  |
+//!
+//! Service `server.demo.svc.cluster.local` has VIP 10.96.0.10, port 80 -> 8080.
+
+use crate::mesh::{Binaries, Mesh, Ztunnel, workload_yaml};
+use crate::netns::{Host, Net};
+
+pub const CLIENT_IP: &str = "10.244.0.1";
+pub const SERVER_IP: &str = "10.244.0.2";
+pub const OUTSIDER_IP: &str = "10.244.0.3";
+pub const BARE_IP: &str = "10.244.0.4";
+pub const VIP: &str = "10.96.0.10";
+pub const SERVICE_HOST: &str = "server.demo.svc.cluster.local";
+
+/// The mesh config; `server_sa` is the server's service account as this config states it.
+pub fn config(server_sa: &str) -> String {
+    let mut s = String::from("workloads:\n");
+    s += &workload_yaml("client", "demo", "client", CLIENT_IP, "HBONE", "");
+    s += &workload_yaml(
+        "server",
+        "demo",
+        server_sa,
+        SERVER_IP,
+        "HBONE",
+        &format!("\"demo/{SERVICE_HOST}\": {{80: 8080}}"),
+    );
+    s += &format!(
+        "services:\n- name: server\n  namespace: demo\n  hostname: {SERVICE_HOST}\n  vips: [\"/{VIP}\"]\n  ports: {{80: 8080}}\n"
+    );
+    s
+}
+
+/// Knobs for [`TwoWorkloads::start`].
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Extra environment for both ztunnels.
+    pub env: Vec<(&'a str, &'a str)>,
+    /// The server's service account as the client's config states it (default: the real one).
+    pub client_view_of_server_sa: Option<&'a str>,
+}
+
+pub struct TwoWorkloads {
+    // Field order is drop order: processes go before their namespaces.
+    pub mesh: Mesh,
+    pub zt_client: Ztunnel,
+    pub zt_server: Ztunnel,
+    pub client: Host,
+    pub server: Host,
+    pub outsider: Host,
+    pub bare: Host,
+    pub net: Net,
+}
+
+impl TwoWorkloads {
+    pub fn start(test: &str, bins: Binaries, opts: Options<'_>) -> anyhow::Result<TwoWorkloads> {
+        let mut net = Net::new(test)?;
+        let client = net.host("client", CLIENT_IP)?;
+        let server = net.host("server", SERVER_IP)?;
+        let outsider = net.host("outsider", OUTSIDER_IP)?;
+        let bare = net.host("bare", BARE_IP)?;
+        let mut mesh = Mesh::new(test, bins)?;
+        let server_config = mesh.write("server.yaml", &config("server"))?;
+        let client_config = mesh.write(
+            "client.yaml",
+            &config(opts.client_view_of_server_sa.unwrap_or("server")),
+        )?;
+        let zt_server =
+            mesh.start_ztunnel(&server, "demo/server/server", &server_config, &opts.env)?;
+        let zt_client =
+            mesh.start_ztunnel(&client, "demo/client/client", &client_config, &opts.env)?;
+        Ok(TwoWorkloads {
+            mesh,
+            zt_client,
+            zt_server,
+            client,
+            server,
+            outsider,
+            bare,
+            net,
+        })
+    }
+}
