@@ -616,3 +616,54 @@ fn certificate_renewal_does_not_break_a_long_transfer() {
     );
     assert!(out.starts_with("OK 1000 "), "{out}");
 }
+
+#[test]
+fn config_changes_apply_without_restart_and_bad_config_keeps_the_last_good() {
+    // The client starts with a wrong view of the server's identity: tunnels are refused.
+    let mut w = start_with(
+        "reload",
+        Options {
+            client_view_of_server_sa: Some("imposter"),
+            ..Options::default()
+        },
+    );
+    let server = w.server.clone();
+    serve(
+        &mut w,
+        &server,
+        "echo",
+        &["echo", "--listen", "0.0.0.0:8080"],
+    );
+    let args = [
+        "roundtrip",
+        "--connect",
+        "10.244.0.2:8080",
+        "--message",
+        "reload",
+    ];
+    assert!(w.mesh.run_app(&w.client, &args, T).is_err());
+
+    // Fix the file in place: the next connection works.
+    w.mesh
+        .write("client.yaml", &e2e::topology::config("server"))
+        .unwrap();
+    w.zt_client.wait_for("config reloaded", T).unwrap();
+    assert_eq!(app(&w, &w.client, &args).trim(), "received: reload");
+
+    // A broken file is rejected, named, and the last good config stays in force.
+    w.mesh
+        .write(
+            "client.yaml",
+            "workloads:\n- name: x\n  namespace: demo\n  workloadIps: [\"nope\"]\n",
+        )
+        .unwrap();
+    let log = w
+        .zt_client
+        .wait_for("config rejected; keeping the last good config", T)
+        .unwrap();
+    assert!(
+        log.contains("client.yaml: workloads[0] (demo/x): field workloadIps[0]"),
+        "{log}"
+    );
+    assert_eq!(app(&w, &w.client, &args).trim(), "received: reload");
+}

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::copy::H2Stream;
+use super::keepalive::keepalive;
 use super::settings::{CLIENT_MAX_HEADER_LIST, H2Settings};
 use crate::tls::server_name;
 
@@ -104,14 +105,25 @@ impl Connection {
                 .map_err(|source| ClientError::H2 { dst, source })?;
             Ok::<_, ClientError>((send, conn))
         };
-        let (send, conn) = tokio::time::timeout(settings.handshake_timeout, work)
+        let (send, mut conn) = tokio::time::timeout(settings.handshake_timeout, work)
             .await
             .map_err(|_| ClientError::Timeout { dst })??;
         let closed = Arc::new(AtomicBool::new(false));
         let flag = closed.clone();
+        let pings = conn.ping_pong();
+        let (every, within) = (settings.keepalive_interval, settings.keepalive_timeout);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%dst, error = %e, "HBONE connection ended with error");
+            let alive = async {
+                match pings {
+                    Some(pp) => keepalive(pp, every, within).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut conn => if let Err(e) = r {
+                    tracing::debug!(%dst, error = %e, "HBONE connection ended with error");
+                },
+                e = alive => tracing::warn!(%dst, error = %e, "HBONE connection dropped"),
             }
             flag.store(true, Ordering::Release);
         });

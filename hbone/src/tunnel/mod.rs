@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod copy;
+pub mod keepalive;
 pub mod pool;
 pub mod server;
 pub mod settings;

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::copy::H2Stream;
+use super::keepalive::keepalive;
 use super::settings::{H2Settings, SERVER_MAX_HEADER_LIST, SERVER_MAX_SEND_BUFFER};
 use super::target::Target;
 use crate::identity::SpiffeId;
@@ -136,7 +137,25 @@ pub async fn serve_connection<H: ConnectHandler>(
         .handshake::<_, Bytes>(tls)
         .await
         .map_err(|source| ServerError::H2 { remote, source })?;
-    while let Some(next) = conn.accept().await {
+    let pings = conn.ping_pong();
+    let alive = async {
+        match pings {
+            Some(pp) => {
+                keepalive(pp, settings.keepalive_interval, settings.keepalive_timeout).await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(alive);
+    loop {
+        let next = tokio::select! {
+            next = conn.accept() => next,
+            e = &mut alive => {
+                tracing::warn!(%remote, error = %e, "HBONE connection dropped");
+                return Ok(());
+            }
+        };
+        let Some(next) = next else { break };
         let (request, respond) = match next {
             Ok(r) => r,
             Err(source) if source.is_go_away() || source.is_io() => break,

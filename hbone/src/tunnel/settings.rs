@@ -19,6 +19,10 @@ pub struct H2Settings {
     pub pool_idle_timeout: Duration,
     /// A handshake that takes longer than this fails.
     pub handshake_timeout: Duration,
+    /// How often an HTTP/2 PING checks the peer is alive.
+    pub keepalive_interval: Duration,
+    /// A PING unanswered for this long drops the connection.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for H2Settings {
@@ -31,6 +35,8 @@ impl Default for H2Settings {
             server_max_concurrent_streams: 200,
             pool_idle_timeout: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -308,6 +308,7 @@ workloads:
   workloadIps: ["10.1.0.11"]
   protocol: HBONE
   node: node-a
+  network: ""
   canonicalName: cart
   canonicalRevision: v1
   services:
@@ -326,6 +327,15 @@ services:
   vips: ["/10.96.0.20"]
   ports:
     8080: 9090
+- name: cart-remote
+  namespace: shop
+  hostname: cart.remote.example
+  vips:
+    - west/10.96.7.7
+  ports:
+    80: 8080
+  subjectAltNames:
+    - spiffe://cluster.local/ns/shop/sa/cart
 policies:
 - name: cart-from-frontend
   namespace: shop
@@ -334,6 +344,13 @@ policies:
   rules:
   - - - principals:
         - !Exact cluster.local/ns/shop/sa/frontend
+- action: Deny
+  rules:
+  - - - destinationPorts:
+        - 9999
+  name: deny-9999
+  namespace: shop
+  scope: Namespace
 "#;
 
     fn parse(text: &str) -> Result<State, LocalConfigError> {
@@ -355,6 +372,12 @@ policies:
         let svc = state.service_by_vip("10.96.0.20".parse().unwrap()).unwrap();
         assert_eq!(svc.ports.get(&8080), Some(&9090));
         assert_eq!(state.endpoints(svc).len(), 1);
+        let remote = state.service_by_vip("10.96.7.7".parse().unwrap()).unwrap();
+        assert_eq!(
+            remote.vips,
+            vec![("west".to_string(), "10.96.7.7".parse().unwrap())]
+        );
+        assert_eq!(remote.subject_alt_names[0].service_account(), "cart");
     }
 
     #[test]
