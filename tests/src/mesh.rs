@@ -222,17 +222,17 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<
     Ok(out)
 }
 
-/// A workload entry for the local config.
+/// A workload entry for the local config; `ips` is a YAML list body: `"10.0.0.1", "fd00::1"`.
 pub fn workload_yaml(
     name: &str,
     namespace: &str,
     sa: &str,
-    ip: &str,
+    ips: &str,
     protocol: &str,
     services: &str,
 ) -> String {
     format!(
-        "- name: {name}\n  namespace: {namespace}\n  serviceAccount: {sa}\n  workloadIps: [\"{ip}\"]\n  protocol: {protocol}\n  services: {{{services}}}\n"
+        "- name: {name}\n  namespace: {namespace}\n  serviceAccount: {sa}\n  workloadIps: [{ips}]\n  protocol: {protocol}\n  services: {{{services}}}\n"
     )
 }
 

@@ -41,6 +41,8 @@ pub struct Net {
 pub struct Host {
     pub ns: String,
     pub ip: IpAddr,
+    /// The host's IPv6 address: `fd00:e2e::<last octet of ip>`.
+    pub ip6: IpAddr,
 }
 
 impl Net {
@@ -105,9 +107,24 @@ impl Net {
         // Service VIPs live off-link: a default route lets the app's connect() reach the
         // capture rules, which redirect it before it would leave.
         ip(&["-n", &ns, "route", "add", "default", "dev", "eth0"])?;
+        let v4: std::net::Ipv4Addr = addr.parse().context("host address")?;
+        let v6: IpAddr = format!("fd00:e2e::{}", v4.octets()[3]).parse()?;
+        ip(&[
+            "-n",
+            &ns,
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        ip(&["-n", &ns, "-6", "route", "add", "default", "dev", "eth0"])?;
         Ok(Host {
             ns,
-            ip: addr.parse().context("host address")?,
+            ip: IpAddr::V4(v4),
+            ip6: v6,
         })
     }
 

@@ -1,12 +1,12 @@
 //! The standard test topology: a client and a server workload, each in its own namespace
 //! with its own dedicated ztunnel, plus an outsider host outside the mesh.
 //!
-//! | host     | IP          | mesh                        |
-//! |----------|-------------|-----------------------------|
-//! | client   | 10.244.0.1  | `demo/client`, sa `client`  |
-//! | server   | 10.244.0.2  | `demo/server`, sa `server`  |
-//! | outsider | 10.244.0.3  | none (unknown address)      |
-//! | bare     | 10.244.0.4  | none: for direct baselines  |
+//! | host     | IP                     | mesh                        |
+//! |----------|------------------------|-----------------------------|
+//! | client   | 10.244.0.1, fd00:e2e::1 | `demo/client`, sa `client`  |
+//! | server   | 10.244.0.2, fd00:e2e::2 | `demo/server`, sa `server`  |
+//! | outsider | 10.244.0.3, fd00:e2e::3 | none (unknown address)      |
+//! | bare     | 10.244.0.4, fd00:e2e::4 | none: for direct baselines  |
 //!
 //! Service `server.demo.svc.cluster.local` has VIP 10.96.0.10, port 80 -> 8080.
 
@@ -17,18 +17,27 @@ pub const CLIENT_IP: &str = "10.244.0.1";
 pub const SERVER_IP: &str = "10.244.0.2";
 pub const OUTSIDER_IP: &str = "10.244.0.3";
 pub const BARE_IP: &str = "10.244.0.4";
+pub const SERVER_IP6: &str = "fd00:e2e::2";
+const CLIENT_IP6: &str = "fd00:e2e::1";
 pub const VIP: &str = "10.96.0.10";
 pub const SERVICE_HOST: &str = "server.demo.svc.cluster.local";
 
 /// The mesh config; `server_sa` is the server's service account as this config states it.
 pub fn config(server_sa: &str) -> String {
     let mut s = String::from("workloads:\n");
-    s += &workload_yaml("client", "demo", "client", CLIENT_IP, "HBONE", "");
+    s += &workload_yaml(
+        "client",
+        "demo",
+        "client",
+        &format!("\"{CLIENT_IP}\", \"{CLIENT_IP6}\""),
+        "HBONE",
+        "",
+    );
     s += &workload_yaml(
         "server",
         "demo",
         server_sa,
-        SERVER_IP,
+        &format!("\"{SERVER_IP}\", \"{SERVER_IP6}\""),
         "HBONE",
         &format!("\"demo/{SERVICE_HOST}\": {{80: 8080}}"),
     );

@@ -82,6 +82,39 @@ fn round_trip_carries_client_identity() {
 }
 
 #[test]
+fn ipv6_round_trip() {
+    let mut w = start("ipv6");
+    let server = w.server.clone();
+    serve(&mut w, &server, "echo", &["echo", "--listen", "[::]:8080"]);
+    let out = app(
+        &w,
+        &w.client,
+        &[
+            "roundtrip",
+            "--connect",
+            "[fd00:e2e::2]:8080",
+            "--message",
+            "over v6",
+        ],
+    );
+    assert_eq!(out.trim(), "received: over v6");
+    let log = w.zt_server.wait_for("direction=\"inbound\"", T).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("direction=\"inbound\""))
+        .unwrap();
+    assert!(line.contains("dst.addr=[fd00:e2e::2]:8080"), "{line}");
+    assert!(
+        line.contains("dst.hbone_addr=[fd00:e2e::2]:15008"),
+        "{line}"
+    );
+    assert!(
+        line.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client"),
+        "{line}"
+    );
+}
+
+#[test]
 fn one_gib_arrives_intact() {
     let mut w = start("bigtransfer");
     let server = w.server.clone();

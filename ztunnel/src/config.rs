@@ -21,6 +21,10 @@ pub struct RunArgs {
     #[arg(long, env = "LOCAL_XDS_PATH")]
     pub local_xds_path: Option<PathBuf>,
 
+    /// The same config inline, used when `LOCAL_XDS_PATH` is not set (not watched).
+    #[arg(long, env = "LOCAL_XDS")]
+    pub local_xds: Option<String>,
+
     /// `shared` (per node) or `dedicated` (inside one workload's network namespace).
     #[arg(
         long,

@@ -104,10 +104,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "CA_ADDRESS is set, but this build has no CA client yet; unset it and use CA_CERTS_DIR"
         );
     }
-    let config_path = args
-        .local_xds_path
-        .clone()
-        .context("LOCAL_XDS_PATH (or --local-xds-path) is required without xDS")?;
     let info: WorkloadInfo = args
         .proxy_workload_info
         .as_deref()
@@ -119,13 +115,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .context("CA_CERTS_DIR (or --ca-certs-dir) is required without CA_ADDRESS")?;
 
-    let state = LocalConfig::load(&config_path)?;
+    let (state, source) = match (&args.local_xds_path, &args.local_xds) {
+        (Some(path), _) => (LocalConfig::load(path)?, path.clone()),
+        (None, Some(inline)) => {
+            let name = PathBuf::from("LOCAL_XDS");
+            (LocalConfig::parse(&name, inline)?, name)
+        }
+        (None, None) => {
+            bail!("LOCAL_XDS_PATH (or LOCAL_XDS, or --local-xds-path) is required without xDS")
+        }
+    };
     let local = state
         .workload_by_name(&info.namespace, &info.name)
         .with_context(|| {
             format!(
                 "{}: no workload {}/{} (from PROXY_WORKLOAD_INFO)",
-                config_path.display(),
+                source.display(),
                 info.namespace,
                 info.name
             )
@@ -134,7 +139,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!(
             "PROXY_WORKLOAD_INFO says service account {:?}, {} says {:?} for {}/{}",
             info.service_account,
-            config_path.display(),
+            source.display(),
             local.service_account,
             info.namespace,
             info.name
@@ -154,11 +159,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let handle = StateHandle::new(state);
-        tokio::spawn(watch_config(
-            config_path,
-            handle.clone(),
-            args.local_xds_poll_interval,
-        ));
+        if let Some(path) = args.local_xds_path.clone() {
+            tokio::spawn(watch_config(
+                path,
+                handle.clone(),
+                args.local_xds_poll_interval,
+            ));
+        }
         let ctx = ProxyContext::new(
             handle,
             info,

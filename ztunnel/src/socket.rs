@@ -16,6 +16,10 @@ pub fn listen(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpListener> {
         socket.set_mark(mark)?;
     }
     socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // IPv4 has its own listener; keep the families apart so both can bind the port.
+        socket.set_only_v6(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;

@@ -9,6 +9,7 @@ fn ztunnel() -> Command {
     // Only what a test sets reaches the binary.
     for var in [
         "LOCAL_XDS_PATH",
+        "LOCAL_XDS",
         "PROXY_MODE",
         "PROXY_WORKLOAD_INFO",
         "XDS_ADDRESS",
@@ -88,7 +89,27 @@ fn run_errors_name_what_is_wrong() {
             ],
             "XDS_ADDRESS",
         ),
-        (vec![dedicated.clone()], "LOCAL_XDS_PATH"),
+        (vec![dedicated.clone()], "PROXY_WORKLOAD_INFO"),
+        (
+            vec![
+                dedicated.clone(),
+                ("PROXY_WORKLOAD_INFO", os("ns/a/sa")),
+                ("CA_CERTS_DIR", ca.clone().into()),
+            ],
+            "LOCAL_XDS_PATH",
+        ),
+        (
+            vec![
+                dedicated.clone(),
+                (
+                    "LOCAL_XDS",
+                    os("workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"x\"]\n"),
+                ),
+                ("PROXY_WORKLOAD_INFO", os("ns/a/sa")),
+                ("CA_CERTS_DIR", ca.clone().into()),
+            ],
+            "LOCAL_XDS: workloads[0] (ns/a): field workloadIps[0]",
+        ),
         (
             vec![
                 dedicated.clone(),

@@ -11,7 +11,7 @@ mod inbound;
 mod inbound_plain;
 mod outbound;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -120,13 +120,6 @@ impl ProxyContext {
 
 /// Binds the three listeners and serves until the task is dropped.
 pub async fn run(ctx: Arc<ProxyContext>, ports: Ports) -> Result<(), ProxyError> {
-    let bind = |port: u16| {
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-        socket::listen(addr, ctx.mark).map_err(|source| ProxyError::Bind { addr, source })
-    };
-    let outbound = bind(ports.outbound)?;
-    let plain = bind(ports.inbound_plain)?;
-    let hbone = bind(ports.inbound_hbone)?;
     let handle = ctx
         .certs
         .fetch(&ctx.identity)
@@ -136,6 +129,16 @@ pub async fn run(ctx: Arc<ProxyContext>, ports: Ports) -> Result<(), ProxyError>
             source: Box::new(source),
         })?;
     let tls = hbone::server_config(handle, &ctx.roots).map_err(ProxyError::Tls)?;
+    let mut loops = tokio::task::JoinSet::new();
+    for l in bind(ports.outbound, ctx.mark)? {
+        loops.spawn(accept_loop(l, ctx.clone(), outbound::serve));
+    }
+    for l in bind(ports.inbound_plain, ctx.mark)? {
+        loops.spawn(accept_loop(l, ctx.clone(), inbound_plain::serve));
+    }
+    for l in bind(ports.inbound_hbone, ctx.mark)? {
+        loops.spawn(inbound::accept_loop(l, ctx.clone(), tls.clone()));
+    }
     tracing::info!(
         identity = %ctx.identity,
         outbound = ports.outbound,
@@ -143,17 +146,27 @@ pub async fn run(ctx: Arc<ProxyContext>, ports: Ports) -> Result<(), ProxyError>
         inbound_hbone = ports.inbound_hbone,
         "ztunnel ready"
     );
-    tokio::join!(
-        accept_loop(outbound, ctx.clone(), outbound::serve),
-        accept_loop(plain, ctx.clone(), inbound_plain::serve),
-        inbound::accept_loop(hbone, ctx.clone(), tls),
-    );
+    // The accept loops run until the process stops.
+    loops.join_next().await;
     Ok(())
+}
+
+/// Listeners on `port` for IPv4 and, where the namespace has it, IPv6.
+fn bind(port: u16, mark: Option<u32>) -> Result<Vec<TcpListener>, ProxyError> {
+    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+    let mut listeners =
+        vec![socket::listen(v4, mark).map_err(|source| ProxyError::Bind { addr: v4, source })?];
+    let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+    match socket::listen(v6, mark) {
+        Ok(l) => listeners.push(l),
+        Err(e) => tracing::info!(addr = %v6, error = %e, "no IPv6 listener; IPv4 only"),
+    }
+    Ok(listeners)
 }
 
 async fn accept_loop<F, Fut>(listener: TcpListener, ctx: Arc<ProxyContext>, serve: F)
 where
-    F: Fn(Arc<ProxyContext>, tokio::net::TcpStream, SocketAddr) -> Fut,
+    F: Fn(Arc<ProxyContext>, tokio::net::TcpStream, SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
