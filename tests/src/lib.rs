@@ -2,6 +2,7 @@
 //! test application (`meshapp`) they carry traffic for.
 
 pub mod app;
+pub mod capture;
 pub mod mesh;
 pub mod netns;
 pub mod topology;

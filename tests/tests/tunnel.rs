@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use e2e::capture::{Capture, TLS_APPLICATION_DATA, contains};
 use e2e::mesh::{Binaries, run_with_timeout, spiffe, wait_for_file};
 use e2e::netns::Host;
 use e2e::topology::{OUTSIDER_IP, Options, SERVER_IP, SERVICE_HOST, TwoWorkloads, VIP};
@@ -298,26 +299,7 @@ fn unknown_address_passes_through_in_plaintext_and_mesh_traffic_is_tls() {
         &["echo", "--listen", "0.0.0.0:8080"],
     );
 
-    let pcap = w.mesh.dir.join("link.pcap");
-    let mut tcpdump = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            w.net.switch_ns(),
-            "tcpdump",
-            "-i",
-            "v-client",
-            "-U",
-            "-s",
-            "0",
-            "-w",
-        ])
-        .arg(&pcap)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("tcpdump (apt-get install tcpdump)");
-    std::thread::sleep(Duration::from_millis(700));
-
+    let capture = Capture::start(&w.net, "client", w.mesh.dir.join("link.pcap")).unwrap();
     let mesh_marker = "MESH-SECRET-0123456789";
     let plain_marker = "PLAIN-VISIBLE-9876543210";
     let out = app(
@@ -345,13 +327,8 @@ fn unknown_address_passes_through_in_plaintext_and_mesh_traffic_is_tls() {
     );
     assert_eq!(out.trim(), format!("received: {plain_marker}"));
 
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &tcpdump.id().to_string()])
-        .status();
-    let _ = tcpdump.wait();
-    let bytes = std::fs::read(&pcap).expect("capture file");
-    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let bytes = capture.stop().unwrap();
+    let has = |needle: &[u8]| contains(&bytes, needle);
     // The capture works: passthrough plaintext is visible on the link...
     assert!(
         has(plain_marker.as_bytes()),
@@ -364,7 +341,7 @@ fn unknown_address_passes_through_in_plaintext_and_mesh_traffic_is_tls() {
         "mesh plaintext crossed the link"
     );
     assert!(
-        has(&[0x17, 0x03, 0x03]),
+        has(&TLS_APPLICATION_DATA),
         "no TLS application data records on the link"
     );
 

@@ -2,10 +2,10 @@
 //! namespaces, a dedicated ztunnel beside each; prints what happened on the way.
 //! Needs root, iproute2, nftables and tcpdump.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use e2e::capture::{Capture, TLS_APPLICATION_DATA, contains};
 use e2e::mesh::{Binaries, wait_for_file};
 use e2e::topology::{BARE_IP, CLIENT_IP, Options, SERVER_IP, TwoWorkloads};
 
@@ -28,25 +28,7 @@ fn main() -> anyhow::Result<()> {
     wait_for_file(&echo, "listening", T)?;
 
     // Capture the client's link while a message crosses it.
-    let pcap = w.mesh.dir.join("link.pcap");
-    let mut tcpdump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            w.net.switch_ns(),
-            "tcpdump",
-            "-i",
-            "v-client",
-            "-U",
-            "-s",
-            "0",
-            "-w",
-        ])
-        .arg(&pcap)
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting tcpdump (apt-get install tcpdump)")?;
-    std::thread::sleep(Duration::from_millis(700));
+    let capture = Capture::start(&w.net, "client", w.mesh.dir.join("link.pcap"))?;
     let message = "hello from the client, in plaintext";
     let out = w.mesh.run_app(
         &w.client,
@@ -59,11 +41,7 @@ fn main() -> anyhow::Result<()> {
         ],
         T,
     )?;
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("kill")
-        .args(["-INT", &tcpdump.id().to_string()])
-        .status();
-    let _ = tcpdump.wait();
+    let bytes = capture.stop()?;
     println!(
         "\nclient -> {SERVER_IP}:8080 (plain TCP from the app's point of view): {}",
         out.trim()
@@ -82,12 +60,11 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     println!("client's ztunnel access log:\n  {}", strip_time(outbound));
 
-    let bytes = std::fs::read(&pcap)?;
-    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let has = |needle: &[u8]| contains(&bytes, needle);
     println!(
         "\non the wire ({} bytes captured on the client's link): TLS application-data records {}, the app's plaintext {}",
         bytes.len(),
-        if has(&[0x17, 0x03, 0x03]) {
+        if has(&TLS_APPLICATION_DATA) {
             "present"
         } else {
             "ABSENT"
@@ -98,7 +75,7 @@ fn main() -> anyhow::Result<()> {
             "not visible"
         },
     );
-    if !has(&[0x17, 0x03, 0x03]) || has(message.as_bytes()) {
+    if !has(&TLS_APPLICATION_DATA) || has(message.as_bytes()) {
         bail!("the link did not carry TLS only");
     }
 
