@@ -1,0 +1,2 @@
+//! Istio authorization policy model and evaluation (placeholder until the engine lands).
+#![forbid(unsafe_code)]
