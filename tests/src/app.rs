@@ -208,6 +208,23 @@ pub async fn many(connect: SocketAddr, count: usize, hold: Duration) -> anyhow::
     Ok(())
 }
 
+/// A plain HTTP/1.1 request; prints the status code, then the body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<()> {
+    let mut s = TcpStream::connect(addr).await.context("connect")?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await?;
+    let resp = String::from_utf8_lossy(&resp);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    println!("{status}");
+    print!("{body}");
+    Ok(())
+}
+
 /// What a raw HBONE request should look like.
 pub struct Probe {
     pub connect: SocketAddr,

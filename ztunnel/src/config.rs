@@ -76,6 +76,18 @@ pub struct RunArgs {
     #[arg(long, env = "HTTP2_FRAME_SIZE", default_value_t = 1024 * 1024)]
     pub http2_frame_size: u32,
 
+    /// Admin endpoint (config dump, log levels, explain); keep it on localhost.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin_addr: std::net::SocketAddr,
+
+    /// Prometheus metrics (`/metrics`, `/stats/prometheus`).
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    pub stats_addr: std::net::SocketAddr,
+
+    /// Readiness probe (`/healthz/ready`).
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    pub readiness_addr: std::net::SocketAddr,
+
     /// How often the local config file is checked for changes.
     #[arg(long, env = "LOCAL_XDS_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub local_xds_poll_interval: Duration,

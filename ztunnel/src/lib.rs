@@ -1,8 +1,12 @@
 //! ztunnel: captures a workload's TCP and carries it over HBONE to the destination's ztunnel.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod proxy;
+pub mod readiness;
 pub mod redirect;
 pub mod route;
 pub mod socket;

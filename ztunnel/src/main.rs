@@ -7,11 +7,14 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hbone::{CertManager, FileCa, LocalCa, SpiffeId, TrustRoots};
 use tracing_subscriber::EnvFilter;
+use ztunnel::admin::{Admin, LogControl};
 use ztunnel::config::{ProxyMode, RunArgs, WorkloadInfo};
+use ztunnel::metrics::Metrics;
 use ztunnel::proxy::{self, Ports, ProxyContext};
+use ztunnel::readiness::Ready;
 use ztunnel::state::StateHandle;
 use ztunnel::state::local::LocalConfig;
-use ztunnel::{redirect, socket};
+use ztunnel::{http, redirect, socket};
 
 #[derive(Parser)]
 #[command(name = "ztunnel", version, about = "Ambient-mode mesh proxy")]
@@ -62,15 +65,9 @@ enum RedirectAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logs = init_logging();
     match cli.command {
-        None | Some(Command::Run) => run(cli.run),
+        None | Some(Command::Run) => run(cli.run, logs),
         Some(Command::Ca {
             action: CaAction::Generate { dir, organisation },
         }) => {
@@ -88,7 +85,50 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), changeable through the admin API.
+fn init_logging() -> Arc<dyn LogControl> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let initial = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let filter = EnvFilter::try_new(&initial).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+    Arc::new(ReloadableFilter {
+        handle,
+        current: std::sync::Mutex::new(initial),
+    })
+}
+
+struct ReloadableFilter {
+    handle: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+    current: std::sync::Mutex<String>,
+}
+
+impl LogControl for ReloadableFilter {
+    fn current(&self) -> String {
+        self.current.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, filter: &str) -> Result<(), String> {
+        let parsed =
+            EnvFilter::try_new(filter).map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
+        self.handle.reload(parsed).map_err(|e| e.to_string())?;
+        if let Ok(mut c) = self.current.lock() {
+            *c = filter.to_string();
+        }
+        tracing::info!(filter, "log filter changed");
+        Ok(())
+    }
+}
+
+fn run(args: RunArgs, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     if args.proxy_mode != ProxyMode::Dedicated {
         bail!(
             "PROXY_MODE=shared needs the node agent (ZDS), which this build does not support yet; set PROXY_MODE=dedicated"
@@ -158,7 +198,39 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let ready = Ready::new(&["certificate", "listeners"]);
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = Arc::new(tokio::sync::Notify::new());
         let handle = StateHandle::new(state);
+        let admin = Arc::new(Admin {
+            state: handle.clone(),
+            certs: certs.clone(),
+            logs,
+            shutdown: shutdown.clone(),
+        });
+        let admin_listener = http::bind(args.admin_addr)?;
+        tokio::spawn(http::serve(admin_listener, move |req| {
+            admin.clone().handle(req)
+        }));
+        let stats = metrics.clone();
+        let stats_listener = http::bind(args.stats_addr)?;
+        tokio::spawn(http::serve(stats_listener, move |req| {
+            let stats = stats.clone();
+            async move {
+                match req.uri().path() {
+                    "/metrics" | "/stats/prometheus" => {
+                        http::text(hyper::StatusCode::OK, stats.encode())
+                    }
+                    _ => http::text(hyper::StatusCode::NOT_FOUND, "not found\n"),
+                }
+            }
+        }));
+        let probe = ready.clone();
+        let readiness_listener = http::bind(args.readiness_addr)?;
+        tokio::spawn(http::serve(readiness_listener, move |req| {
+            let probe = probe.clone();
+            async move { probe.response(req.uri().path()) }
+        }));
         if let Some(path) = args.local_xds_path.clone() {
             tokio::spawn(watch_config(
                 path,
@@ -174,11 +246,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             roots,
             Some(args.packet_mark),
             args.h2_settings(),
+            metrics,
         );
         tokio::select! {
-            r = proxy::run(ctx, Ports::default()) => r.map_err(anyhow::Error::from),
+            r = proxy::run(ctx, Ports::default(), ready) => r.map_err(anyhow::Error::from),
             _ = shutdown_signal() => {
                 tracing::info!("shutting down");
+                Ok(())
+            }
+            _ = shutdown.notified() => {
+                tracing::info!("shutting down (admin /quitquitquit)");
                 Ok(())
             }
         }

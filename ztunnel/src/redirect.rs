@@ -2,8 +2,9 @@
 //!
 //! Same semantics as istio-cni's in-pod rules (protocol.md 1.3), in its nftables naming
 //! (table `inet istio-ambient-nat`, chains `istio-prerouting` / `istio-output`):
-//! - inbound TCP, except to 15008 (HBONE) and except ztunnel's own marked packets, goes to
-//!   15006; kubelet probes (SNATed to 169.254.7.127) are left alone;
+//! - inbound TCP, except to 15008 (HBONE), 15020/15021 (ztunnel's metrics and readiness) and
+//!   ztunnel's own marked packets, goes to 15006; kubelet probes (SNATed to 169.254.7.127)
+//!   are left alone;
 //! - outbound TCP, except to loopback, to the pod itself over `lo`, and except ztunnel's
 //!   own marked packets, goes to 15001.
 //!
@@ -16,6 +17,8 @@ use std::process::{Command, Stdio};
 use crate::proxy::Ports;
 
 pub const TABLE: &str = "istio-ambient-nat";
+const STATS_PORT: u16 = 15020;
+const READINESS_PORT: u16 = 15021;
 const PROBE_V4: &str = "169.254.7.127";
 const PROBE_V6: &str = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
 
@@ -34,6 +37,8 @@ pub fn rules(ports: Ports, mark: u32) -> String {
         inbound_plain,
         inbound_hbone,
     } = ports;
+    // HBONE is not captured (peers speak it to us directly), nor are our metrics and readiness.
+    let own = format!("{inbound_hbone}, {STATS_PORT}, {READINESS_PORT}");
     format!(
         "table inet {TABLE}
 delete table inet {TABLE}
@@ -43,8 +48,8 @@ table inet {TABLE} {{
     meta mark & 0xfff == {mark:#x} accept
     ip saddr {PROBE_V4} accept
     ip6 saddr {PROBE_V6} accept
-    meta l4proto tcp ip daddr != 127.0.0.1 tcp dport != {inbound_hbone} redirect to :{inbound_plain}
-    meta l4proto tcp ip6 daddr != ::1 tcp dport != {inbound_hbone} redirect to :{inbound_plain}
+    meta l4proto tcp ip daddr != 127.0.0.1 tcp dport != {{ {own} }} redirect to :{inbound_plain}
+    meta l4proto tcp ip6 daddr != ::1 tcp dport != {{ {own} }} redirect to :{inbound_plain}
   }}
   chain istio-output {{
     type nat hook output priority -100; policy accept;
@@ -101,7 +106,7 @@ mod tests {
     fn rules_skip_marked_hbone_and_loopback() {
         let r = rules(Ports::default(), 1337);
         assert!(r.contains("meta mark & 0xfff == 0x539 accept"));
-        assert!(r.contains("tcp dport != 15008 redirect to :15006"));
+        assert!(r.contains("tcp dport != { 15008, 15020, 15021 } redirect to :15006"));
         assert!(r.contains("ip daddr != 127.0.0.1 redirect to :15001"));
         assert!(r.contains("oifname \"lo\" accept"));
     }

@@ -57,6 +57,15 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         hold_secs: u64,
     },
+    /// HTTP/1.1 request; prints the status code, then the body.
+    Http {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long)]
+        path: String,
+    },
     /// Raw HBONE request to a ztunnel's 15008.
     Probe {
         #[arg(long)]
@@ -92,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
             count,
             hold_secs,
         } => app::many(connect, count, Duration::from_secs(hold_secs)).await,
+        Cmd::Http { addr, method, path } => app::http(addr, &method, &path).await,
         Cmd::Probe {
             connect,
             method,

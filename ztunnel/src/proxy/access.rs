@@ -1,5 +1,9 @@
-//! One log line per connection, in Istio ztunnel's shape: tracing target `access`, message
-//! `connection complete` (or `connection failed`), dotted field names.
+//! What every connection leaves behind: one access-log line and its metrics.
+//!
+//! The log line follows Istio ztunnel: tracing target `access`, message `connection complete`
+//! (INFO on success, ERROR with `error` on failure), dotted field names. Metrics: a connection
+//! that got going counts as opened, then closed with its bytes; one that never did counts as
+//! failed, with `response_flags` saying why.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +11,7 @@ use std::sync::Arc;
 use hbone::{SpiffeId, Transferred};
 use tokio::time::Instant;
 
+use crate::metrics::{Metrics, Reporter, ResponseFlags, SecurityPolicy, TrafficLabels};
 use crate::state::{Service, Workload};
 
 /// What is known about a connection, filled in as the proxy learns it.
@@ -21,11 +26,18 @@ pub struct ConnectionLog {
     pub dst_workload: Option<Arc<Workload>>,
     pub dst_service: Option<Arc<Service>>,
     pub dst_identity: Option<SpiffeId>,
+    /// Why the connection failed, for `response_flags`.
+    pub flags: ResponseFlags,
+    /// For a denial: the policy and rule that decided.
+    pub policy: Option<String>,
     start: Instant,
+    metrics: Arc<Metrics>,
+    /// Labels the connection was counted as opened under; `None` until it is.
+    opened: Option<TrafficLabels>,
 }
 
 impl ConnectionLog {
-    pub fn new(direction: &'static str, src_addr: SocketAddr) -> Self {
+    pub fn new(direction: &'static str, src_addr: SocketAddr, metrics: Arc<Metrics>) -> Self {
         ConnectionLog {
             direction,
             src_addr,
@@ -36,12 +48,67 @@ impl ConnectionLog {
             dst_workload: None,
             dst_service: None,
             dst_identity: None,
+            flags: ResponseFlags::None,
+            policy: None,
             start: Instant::now(),
+            metrics,
+            opened: None,
         }
     }
 
-    /// Writes the line. `error` is the reason the connection failed, if it did.
+    /// The metric labels for what is known now.
+    fn labels(&self) -> TrafficLabels {
+        let reporter = if self.direction == "inbound" {
+            Reporter::destination
+        } else {
+            Reporter::source
+        };
+        // HBONE is mutual TLS; plaintext and passthrough are not.
+        let security = if self.dst_hbone_addr.is_some() {
+            SecurityPolicy::mutual_tls
+        } else {
+            SecurityPolicy::unknown
+        };
+        let mut l = TrafficLabels::new(reporter, security);
+        if let Some(w) = &self.src_workload {
+            l.source(w);
+        }
+        if let Some(id) = &self.src_identity {
+            l.source_principal = id.to_string();
+        }
+        if let Some(w) = &self.dst_workload {
+            l.destination(w);
+        }
+        if let Some(id) = &self.dst_identity {
+            l.destination_principal = id.to_string();
+        }
+        if let Some(s) = &self.dst_service {
+            l.destination_service(s);
+        }
+        l.response_flags = self.flags;
+        l
+    }
+
+    /// The connection is established end to end: count it as opened.
+    pub fn opened(&mut self) {
+        if self.opened.is_none() {
+            self.opened = Some(self.metrics.opened(&self.labels()));
+        }
+    }
+
+    /// Records the metrics and writes the line. `error` is why the connection failed, if it did.
     pub fn finish(self, moved: Transferred, error: Option<&(dyn std::error::Error + 'static)>) {
+        // "sent" is always towards the destination: outbound that is into the tunnel,
+        // inbound it is what came out of the tunnel to the local application.
+        let (sent, recv) = if self.direction == "inbound" {
+            (moved.from_tunnel, moved.to_tunnel)
+        } else {
+            (moved.to_tunnel, moved.from_tunnel)
+        };
+        match &self.opened {
+            Some(labels) => self.metrics.closed(labels, sent, recv),
+            None => self.metrics.failed(&self.labels()),
+        }
         let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.clone());
         let ns = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.namespace.clone());
         let src_workload = name(&self.src_workload);
@@ -50,38 +117,37 @@ impl ConnectionLog {
         let dst_namespace = ns(&self.dst_workload);
         let dst_service = self.dst_service.as_ref().map(|s| s.hostname.clone());
         let error = error.map(error_chain);
-        // "sent" is always towards the destination: outbound that is into the tunnel,
-        // inbound it is what came out of the tunnel to the local application.
-        let (sent, recv) = if self.direction == "inbound" {
-            (moved.from_tunnel, moved.to_tunnel)
-        } else {
-            (moved.to_tunnel, moved.from_tunnel)
-        };
         let duration_ms = self.start.elapsed().as_millis() as u64;
-        let message = if error.is_some() {
-            "connection failed"
+        macro_rules! line {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "access",
+                    $level,
+                    direction = self.direction,
+                    "src.addr" = %self.src_addr,
+                    "src.workload" = src_workload.as_deref(),
+                    "src.namespace" = src_namespace.as_deref(),
+                    "src.identity" = self.src_identity.as_ref().map(tracing::field::display),
+                    "dst.addr" = self.dst_addr.map(tracing::field::display),
+                    "dst.hbone_addr" = self.dst_hbone_addr.map(tracing::field::display),
+                    "dst.service" = dst_service.as_deref(),
+                    "dst.workload" = dst_workload.as_deref(),
+                    "dst.namespace" = dst_namespace.as_deref(),
+                    "dst.identity" = self.dst_identity.as_ref().map(tracing::field::display),
+                    bytes_sent = sent,
+                    bytes_recv = recv,
+                    duration = format_args!("{duration_ms}ms"),
+                    policy = self.policy.as_deref(),
+                    error = error.as_deref(),
+                    "connection complete"
+                )
+            };
+        }
+        if error.is_some() {
+            line!(tracing::Level::ERROR);
         } else {
-            "connection complete"
-        };
-        tracing::info!(
-            target: "access",
-            direction = self.direction,
-            "src.addr" = %self.src_addr,
-            "src.workload" = src_workload.as_deref(),
-            "src.namespace" = src_namespace.as_deref(),
-            "src.identity" = self.src_identity.as_ref().map(tracing::field::display),
-            "dst.addr" = self.dst_addr.map(tracing::field::display),
-            "dst.hbone_addr" = self.dst_hbone_addr.map(tracing::field::display),
-            "dst.service" = dst_service.as_deref(),
-            "dst.workload" = dst_workload.as_deref(),
-            "dst.namespace" = dst_namespace.as_deref(),
-            "dst.identity" = self.dst_identity.as_ref().map(tracing::field::display),
-            bytes_sent = sent,
-            bytes_recv = recv,
-            duration = format_args!("{duration_ms}ms"),
-            error = error.as_deref(),
-            "{message}"
-        );
+            line!(tracing::Level::INFO);
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::ProxyContext;
 use super::access::ConnectionLog;
+use crate::metrics::ResponseFlags;
 use crate::route::ILLEGAL_PORTS;
 use crate::socket;
 
@@ -140,7 +141,7 @@ impl ConnectHandler for Inbound {
             headers: _,
             responder,
         } = request;
-        let mut log = ConnectionLog::new("inbound", peer.remote);
+        let mut log = ConnectionLog::new("inbound", peer.remote, self.ctx.metrics.clone());
         log.src_identity = Some(peer.identity.clone());
         log.dst_identity = Some(self.ctx.identity.clone());
         log.dst_hbone_addr = Some(peer.local);
@@ -157,6 +158,7 @@ impl ConnectHandler for Inbound {
             Ok(u) => u,
             Err(source) => {
                 responder.refuse(StatusCode::SERVICE_UNAVAILABLE);
+                log.flags = ResponseFlags::Connect;
                 log.finish(
                     Transferred::default(),
                     Some(&InboundError::Upstream { addr, source }),
@@ -171,6 +173,7 @@ impl ConnectHandler for Inbound {
                 return;
             }
         };
+        log.opened();
         match copy_bidirectional(&mut upstream, stream).await {
             Ok(moved) => log.finish(moved, None),
             Err((e, moved)) => {

@@ -22,7 +22,7 @@ enum PlainError {
 }
 
 pub(super) async fn serve(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr) {
-    let mut log = ConnectionLog::new("inbound", peer);
+    let mut log = ConnectionLog::new("inbound", peer, ctx.metrics.clone());
     let original = match socket::original_dst(&tcp) {
         Ok(a) => a,
         Err(e) => {

@@ -19,6 +19,8 @@ use hbone::{CertManager, H2Settings, HBONE_PORT, Pool, SpiffeId, TrustRoots};
 use tokio::net::TcpListener;
 
 use crate::config::WorkloadInfo;
+use crate::metrics::Metrics;
+use crate::readiness::Ready;
 use crate::socket;
 use crate::state::{State, StateHandle, Workload};
 
@@ -51,6 +53,7 @@ pub struct ProxyContext {
     pub pool: Pool,
     pub mark: Option<u32>,
     pub settings: H2Settings,
+    pub metrics: Arc<Metrics>,
     /// Round-robin position for picking service endpoints.
     next_endpoint: AtomicUsize,
 }
@@ -85,6 +88,7 @@ impl ProxyContext {
         roots: TrustRoots,
         mark: Option<u32>,
         settings: H2Settings,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let dialer: hbone::Dialer =
             Arc::new(move |dst, local_ip| Box::pin(socket::connect(dst, local_ip, mark)));
@@ -98,6 +102,7 @@ impl ProxyContext {
             pool,
             mark,
             settings,
+            metrics,
             next_endpoint: AtomicUsize::new(0),
         })
     }
@@ -119,7 +124,7 @@ impl ProxyContext {
 }
 
 /// Binds the three listeners and serves until the task is dropped.
-pub async fn run(ctx: Arc<ProxyContext>, ports: Ports) -> Result<(), ProxyError> {
+pub async fn run(ctx: Arc<ProxyContext>, ports: Ports, ready: Ready) -> Result<(), ProxyError> {
     let handle = ctx
         .certs
         .fetch(&ctx.identity)
@@ -129,6 +134,7 @@ pub async fn run(ctx: Arc<ProxyContext>, ports: Ports) -> Result<(), ProxyError>
             source: Box::new(source),
         })?;
     let tls = hbone::server_config(handle, &ctx.roots).map_err(ProxyError::Tls)?;
+    ready.done("certificate");
     let mut loops = tokio::task::JoinSet::new();
     for l in bind(ports.outbound, ctx.mark)? {
         loops.spawn(accept_loop(l, ctx.clone(), outbound::serve));
@@ -146,6 +152,8 @@ pub async fn run(ctx: Arc<ProxyContext>, ports: Ports) -> Result<(), ProxyError>
         inbound_hbone = ports.inbound_hbone,
         "ztunnel ready"
     );
+    ready.done("listeners");
+    loops.spawn(refresh_cert_expiry(ctx.clone()));
     // The accept loops run until the process stops.
     loops.join_next().await;
     Ok(())
@@ -189,4 +197,39 @@ fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
+}
+
+/// Keeps the certificate expiry metric current across renewals.
+async fn refresh_cert_expiry(ctx: Arc<ProxyContext>) {
+    loop {
+        if let Err(e) = cert_expiry(&ctx).await {
+            tracing::warn!(error = %e, "certificate unavailable");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
+/// Publishes the local certificate's expiry (Unix seconds) as a metric.
+async fn cert_expiry(ctx: &ProxyContext) -> Result<i64, ProxyError> {
+    let handle = ctx
+        .certs
+        .fetch(&ctx.identity)
+        .await
+        .map_err(|source| ProxyError::Cert {
+            identity: ctx.identity.to_string(),
+            source: Box::new(source),
+        })?;
+    let expiry = handle
+        .certificate()
+        .not_after()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    ctx.metrics
+        .cert_expiry
+        .get_or_create(&crate::metrics::IdentityLabels {
+            identity: ctx.identity.to_string(),
+        })
+        .set(expiry);
+    Ok(expiry)
 }

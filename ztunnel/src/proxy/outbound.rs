@@ -9,11 +9,12 @@ use tokio::net::TcpStream;
 
 use super::access::ConnectionLog;
 use super::{ProxyContext, random_u64};
+use crate::metrics::ResponseFlags;
 use crate::route::{Route, route};
 use crate::socket;
 
 pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: SocketAddr) {
-    let mut log = ConnectionLog::new("outbound", peer);
+    let mut log = ConnectionLog::new("outbound", peer, ctx.metrics.clone());
     let original = match socket::original_dst(&tcp) {
         Ok(a) => a,
         Err(e) => {
@@ -69,17 +70,24 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: Sock
                 .open(&key, &cert, &ctx.roots, &target.to_string(), headers)
                 .await
             {
-                Ok((stream, _)) => match copy_bidirectional(&mut tcp, stream).await {
-                    Ok(moved) => log.finish(moved, None),
-                    Err((e, moved)) => {
-                        if e.is_reset() {
-                            reset_tcp(&tcp);
+                Ok((stream, _)) => {
+                    log.opened();
+                    match copy_bidirectional(&mut tcp, stream).await {
+                        Ok(moved) => log.finish(moved, None),
+                        Err((e, moved)) => {
+                            if e.is_reset() {
+                                reset_tcp(&tcp);
+                            }
+                            log.finish(moved, Some(&e));
                         }
-                        log.finish(moved, Some(&e));
                     }
-                },
+                }
                 Err(e) => {
                     reset_tcp(&tcp);
+                    log.flags = match e.status() {
+                        Some(http::StatusCode::UNAUTHORIZED) => ResponseFlags::Deny,
+                        _ => ResponseFlags::Connect,
+                    };
                     log.finish(Transferred::default(), Some(&e));
                 }
             }
@@ -102,16 +110,18 @@ pub(super) async fn passthrough(
     mark: Option<u32>,
     mut tcp: TcpStream,
     target: SocketAddr,
-    log: ConnectionLog,
+    mut log: ConnectionLog,
 ) {
     let mut upstream = match socket::connect(target, None, mark).await {
         Ok(u) => u,
         Err(e) => {
             reset_tcp(&tcp);
+            log.flags = ResponseFlags::Connect;
             log.finish(Transferred::default(), Some(&e));
             return;
         }
     };
+    log.opened();
     match tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await {
         Ok((to, from)) => log.finish(
             Transferred {

@@ -113,6 +113,10 @@ impl State {
         self.by_hostname.len()
     }
 
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.by_hostname.values()
+    }
+
     pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Arc<Workload>> {
         self.by_ip.get(&ip)
     }
