@@ -109,6 +109,13 @@ impl ConnectionLog {
             Some(labels) => self.metrics.closed(labels, sent, recv),
             None => self.metrics.failed(&self.labels()),
         }
+        match LIMITER.admit(std::time::Instant::now()) {
+            Admit::Yes => {}
+            Admit::AfterDropping(n) => {
+                tracing::warn!(target: "access", dropped = n, "access log rate limited: lines dropped");
+            }
+            Admit::No => return,
+        }
         let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.clone());
         let ns = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.namespace.clone());
         let src_workload = name(&self.src_workload);
@@ -151,6 +158,57 @@ impl ConnectionLog {
     }
 }
 
+/// Access-log lines per second allowed on average, and in a burst.
+const LOG_RATE: f64 = 1000.0;
+const LOG_BURST: f64 = 2000.0;
+
+static LIMITER: RateLimiter = RateLimiter::new(LOG_RATE, LOG_BURST);
+
+/// A token bucket for log lines: a flood of connections must not turn into a flood of I/O.
+/// Metrics are unaffected; only lines are dropped, and how many is said when lines resume.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    /// (tokens, last refill, lines dropped since the last admitted one).
+    state: std::sync::Mutex<Option<(f64, std::time::Instant, u64)>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// Yes, and this many were dropped before it.
+    AfterDropping(u64),
+    No,
+}
+
+impl RateLimiter {
+    pub const fn new(rate: f64, burst: f64) -> Self {
+        RateLimiter {
+            rate,
+            burst,
+            state: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether a line may be written at `now`. Takes time as input so it is testable.
+    pub fn admit(&self, now: std::time::Instant) -> Admit {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last, dropped) = guard.get_or_insert((self.burst, now, 0));
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * self.rate).min(self.burst);
+        *last = now;
+        if *tokens < 1.0 {
+            *dropped += 1;
+            return Admit::No;
+        }
+        *tokens -= 1.0;
+        match std::mem::take(dropped) {
+            0 => Admit::Yes,
+            n => Admit::AfterDropping(n),
+        }
+    }
+}
+
 /// `outer: inner: innermost`, so a log line carries the whole reason.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -161,4 +219,32 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn limiter_drops_a_flood_and_reports_it() {
+        let l = RateLimiter::new(10.0, 5.0);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(l.admit(t0), Admit::Yes);
+        }
+        for _ in 0..7 {
+            assert_eq!(l.admit(t0), Admit::No);
+        }
+        // 100 ms later one token is back; the line says 7 were dropped.
+        assert_eq!(
+            l.admit(t0 + Duration::from_millis(100)),
+            Admit::AfterDropping(7)
+        );
+        assert_eq!(l.admit(t0 + Duration::from_millis(100)), Admit::No);
+        // Idle for long: the bucket refills only up to the burst.
+        let later = t0 + Duration::from_secs(60);
+        let admitted = (0..100).filter(|_| l.admit(later) != Admit::No).count();
+        assert_eq!(admitted, 5);
+    }
 }
