@@ -19,10 +19,19 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// From the path of `meshapp` (cargo gives tests `CARGO_BIN_EXE_meshapp`).
+    /// From the path of `meshapp` (cargo gives tests `CARGO_BIN_EXE_meshapp`). When run under
+    /// cargo, (re)builds `ztunnel` first: `cargo test -p e2e` alone would not, and a stale
+    /// binary would test old code.
     pub fn beside(meshapp: impl Into<PathBuf>) -> anyhow::Result<Binaries> {
         let meshapp = meshapp.into();
         let ztunnel = meshapp.with_file_name("ztunnel");
+        if let Ok(cargo) = std::env::var("CARGO") {
+            static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+            BUILT
+                .get_or_init(|| build_ztunnel(&cargo, &meshapp))
+                .clone()
+                .map_err(anyhow::Error::msg)?;
+        }
         if !ztunnel.exists() {
             bail!(
                 "{} not found: build it first (`cargo build -p ztunnel`, or run the tests with `cargo test --workspace`)",
@@ -30,6 +39,35 @@ impl Binaries {
             );
         }
         Ok(Binaries { ztunnel, meshapp })
+    }
+}
+
+fn build_ztunnel(cargo: &str, meshapp: &Path) -> Result<(), String> {
+    // meshapp is <target>/<profile>/meshapp.
+    let profile_dir = meshapp.parent().ok_or("meshapp has no directory")?;
+    let target_dir = profile_dir.parent().ok_or("no target directory")?;
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "ztunnel",
+        "--bin",
+        "ztunnel",
+        "--target-dir",
+    ])
+    .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "building ztunnel failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 

@@ -24,6 +24,12 @@ pub const SERVICE_HOST: &str = "server.demo.svc.cluster.local";
 
 /// The mesh config; `server_sa` is the server's service account as this config states it.
 pub fn config(server_sa: &str) -> String {
+    config_with(server_sa, "", "")
+}
+
+/// The mesh config with extra lines for the server workload entry (e.g. its
+/// `authorizationPolicies`) and a `policies:` section body.
+pub fn config_with(server_sa: &str, server_extra: &str, policies: &str) -> String {
     let mut s = String::from("workloads:\n");
     s += &workload_yaml(
         "client",
@@ -41,6 +47,11 @@ pub fn config(server_sa: &str) -> String {
         "HBONE",
         &format!("\"demo/{SERVICE_HOST}\": {{80: 8080}}"),
     );
+    s += server_extra;
+    if !policies.is_empty() {
+        s += "policies:\n";
+        s += policies;
+    }
     s += &format!(
         "services:\n- name: server\n  namespace: demo\n  hostname: {SERVICE_HOST}\n  vips: [\"/{VIP}\"]\n  ports: {{80: 8080}}\n"
     );

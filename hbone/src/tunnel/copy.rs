@@ -53,6 +53,8 @@ pub enum CopyError {
     Tunnel(#[source] h2::Error),
     #[error("tunnel stream closed while sending")]
     TunnelClosed,
+    #[error("stopped by the proxy")]
+    Stopped,
 }
 
 impl CopyError {
@@ -60,7 +62,7 @@ impl CopyError {
     pub fn is_reset(&self) -> bool {
         match self {
             CopyError::Tunnel(e) => e.is_reset() || e.is_go_away() || e.is_io(),
-            CopyError::TunnelClosed => true,
+            CopyError::TunnelClosed | CopyError::Stopped => true,
             CopyError::Tcp(_) => false,
         }
     }
@@ -71,6 +73,16 @@ pub async fn copy_bidirectional(
     tcp: &mut TcpStream,
     stream: H2Stream,
 ) -> Result<Transferred, (CopyError, Transferred)> {
+    copy_bidirectional_until(tcp, stream, std::future::pending()).await
+}
+
+/// As [`copy_bidirectional`], but gives up with [`CopyError::Stopped`] when `stop` completes
+/// (e.g. a policy change revoked the connection).
+pub async fn copy_bidirectional_until(
+    tcp: &mut TcpStream,
+    stream: H2Stream,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Transferred, (CopyError, Transferred)> {
     let H2Stream {
         mut send,
         mut recv,
@@ -79,10 +91,15 @@ pub async fn copy_bidirectional(
     let (read, write) = tcp.split();
     let mut to_tunnel = 0u64;
     let mut from_tunnel = 0u64;
-    let result = tokio::try_join!(
-        tcp_to_tunnel(read, &mut send, &mut to_tunnel),
-        tunnel_to_tcp(&mut recv, write, &mut from_tunnel),
-    );
+    let result = tokio::select! {
+        r = async {
+            tokio::try_join!(
+                tcp_to_tunnel(read, &mut send, &mut to_tunnel),
+                tunnel_to_tcp(&mut recv, write, &mut from_tunnel),
+            )
+        } => r.map(|_| ()),
+        () = stop => Err(CopyError::Stopped),
+    };
     let moved = Transferred {
         to_tunnel,
         from_tunnel,

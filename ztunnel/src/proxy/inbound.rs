@@ -8,14 +8,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hbone::{ConnectHandler, InboundConnect, Target, Transferred, copy_bidirectional};
+use hbone::{
+    ConnectHandler, CopyError, InboundConnect, Target, Transferred, copy_bidirectional_until,
+};
 use http::{HeaderMap, StatusCode};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::ProxyContext;
 use super::access::ConnectionLog;
+use super::{ProxyContext, policy};
 use crate::metrics::ResponseFlags;
 use crate::route::ILLEGAL_PORTS;
 use crate::socket;
@@ -154,6 +156,25 @@ impl ConnectHandler for Inbound {
             }
         };
         log.dst_addr = Some(addr);
+        let state = self.ctx.state.load();
+        let conn = policy::connection(peer.remote, addr, Some(&peer.identity));
+        let local = match self.ctx.local_workload(&state) {
+            Ok(w) => w,
+            Err(e) => {
+                responder.refuse(StatusCode::SERVICE_UNAVAILABLE);
+                log.finish(Transferred::default(), Some(&e));
+                return;
+            }
+        };
+        let verdict = policy::check(&state, &local, &conn);
+        drop(state);
+        if !verdict.allowed {
+            responder.refuse(StatusCode::UNAUTHORIZED);
+            super::inbound_plain::deny(&self.ctx, &mut log, &verdict);
+            log.finish(Transferred::default(), Some(&policy::Denied));
+            return;
+        }
+        let registration = self.ctx.registry.register(&local, conn);
         let mut upstream = match socket::connect(addr, None, self.ctx.mark).await {
             Ok(u) => u,
             Err(source) => {
@@ -174,8 +195,19 @@ impl ConnectHandler for Inbound {
             }
         };
         log.opened();
-        match copy_bidirectional(&mut upstream, stream).await {
+        let revocation = registration.revocation.clone();
+        match copy_bidirectional_until(&mut upstream, stream, async {
+            revocation.revoked().await;
+        })
+        .await
+        {
             Ok(moved) => log.finish(moved, None),
+            Err((CopyError::Stopped, moved)) => {
+                hbone::reset_tcp(&upstream);
+                log.flags = ResponseFlags::Deny;
+                log.policy = registration.revocation.reason();
+                log.finish(moved, Some(&policy::Revoked));
+            }
             Err((e, moved)) => {
                 if e.is_reset() {
                     hbone::reset_tcp(&upstream);

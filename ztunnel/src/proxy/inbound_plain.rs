@@ -7,9 +7,10 @@ use std::sync::Arc;
 use hbone::Transferred;
 use tokio::net::TcpStream;
 
-use super::ProxyContext;
 use super::access::ConnectionLog;
 use super::outbound::passthrough;
+use super::{ProxyContext, policy};
+use crate::metrics::{PolicyLabels, ResponseFlags};
 use crate::route::ILLEGAL_PORTS;
 use crate::socket;
 
@@ -57,5 +58,35 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAd
         );
         return;
     }
-    passthrough(ctx.mark, tcp, original, log).await;
+    let state = ctx.state.load();
+    let conn = policy::connection(peer, original, None);
+    let verdict = policy::check(&state, &local, &conn);
+    drop(state);
+    if !verdict.allowed {
+        // Plaintext has no status to send: the connection is just closed.
+        deny(&ctx, &mut log, &verdict);
+        log.finish(Transferred::default(), Some(&policy::Denied));
+        return;
+    }
+    let registration = ctx.registry.register(&local, conn);
+    passthrough(
+        ctx.mark,
+        tcp,
+        original,
+        log,
+        registration.revocation.revoked(),
+    )
+    .await;
+}
+
+/// Records a denial in the log entry and the metrics.
+pub(super) fn deny(ctx: &ProxyContext, log: &mut ConnectionLog, verdict: &authz::Verdict) {
+    log.flags = ResponseFlags::Deny;
+    log.policy = policy::decided_by(verdict);
+    ctx.metrics
+        .denials
+        .get_or_create(&PolicyLabels {
+            policy: policy::denial_key(verdict),
+        })
+        .inc();
 }

@@ -10,6 +10,7 @@ pub mod access;
 mod inbound;
 mod inbound_plain;
 mod outbound;
+pub mod policy;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct ProxyContext {
     pub mark: Option<u32>,
     pub settings: H2Settings,
     pub metrics: Arc<Metrics>,
+    /// Open inbound connections, re-checked when policy changes.
+    pub registry: Arc<policy::Registry>,
     /// Round-robin position for picking service endpoints.
     next_endpoint: AtomicUsize,
 }
@@ -103,6 +106,7 @@ impl ProxyContext {
             mark,
             settings,
             metrics,
+            registry: Arc::new(policy::Registry::default()),
             next_endpoint: AtomicUsize::new(0),
         })
     }
@@ -152,6 +156,7 @@ pub async fn run(ctx: Arc<ProxyContext>, ports: Ports, ready: Ready) -> Result<(
         inbound_hbone = ports.inbound_hbone,
         "ztunnel ready"
     );
+    loops.spawn(ctx.registry.clone().watch(ctx.state.clone()));
     ready.done("listeners");
     loops.spawn(refresh_cert_expiry(ctx.clone()));
     // The accept loops run until the process stops.

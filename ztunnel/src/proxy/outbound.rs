@@ -100,17 +100,18 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: Sock
             log.dst_addr = Some(target);
             log.dst_workload = destination;
             log.dst_service = service;
-            passthrough(ctx.mark, tcp, target, log).await;
+            passthrough(ctx.mark, tcp, target, log, std::future::pending()).await;
         }
     }
 }
 
-/// Plain TCP to `target`, bytes copied unchanged.
+/// Plain TCP to `target`, bytes copied unchanged, until done or `stop` completes.
 pub(super) async fn passthrough(
     mark: Option<u32>,
     mut tcp: TcpStream,
     target: SocketAddr,
     mut log: ConnectionLog,
+    stop: impl std::future::Future<Output = Option<String>>,
 ) {
     let mut upstream = match socket::connect(target, None, mark).await {
         Ok(u) => u,
@@ -122,7 +123,19 @@ pub(super) async fn passthrough(
         }
     };
     log.opened();
-    match tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await {
+    let copied = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut tcp, &mut upstream) => r,
+        reason = stop => {
+            // Revoked by policy: reset both sides. (Bytes moved so far are not known here.)
+            reset_tcp(&tcp);
+            reset_tcp(&upstream);
+            log.flags = ResponseFlags::Deny;
+            log.policy = reason;
+            log.finish(Transferred::default(), Some(&super::policy::Revoked));
+            return;
+        }
+    };
+    match copied {
         Ok((to, from)) => log.finish(
             Transferred {
                 to_tunnel: to,

@@ -43,9 +43,9 @@ pub struct LocalConfig {
     pub workloads: Vec<LocalWorkload>,
     #[serde(default)]
     pub services: Vec<LocalService>,
-    /// Authorization policies; parsed and enforced by a later stage (see the issue tracker).
+    /// Authorization policies (Istio's `Authorization` resources).
     #[serde(default)]
-    pub policies: Vec<serde_yaml::Value>,
+    pub policies: Vec<authz::LocalPolicy>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -180,11 +180,22 @@ impl LocalConfig {
             field: field.to_string(),
             reason,
         };
-        if !self.policies.is_empty() {
-            tracing::warn!(
-                count = self.policies.len(),
-                "authorization policies in the local config are not enforced by this build"
-            );
+        let mut policies = authz::PolicyStore::new();
+        for (i, p) in self.policies.into_iter().enumerate() {
+            let entry = format!("policies[{i}] ({}/{})", p.namespace, p.name);
+            let policy = authz::Policy::try_from(p).map_err(|e| match e {
+                authz::PolicyError::Invalid { field, reason, .. } => {
+                    err(entry.clone(), &field, reason)
+                }
+                authz::PolicyError::Syntax(reason) => err(entry.clone(), "policies", reason),
+            })?;
+            if policies.insert(policy) {
+                return Err(err(
+                    entry,
+                    "name",
+                    "another policy has the same namespace/name".into(),
+                ));
+            }
         }
         let mut workloads = Vec::with_capacity(self.workloads.len());
         for (i, w) in self.workloads.into_iter().enumerate() {
@@ -283,7 +294,7 @@ impl LocalConfig {
                 subject_alt_names: sans,
             });
         }
-        Ok(State::new(workloads, services))
+        Ok(State::new(workloads, services, policies))
     }
 }
 
@@ -412,6 +423,22 @@ policies:
                 "ports",
             ),
             ("workload: []\n", "workload"),
+            (
+                "policies:\n- name: p\n  namespace: ns\n  action: Maybe\n  scope: Namespace\n",
+                "policies[0] (ns/p): field action",
+            ),
+            (
+                "policies:\n- name: p\n  namespace: ns\n  action: Allow\n  scope: Namespace\n  rules:\n  - - - sourceIps: [\"10.0.0.0/33\"]\n",
+                "sourceIps",
+            ),
+            (
+                "policies:\n- name: p\n  namespace: ns\n  action: Allow\n  scope: Namespace\n  rules:\n  - - - destinationPorts: [65536]\n",
+                "destinationPorts",
+            ),
+            (
+                "policies:\n- name: p\n  namespace: ns\n  action: Allow\n  scope: Namespace\n- name: p\n  namespace: ns\n  action: Deny\n  scope: Global\n",
+                "policies[1] (ns/p): field name: another policy has the same namespace/name",
+            ),
         ];
         for (text, field) in cases {
             let e = parse(text).unwrap_err().to_string();

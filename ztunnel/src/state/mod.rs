@@ -76,10 +76,15 @@ pub struct State {
     by_hostname: HashMap<String, Arc<Service>>,
     /// Service key -> the workloads behind it.
     endpoints: HashMap<String, Vec<Arc<Workload>>>,
+    policies: authz::PolicyStore,
 }
 
 impl State {
-    pub fn new(workloads: Vec<Workload>, services: Vec<Service>) -> State {
+    pub fn new(
+        workloads: Vec<Workload>,
+        services: Vec<Service>,
+        policies: authz::PolicyStore,
+    ) -> State {
         let workloads: Vec<Arc<Workload>> = workloads.into_iter().map(Arc::new).collect();
         let mut state = State::default();
         for w in &workloads {
@@ -102,7 +107,18 @@ impl State {
             state.by_hostname.insert(s.hostname.clone(), s.clone());
         }
         state.workloads = workloads;
+        state.policies = policies;
         state
+    }
+
+    pub fn policies(&self) -> &authz::PolicyStore {
+        &self.policies
+    }
+
+    /// The authorization verdict for a connection to workload `dst`.
+    pub fn authorize(&self, dst: &Workload, conn: &authz::Connection) -> authz::Verdict {
+        self.policies
+            .evaluate(&dst.namespace, &dst.authorization_policies, conn)
     }
 
     pub fn workloads(&self) -> &[Arc<Workload>] {
@@ -144,20 +160,42 @@ impl State {
     }
 }
 
-/// The current snapshot, replaceable as a whole.
-#[derive(Clone, Debug, Default)]
-pub struct StateHandle(Arc<RwLock<Arc<State>>>);
+/// The current snapshot, replaceable as a whole; subscribers learn of each replacement.
+#[derive(Clone, Debug)]
+pub struct StateHandle {
+    current: Arc<RwLock<Arc<State>>>,
+    /// Bumped on every store, so open connections can be re-checked against new policy.
+    version: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for StateHandle {
+    fn default() -> Self {
+        StateHandle::new(State::default())
+    }
+}
 
 impl StateHandle {
     pub fn new(state: State) -> Self {
-        StateHandle(Arc::new(RwLock::new(Arc::new(state))))
+        StateHandle {
+            current: Arc::new(RwLock::new(Arc::new(state))),
+            version: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
     }
 
     pub fn load(&self) -> Arc<State> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn store(&self, state: State) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Changes whenever a new snapshot is stored.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 }
