@@ -5,11 +5,19 @@
 //! | `/config_dump` | GET | workloads, services, certificates (identity, validity) as JSON |
 //! | `/logging` | GET, POST `?level=<filter>` | show or change log levels at run time |
 //! | `/quitquitquit` | POST | graceful exit |
+//! | `/explain` | GET | the policy verdict for a would-be connection, and what decided it |
+//!
+//! `/explain` takes `dst_ip`, `dst_port`, and a source: `src_ip` plus either `src_identity`
+//! (`spiffe://...`), or `src_namespace` and `src_service_account` (`src_trust_domain`
+//! defaults to `cluster.local`), or none of these for a plaintext (identity-less) peer.
+//! `src_ip` may be left out when the identity belongs to a known workload.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use hbone::CertManager;
+use std::net::{IpAddr, SocketAddr};
+
+use hbone::{CertManager, SpiffeId};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
@@ -37,7 +45,7 @@ impl Admin {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/") => http::text(
                 StatusCode::OK,
-                "/config_dump\n/logging\n/quitquitquit (POST)\n",
+                "/config_dump\n/logging\n/explain?src_identity=&src_ip=&dst_ip=&dst_port=\n/quitquitquit (POST)\n",
             ),
             (&Method::GET, "/config_dump") => http::json(StatusCode::OK, &self.config_dump().await),
             (&Method::GET, "/logging") => {
@@ -56,11 +64,15 @@ impl Admin {
                     },
                 }
             }
+            (&Method::GET, "/explain") => match self.explain(&http::query(&req)) {
+                Ok(v) => http::json(StatusCode::OK, &v),
+                Err(e) => http::json(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+            },
             (&Method::POST, "/quitquitquit") => {
                 self.shutdown.notify_one();
                 http::text(StatusCode::OK, "shutting down\n")
             }
-            (_, "/logging" | "/quitquitquit" | "/config_dump") => {
+            (_, "/logging" | "/quitquitquit" | "/config_dump" | "/explain") => {
                 http::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => http::text(StatusCode::NOT_FOUND, "not found\n"),
@@ -99,11 +111,103 @@ impl Admin {
                 })
             })
             .collect();
+        let policies: Vec<Value> = state
+            .policies()
+            .iter()
+            .map(|p| serde_json::to_value(p).unwrap_or_else(|e| json!({ "error": e.to_string() })))
+            .collect();
         json!({
             "workloads": workloads,
             "services": services,
+            "policies": policies,
             "certificates": certificates,
         })
+    }
+
+    /// The verdict for a connection described by query parameters, without sending traffic.
+    fn explain(&self, q: &[(String, String)]) -> Result<Value, String> {
+        let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let state = self.state.load();
+        let identity: Option<SpiffeId> = match (get("src_identity"), get("src_namespace"), get("src_service_account")) {
+            (Some(id), _, _) => Some(id.parse().map_err(|e| format!("src_identity: {e}"))?),
+            (None, Some(ns), Some(sa)) => Some(
+                SpiffeId::new(get("src_trust_domain").unwrap_or(hbone::DEFAULT_TRUST_DOMAIN), ns, sa)
+                    .map_err(|e| format!("source: {e}"))?,
+            ),
+            (None, None, None) => None,
+            _ => return Err("give src_identity, or both src_namespace and src_service_account".into()),
+        };
+        let src_ip: IpAddr = match get("src_ip") {
+            Some(ip) => ip.parse().map_err(|e| format!("src_ip {ip:?}: {e}"))?,
+            None => identity
+                .as_ref()
+                .and_then(|id| {
+                    state.workloads().iter().find(|w| w.identity().ok().as_ref() == Some(id))
+                })
+                .and_then(|w| w.ips.first().copied())
+                .ok_or("src_ip is needed (no known workload has that identity)")?,
+        };
+        let dst_ip: IpAddr = get("dst_ip")
+            .ok_or("dst_ip is needed")?
+            .parse()
+            .map_err(|e| format!("dst_ip: {e}"))?;
+        let dst_port: u16 = get("dst_port")
+            .ok_or("dst_port is needed")?
+            .parse()
+            .map_err(|e| format!("dst_port: {e}"))?;
+        let dst = state
+            .workload_by_ip(dst_ip)
+            .ok_or_else(|| format!("no workload has IP {dst_ip}"))?;
+        let conn = crate::proxy::policy::connection(
+            SocketAddr::new(src_ip, 0),
+            SocketAddr::new(dst_ip, dst_port),
+            identity.as_ref(),
+        );
+        let verdict = state.authorize(dst, &conn);
+        let applicable: Vec<String> = state
+            .policies()
+            .iter()
+            .filter(|p| match p.scope {
+                authz::Scope::Global => true,
+                authz::Scope::Namespace => p.namespace == dst.namespace,
+                authz::Scope::WorkloadSelector => dst.authorization_policies.contains(&p.key()),
+            })
+            .map(|p| p.key())
+            .collect();
+        let decided_by = match &verdict.reason {
+            authz::Decision::DeniedBy { policy, rule } | authz::Decision::AllowedBy { policy, rule } => {
+                json!({ "policy": policy.to_string(), "rule": rule })
+            }
+            _ => Value::Null,
+        };
+        let dry_run: Vec<Value> = verdict
+            .dry_run
+            .iter()
+            .map(|d| {
+                json!({
+                    "policy": d.policy.to_string(),
+                    "rule": d.rule,
+                    "wouldBe": match d.outcome {
+                        authz::DryRunOutcome::WouldAllow => "allowed",
+                        authz::DryRunOutcome::WouldDeny => "denied",
+                    },
+                })
+            })
+            .collect();
+        Ok(json!({
+            "source": { "ip": src_ip, "identity": identity.map(|i| i.to_string()) },
+            "destination": {
+                "ip": dst_ip,
+                "port": dst_port,
+                "workload": format!("{}/{}", dst.namespace, dst.name),
+                "identity": dst.identity().ok().map(|i| i.to_string()),
+            },
+            "verdict": if verdict.allowed { "allow" } else { "deny" },
+            "decidedBy": decided_by,
+            "reason": verdict.reason.to_string(),
+            "applicablePolicies": applicable,
+            "dryRun": dry_run,
+        }))
     }
 }
 
