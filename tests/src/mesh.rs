@@ -198,6 +198,29 @@ impl Ztunnel {
         wait_for_file(&self.log, needle, timeout)
     }
 
+    /// Waits until the log contains `needle` at least `count` times.
+    pub fn wait_for_count(
+        &self,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log();
+            if text.matches(needle).count() >= count {
+                return Ok(text);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{needle:?} did not appear {count} times in {} within {timeout:?}",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Log lines of the access log (target `access`).
     pub fn access_lines(&self) -> Vec<String> {
         self.log()

@@ -101,6 +101,8 @@ fn metrics_count_known_traffic_exactly() {
         ("request_protocol", "tcp"),
         ("response_flags", "-"),
         ("connection_security_policy", "mutual_tls"),
+        ("source_region", "unknown"),
+        ("destination_zone", "unknown"),
     ];
     assert_eq!(
         samples(&text, "istio_tcp_connections_opened_total", &dest),
@@ -152,6 +154,8 @@ fn metrics_count_known_traffic_exactly() {
         ("reporter", "source"),
         ("destination_workload", "server"),
         ("connection_security_policy", "mutual_tls"),
+        ("source_region", "unknown"),
+        ("destination_zone", "unknown"),
     ];
     assert_eq!(
         samples(&text, "istio_tcp_connections_opened_total", &src),

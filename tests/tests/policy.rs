@@ -318,51 +318,103 @@ fn explain_answers_why_without_sending_traffic() {
         "  authorizationPolicies: [\"istio-system/istio_converted_static_strict\"]\n",
         "- name: deny-client-8080\n  namespace: demo\n  scope: Namespace\n  action: Deny\n  rules:\n  - - - principals:\n        - !Exact cluster.local/ns/demo/sa/client\n    - - destinationPorts: [8080]\n- name: istio_converted_static_strict\n  namespace: istio-system\n  scope: WorkloadSelector\n  action: Deny\n  rules:\n  - - - notPrincipals:\n        - !Presence\n- name: audit\n  namespace: demo\n  scope: Namespace\n  action: Deny\n  dryRun: true\n  rules:\n  - []\n",
     );
-    let connections = || m.w.zt_server.log().matches("access: connection complete").count();
+    let connections = || {
+        m.w.zt_server
+            .log()
+            .matches("access: connection complete")
+            .count()
+    };
     let before = connections();
     let explain = |query: &str| -> serde_json::Value {
-        let out = m
-            .w
-            .mesh
-            .run_app(&m.w.server, &["http", "--addr", "127.0.0.1:15000", "--path", &format!("/explain?{query}")], T)
-            .unwrap();
+        let out =
+            m.w.mesh
+                .run_app(
+                    &m.w.server,
+                    &[
+                        "http",
+                        "--addr",
+                        "127.0.0.1:15000",
+                        "--path",
+                        &format!("/explain?{query}"),
+                    ],
+                    T,
+                )
+                .unwrap();
         let (status, body) = out.split_once('\n').unwrap();
         assert_eq!(status, "200", "{body}");
         serde_json::from_str(body).unwrap()
     };
 
-    let v = explain("src_identity=spiffe%3A%2F%2Fcluster.local%2Fns%2Fdemo%2Fsa%2Fclient&dst_ip=10.244.0.2&dst_port=8080");
-    eprintln!("explain answer: {}", serde_json::to_string_pretty(&v).unwrap());
+    let v = explain(
+        "src_identity=spiffe%3A%2F%2Fcluster.local%2Fns%2Fdemo%2Fsa%2Fclient&dst_ip=10.244.0.2&dst_port=8080",
+    );
+    eprintln!(
+        "explain answer: {}",
+        serde_json::to_string_pretty(&v).unwrap()
+    );
     assert_eq!(v["verdict"], "deny");
     assert_eq!(v["decidedBy"]["policy"], "demo/deny-client-8080");
     assert_eq!(v["decidedBy"]["rule"], 0);
-    assert_eq!(v["source"]["ip"], "10.244.0.1", "source IP found from the identity's workload");
+    assert_eq!(
+        v["source"]["ip"], "10.244.0.1",
+        "source IP found from the identity's workload"
+    );
     assert_eq!(v["dryRun"][0]["policy"], "demo/audit");
     assert_eq!(v["dryRun"][0]["wouldBe"], "denied");
-    let applicable: Vec<&str> = v["applicablePolicies"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let applicable: Vec<&str> = v["applicablePolicies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
     assert_eq!(applicable.len(), 3, "{applicable:?}");
 
-    let v = explain("src_namespace=demo&src_service_account=client&dst_ip=10.244.0.2&dst_port=7000");
+    let v =
+        explain("src_namespace=demo&src_service_account=client&dst_ip=10.244.0.2&dst_port=7000");
     assert_eq!(v["verdict"], "allow");
     assert!(v["decidedBy"].is_null());
 
     // No identity: plaintext, which STRICT refuses.
     let v = explain("src_ip=10.244.0.3&dst_ip=10.244.0.2&dst_port=7000");
     assert_eq!(v["verdict"], "deny");
-    assert_eq!(v["decidedBy"]["policy"], "istio-system/istio_converted_static_strict");
+    assert_eq!(
+        v["decidedBy"]["policy"],
+        "istio-system/istio_converted_static_strict"
+    );
 
     // Bad questions get a reason, not a panic.
     for (query, needle) in [
-        ("dst_ip=10.244.0.2&dst_port=70000&src_ip=1.2.3.4", "dst_port"),
-        ("src_identity=bogus&dst_ip=10.244.0.2&dst_port=80", "src_identity"),
-        ("src_ip=1.2.3.4&dst_ip=10.9.9.9&dst_port=80", "no workload has IP"),
+        (
+            "dst_ip=10.244.0.2&dst_port=70000&src_ip=1.2.3.4",
+            "dst_port",
+        ),
+        (
+            "src_identity=bogus&dst_ip=10.244.0.2&dst_port=80",
+            "src_identity",
+        ),
+        (
+            "src_ip=1.2.3.4&dst_ip=10.9.9.9&dst_port=80",
+            "no workload has IP",
+        ),
     ] {
-        let out = m
-            .w
-            .mesh
-            .run_app(&m.w.server, &["http", "--addr", "127.0.0.1:15000", "--path", &format!("/explain?{query}")], T)
-            .unwrap();
-        assert!(out.starts_with("400\n") && out.contains(needle), "{query}: {out}");
+        let out =
+            m.w.mesh
+                .run_app(
+                    &m.w.server,
+                    &[
+                        "http",
+                        "--addr",
+                        "127.0.0.1:15000",
+                        "--path",
+                        &format!("/explain?{query}"),
+                    ],
+                    T,
+                )
+                .unwrap();
+        assert!(
+            out.starts_with("400\n") && out.contains(needle),
+            "{query}: {out}"
+        );
     }
     assert_eq!(connections(), before, "explain sent traffic");
 }

@@ -128,21 +128,36 @@ impl Admin {
     fn explain(&self, q: &[(String, String)]) -> Result<Value, String> {
         let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         let state = self.state.load();
-        let identity: Option<SpiffeId> = match (get("src_identity"), get("src_namespace"), get("src_service_account")) {
+        let identity: Option<SpiffeId> = match (
+            get("src_identity"),
+            get("src_namespace"),
+            get("src_service_account"),
+        ) {
             (Some(id), _, _) => Some(id.parse().map_err(|e| format!("src_identity: {e}"))?),
             (None, Some(ns), Some(sa)) => Some(
-                SpiffeId::new(get("src_trust_domain").unwrap_or(hbone::DEFAULT_TRUST_DOMAIN), ns, sa)
-                    .map_err(|e| format!("source: {e}"))?,
+                SpiffeId::new(
+                    get("src_trust_domain").unwrap_or(hbone::DEFAULT_TRUST_DOMAIN),
+                    ns,
+                    sa,
+                )
+                .map_err(|e| format!("source: {e}"))?,
             ),
             (None, None, None) => None,
-            _ => return Err("give src_identity, or both src_namespace and src_service_account".into()),
+            _ => {
+                return Err(
+                    "give src_identity, or both src_namespace and src_service_account".into(),
+                );
+            }
         };
         let src_ip: IpAddr = match get("src_ip") {
             Some(ip) => ip.parse().map_err(|e| format!("src_ip {ip:?}: {e}"))?,
             None => identity
                 .as_ref()
                 .and_then(|id| {
-                    state.workloads().iter().find(|w| w.identity().ok().as_ref() == Some(id))
+                    state
+                        .workloads()
+                        .iter()
+                        .find(|w| w.identity().ok().as_ref() == Some(id))
                 })
                 .and_then(|w| w.ips.first().copied())
                 .ok_or("src_ip is needed (no known workload has that identity)")?,
@@ -175,7 +190,8 @@ impl Admin {
             .map(|p| p.key())
             .collect();
         let decided_by = match &verdict.reason {
-            authz::Decision::DeniedBy { policy, rule } | authz::Decision::AllowedBy { policy, rule } => {
+            authz::Decision::DeniedBy { policy, rule }
+            | authz::Decision::AllowedBy { policy, rule } => {
                 json!({ "policy": policy.to_string(), "rule": rule })
             }
             _ => Value::Null,

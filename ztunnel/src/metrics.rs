@@ -88,6 +88,44 @@ pub struct TrafficLabels {
     pub request_protocol: String,
     pub response_flags: ResponseFlags,
     pub connection_security_policy: SecurityPolicy,
+    /// Present once the source or destination workload is known, as in Istio.
+    #[prometheus(flatten)]
+    pub locality: OptionalLocality,
+}
+
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LocalityLabels {
+    pub source_region: String,
+    pub source_zone: String,
+    pub destination_region: String,
+    pub destination_zone: String,
+}
+
+/// Encodes its labels only when set, so unknown endpoints carry no locality labels at all.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct OptionalLocality(pub Option<LocalityLabels>);
+
+impl EncodeLabelSet for OptionalLocality {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        match &self.0 {
+            Some(l) => l.encode(encoder),
+            None => Ok(()),
+        }
+    }
+}
+
+impl OptionalLocality {
+    fn get(&mut self) -> &mut LocalityLabels {
+        self.0.get_or_insert_with(|| LocalityLabels {
+            source_region: UNKNOWN.into(),
+            source_zone: UNKNOWN.into(),
+            destination_region: UNKNOWN.into(),
+            destination_zone: UNKNOWN.into(),
+        })
+    }
 }
 
 fn or_unknown(s: &str) -> String {
@@ -125,6 +163,7 @@ impl TrafficLabels {
             request_protocol: "tcp".to_string(),
             response_flags: ResponseFlags::None,
             connection_security_policy: security,
+            locality: OptionalLocality::default(),
         }
     }
 
@@ -137,6 +176,9 @@ impl TrafficLabels {
         self.source_app = or_unknown(&w.canonical_name);
         self.source_version = or_unknown(&w.canonical_revision);
         self.source_cluster = or_unknown(&w.cluster_id);
+        let l = self.locality.get();
+        l.source_region = or_unknown(&w.locality.region);
+        l.source_zone = or_unknown(&w.locality.zone);
     }
 
     pub fn destination(&mut self, w: &Workload) {
@@ -150,6 +192,9 @@ impl TrafficLabels {
         self.destination_app = or_unknown(&w.canonical_name);
         self.destination_version = or_unknown(&w.canonical_revision);
         self.destination_cluster = or_unknown(&w.cluster_id);
+        let l = self.locality.get();
+        l.destination_region = or_unknown(&w.locality.region);
+        l.destination_zone = or_unknown(&w.locality.zone);
     }
 
     pub fn destination_service(&mut self, s: &Service) {
@@ -351,6 +396,27 @@ mod tests {
         assert!(text.contains("request_protocol=\"tcp\",response_flags=\"-\",connection_security_policy=\"mutual_tls\"} 10"), "{text}");
         assert!(
             text.contains("istio_tcp_received_bytes_total{") && text.contains("} 20"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn locality_labels_only_when_a_workload_is_known() {
+        let m = Metrics::new();
+        let unknown = TrafficLabels::new(Reporter::source, SecurityPolicy::unknown);
+        m.failed(&unknown);
+        assert!(!m.encode().contains("source_region"));
+        let state = crate::state::local::LocalConfig::parse(
+            std::path::Path::new("t.yaml"),
+            "workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  locality: {region: eu, zone: eu-1}\n",
+        )
+        .unwrap();
+        let mut known = TrafficLabels::new(Reporter::source, SecurityPolicy::unknown);
+        known.source(&state.workloads()[0]);
+        m.failed(&known);
+        let text = m.encode();
+        assert!(
+            text.contains("source_region=\"eu\",source_zone=\"eu-1\",destination_region=\"unknown\",destination_zone=\"unknown\"}"),
             "{text}"
         );
     }

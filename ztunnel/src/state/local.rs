@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use hbone::{DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, SpiffeId};
 use serde::Deserialize;
 
-use super::{Protocol, Service, State, Workload};
+use super::{Locality, Protocol, Service, State, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalConfigError {
@@ -113,7 +113,7 @@ pub struct LocalWorkload {
     #[serde(default)]
     pub cluster_id: String,
     #[serde(default)]
-    pub locality: Option<serde_yaml::Value>,
+    pub locality: Option<LocalLocality>,
     #[serde(default)]
     pub capacity: Option<u32>,
     #[serde(default)]
@@ -123,6 +123,17 @@ pub struct LocalWorkload {
     /// `ns/hostname` -> service port -> target port.
     #[serde(default)]
     pub services: HashMap<String, HashMap<u16, u16>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalLocality {
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub subzone: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +263,14 @@ impl LocalConfig {
                 canonical_name: w.canonical_name,
                 canonical_revision: w.canonical_revision,
                 cluster_id: w.cluster_id,
+                locality: w
+                    .locality
+                    .map(|l| Locality {
+                        region: l.region,
+                        zone: l.zone,
+                        subzone: l.subzone,
+                    })
+                    .unwrap_or_default(),
                 services: w.services,
                 authorization_policies: w.authorization_policies,
             });

@@ -35,6 +35,7 @@ pub struct Workload {
     pub canonical_name: String,
     pub canonical_revision: String,
     pub cluster_id: String,
+    pub locality: Locality,
     /// Service key (`ns/hostname`) -> service port -> this workload's target port.
     pub services: HashMap<String, HashMap<u16, u16>>,
     pub authorization_policies: Vec<String>,
@@ -45,6 +46,14 @@ impl Workload {
     pub fn identity(&self) -> Result<SpiffeId, hbone::IdentityError> {
         SpiffeId::new(&self.trust_domain, &self.namespace, &self.service_account)
     }
+}
+
+/// Where a workload runs (topology labels).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub subzone: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
