@@ -25,7 +25,9 @@ impl Binaries {
     pub fn beside(meshapp: impl Into<PathBuf>) -> anyhow::Result<Binaries> {
         let meshapp = meshapp.into();
         let ztunnel = meshapp.with_file_name("ztunnel");
-        if let Ok(cargo) = std::env::var("CARGO") {
+        if let Ok(cargo) = std::env::var("CARGO")
+            && is_stale(&ztunnel)
+        {
             static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
             BUILT
                 .get_or_init(|| build_ztunnel(&cargo, &meshapp))
@@ -40,6 +42,36 @@ impl Binaries {
         }
         Ok(Binaries { ztunnel, meshapp })
     }
+}
+
+/// Whether `bin` is missing or older than any source it is built from.
+fn is_stale(bin: &Path) -> bool {
+    let Ok(built) = fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pending: Vec<PathBuf> = [
+        "ztunnel",
+        "hbone",
+        "authz",
+        "proto",
+        "Cargo.toml",
+        "Cargo.lock",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .collect();
+    while let Some(p) = pending.pop() {
+        let Ok(meta) = fs::metadata(&p) else { continue };
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&p) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if meta.modified().is_ok_and(|m| m > built) {
+            return true;
+        }
+    }
+    false
 }
 
 fn build_ztunnel(cargo: &str, meshapp: &Path) -> Result<(), String> {

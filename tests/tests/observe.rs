@@ -297,3 +297,51 @@ fn readiness_and_admin_endpoints() {
         .wait_for("shutting down (admin /quitquitquit)", T)
         .unwrap();
 }
+
+#[test]
+fn json_access_log_carries_istio_fields() {
+    let bins = Binaries::beside(env!("CARGO_BIN_EXE_meshapp")).expect("binaries");
+    let opts = Options {
+        env: vec![("LOG_FORMAT", "json")],
+        ..Options::default()
+    };
+    let mut w = TwoWorkloads::start("jsonlog", bins, opts).expect("topology");
+    let server = w.server.clone();
+    let out = w
+        .mesh
+        .spawn_app(&server, "echo", &["echo", "--listen", "0.0.0.0:8080"])
+        .unwrap();
+    wait_for_file(&out, "listening", T).unwrap();
+    let got = w
+        .mesh
+        .run_app(
+            &w.client,
+            &[
+                "roundtrip",
+                "--connect",
+                "10.244.0.2:8080",
+                "--message",
+                "json",
+            ],
+            T,
+        )
+        .unwrap();
+    assert_eq!(got.trim(), "received: json");
+    let log = w.zt_server.wait_for("connection complete", T).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("connection complete"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["target"], "access");
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["message"], "connection complete");
+    assert_eq!(
+        v["src.identity"],
+        "spiffe://cluster.local/ns/demo/sa/client"
+    );
+    assert_eq!(v["dst.addr"], "10.244.0.2:8080");
+    assert_eq!(v["direction"], "inbound");
+    assert_eq!(v["bytes_sent"], 4);
+    assert_eq!(v["bytes_recv"], 4);
+}

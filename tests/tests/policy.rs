@@ -139,7 +139,9 @@ const ROWS: &[Row] = &[
         log: None,
     },
     Row {
-        what: "a selector policy applies only to workloads that list it",
+        // istiod publishes the static strict policy whenever any PeerAuthentication exists, and
+        // attaches it only to STRICT workloads: unattached, the workload is PERMISSIVE.
+        what: "PERMISSIVE: the strict policy exists but is not attached, so plaintext is accepted",
         server: "",
         policies: "- name: istio_converted_static_strict\n  namespace: istio-system\n  scope: WorkloadSelector\n  action: Deny\n  rules:\n  - - - notPrincipals:\n        - !Presence\n",
         expect: &[(Peer::Plain, 8080, true)],
