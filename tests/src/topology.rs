@@ -108,3 +108,37 @@ impl TwoWorkloads {
         })
     }
 }
+
+impl TwoWorkloads {
+    /// Starts a `meshapp` server in `host` and waits until it listens.
+    pub fn serve(&mut self, host: &Host, name: &str, args: &[&str]) -> anyhow::Result<()> {
+        let out = self.mesh.spawn_app(host, name, args)?;
+        crate::mesh::wait_for_file(&out, "listening", std::time::Duration::from_secs(30))?;
+        Ok(())
+    }
+
+    /// An echo server on the server host, port `port`.
+    pub fn serve_echo(&mut self, port: u16) -> anyhow::Result<()> {
+        let server = self.server.clone();
+        let listen = format!("0.0.0.0:{port}");
+        self.serve(
+            &server,
+            &format!("echo{port}"),
+            &["echo", "--listen", &listen],
+        )
+    }
+
+    /// `roundtrip` from the client: sends `message`, returns what came back.
+    pub fn roundtrip(&self, target: &str, message: &str) -> anyhow::Result<String> {
+        let out = self.mesh.run_app(
+            &self.client,
+            &["roundtrip", "--connect", target, "--message", message],
+            std::time::Duration::from_secs(30),
+        )?;
+        Ok(out
+            .trim()
+            .strip_prefix("received: ")
+            .unwrap_or(out.trim())
+            .to_string())
+    }
+}

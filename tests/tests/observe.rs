@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::mesh::{Binaries, wait_for_file};
+use e2e::mesh::Binaries;
 use e2e::netns::Host;
 use e2e::topology::{Options, TwoWorkloads};
 
@@ -49,23 +49,10 @@ fn samples(text: &str, metric: &str, want: &[(&str, &str)]) -> Vec<f64> {
 #[test]
 fn metrics_count_known_traffic_exactly() {
     let mut w = start("metrics");
-    let server = w.server.clone();
-    let out = w
-        .mesh
-        .spawn_app(&server, "echo", &["echo", "--listen", "0.0.0.0:8080"])
-        .unwrap();
-    wait_for_file(&out, "listening", T).unwrap();
+    w.serve_echo(8080).unwrap();
     let messages = ["one", "twenty-two bytes long!", "x"];
     for m in messages {
-        let got = w
-            .mesh
-            .run_app(
-                &w.client,
-                &["roundtrip", "--connect", "10.244.0.2:8080", "--message", m],
-                T,
-            )
-            .unwrap();
-        assert_eq!(got.trim(), format!("received: {m}"));
+        assert_eq!(w.roundtrip("10.244.0.2:8080", m).unwrap(), m);
     }
     let total: usize = messages.iter().map(|m| m.len()).sum();
     // Every connection is logged once closed; then its metrics are in.
@@ -306,27 +293,8 @@ fn json_access_log_carries_istio_fields() {
         ..Options::default()
     };
     let mut w = TwoWorkloads::start("jsonlog", bins, opts).expect("topology");
-    let server = w.server.clone();
-    let out = w
-        .mesh
-        .spawn_app(&server, "echo", &["echo", "--listen", "0.0.0.0:8080"])
-        .unwrap();
-    wait_for_file(&out, "listening", T).unwrap();
-    let got = w
-        .mesh
-        .run_app(
-            &w.client,
-            &[
-                "roundtrip",
-                "--connect",
-                "10.244.0.2:8080",
-                "--message",
-                "json",
-            ],
-            T,
-        )
-        .unwrap();
-    assert_eq!(got.trim(), "received: json");
+    w.serve_echo(8080).unwrap();
+    assert_eq!(w.roundtrip("10.244.0.2:8080", "json").unwrap(), "json");
     let log = w.zt_server.wait_for("connection complete", T).unwrap();
     let line = log
         .lines()

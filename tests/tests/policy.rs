@@ -158,18 +158,8 @@ impl Mesh {
     fn start(test: &str) -> Mesh {
         let bins = Binaries::beside(env!("CARGO_BIN_EXE_meshapp")).expect("binaries");
         let mut w = TwoWorkloads::start(test, bins, Options::default()).expect("topology");
-        let server = w.server.clone();
-        for (name, port) in [("echo8080", "8080"), ("echo7000", "7000")] {
-            let out = w
-                .mesh
-                .spawn_app(
-                    &server,
-                    name,
-                    &["echo", "--listen", &format!("0.0.0.0:{port}")],
-                )
-                .unwrap();
-            wait_for_file(&out, "listening", T).unwrap();
-        }
+        w.serve_echo(8080).unwrap();
+        w.serve_echo(7000).unwrap();
         let cert = w
             .mesh
             .ca()

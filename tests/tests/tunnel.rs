@@ -24,8 +24,7 @@ fn start_with(test: &str, opts: Options<'_>) -> TwoWorkloads {
 
 /// Starts a meshapp server in `host` and waits until it listens.
 fn serve(w: &mut TwoWorkloads, host: &Host, name: &str, args: &[&str]) {
-    let out = w.mesh.spawn_app(host, name, args).expect("spawn");
-    wait_for_file(&out, "listening", T).expect("server up");
+    w.serve(host, name, args).expect("server up");
 }
 
 fn app(w: &TwoWorkloads, host: &Host, args: &[&str]) -> String {
