@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod capture;
+pub mod load;
 pub mod mesh;
 pub mod netns;
 pub mod topology;

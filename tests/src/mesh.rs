@@ -114,6 +114,8 @@ pub struct Mesh {
 /// A running ztunnel and its log.
 pub struct Ztunnel {
     pub log: PathBuf,
+    /// Its process id (`ip netns exec` execs in place, so this is ztunnel itself).
+    pub pid: u32,
 }
 
 impl Mesh {
@@ -184,10 +186,23 @@ impl Mesh {
             .stderr(fs::File::create(&log)?)
             .spawn()
             .context("starting ztunnel")?;
+        let pid = child.id();
         self.children.push(child);
-        let z = Ztunnel { log };
+        let z = Ztunnel { log, pid };
         z.wait_for("ztunnel ready", Duration::from_secs(15))?;
         Ok(z)
+    }
+
+    /// Starts `meshapp <args>` in `host` in the background, stdout to `<name>.out`; its pid too.
+    pub fn spawn_app_pid(
+        &mut self,
+        host: &Host,
+        name: &str,
+        args: &[&str],
+    ) -> anyhow::Result<(PathBuf, u32)> {
+        let out = self.spawn_app(host, name, args)?;
+        let pid = self.children.last().map(|c| c.id()).unwrap_or(0);
+        Ok((out, pid))
     }
 
     /// Starts `meshapp <args>` in `host` in the background, stdout to `<name>.out`.

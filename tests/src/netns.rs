@@ -104,6 +104,10 @@ impl Net {
         ])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        // Connection-rate runs open tens of thousands of connections: widen the ephemeral
+        // ports and reuse TIME_WAIT ones, so the port space is not what gets measured.
+        run(Command::new("ip").args(["netns", "exec", &ns, "sh", "-c",
+            "echo 1024 65535 > /proc/sys/net/ipv4/ip_local_port_range && echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse"]))?;
         // Service VIPs live off-link: a default route lets the app's connect() reach the
         // capture rules, which redirect it before it would leave.
         ip(&["-n", &ns, "route", "add", "default", "dev", "eth0"])?;

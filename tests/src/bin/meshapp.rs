@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use e2e::app;
+use e2e::{app, load};
 
 #[derive(Parser)]
 struct Cli {
@@ -57,6 +57,60 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         hold_secs: u64,
     },
+    /// Discards everything sent to it.
+    Sink {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Benchmark: bulk throughput over `streams` connections.
+    Bulk {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// Benchmark: sequential request/response latency on one connection.
+    Pingpong {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// Benchmark: latency at a fixed request rate.
+    Rate {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 2000.0)]
+        rps: f64,
+        #[arg(long, default_value_t = 10)]
+        conns: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// Benchmark: new connections per second.
+    Connrate {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// Benchmark: hold many idle connections open.
+    Idle {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 10.0)]
+        hold_secs: f64,
+    },
     /// HTTP/1.1 request; prints the status code, then the body.
     Http {
         #[arg(long)]
@@ -85,6 +139,7 @@ enum Cmd {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    load::raise_fd_limit();
     match Cli::parse().cmd {
         Cmd::Echo { listen } => app::echo(listen).await,
         Cmd::PatternServer { listen } => app::pattern_server(listen).await,
@@ -101,6 +156,34 @@ async fn main() -> anyhow::Result<()> {
             count,
             hold_secs,
         } => app::many(connect, count, Duration::from_secs(hold_secs)).await,
+        Cmd::Sink { listen } => load::sink(listen).await,
+        Cmd::Bulk {
+            connect,
+            streams,
+            secs,
+        } => load::bulk(connect, streams, secs).await,
+        Cmd::Pingpong {
+            connect,
+            size,
+            secs,
+        } => load::pingpong(connect, size, secs).await,
+        Cmd::Rate {
+            connect,
+            rps,
+            conns,
+            size,
+            secs,
+        } => load::rate(connect, rps, conns, size, secs).await,
+        Cmd::Connrate {
+            connect,
+            concurrency,
+            secs,
+        } => load::connrate(connect, concurrency, secs).await,
+        Cmd::Idle {
+            connect,
+            count,
+            hold_secs,
+        } => load::idle(connect, count, Duration::from_secs_f64(hold_secs)).await,
         Cmd::Http { addr, method, path } => app::http(addr, &method, &path).await,
         Cmd::Probe {
             connect,
