@@ -185,6 +185,8 @@ where
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
+                // Small writes (responses, handshakes) must not wait for Nagle.
+                let _ = tcp.set_nodelay(true);
                 tokio::spawn(serve(ctx.clone(), tcp, peer));
             }
             Err(e) => {
