@@ -361,12 +361,12 @@ impl Bench {
             "rounds": self.args.rounds,
             "secs_per_run": self.args.secs,
             "results": rows,
-            "memory": memory,
+            "memory": &memory,
         });
         std::fs::write(&self.args.out, serde_json::to_string_pretty(&doc)?)?;
         println!("\nJSON: {}", self.args.out.display());
-        if rows.is_empty() {
-            bail!("no results");
+        if rows.is_empty() && memory.is_null() {
+            bail!("no results: --only named no scenario and --no-memory was given");
         }
         Ok(())
     }
