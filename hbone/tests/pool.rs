@@ -78,3 +78,20 @@ async fn server_with_unexpected_identity_is_refused() {
     assert!(format!("{:?}", err).contains("not one of"), "{err:?}");
     assert_eq!(p.connection_count(), 0);
 }
+
+#[tokio::test]
+async fn an_open_stream_costs_little() {
+    // The copy future lives as long as the tunneled connection: it is per-connection memory.
+    let f = fixture("size").await;
+    let p = pool(H2Settings::default());
+    let stream = f.open(&p, &f.server_id, f.echo_addr.port()).await.unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _app = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut side, _) = l.accept().await.unwrap();
+    let copy = hbone::copy_bidirectional(&mut side, stream);
+    let size = std::mem::size_of_val(&copy);
+    eprintln!("copy future: {size} bytes");
+    assert!(size <= 1024, "copy future is {size} bytes");
+}

@@ -237,6 +237,23 @@ pub struct IdentityLabels {
     pub identity: String,
 }
 
+/// The series an open connection will count into when it closes.
+#[derive(Debug)]
+pub struct OpenCounters {
+    closed: Counter,
+    sent: Counter,
+    received: Counter,
+}
+
+impl OpenCounters {
+    /// The connection closed, having moved these bytes.
+    pub fn closed(&self, sent: u64, received: u64) {
+        self.closed.inc();
+        self.sent.inc_by(sent);
+        self.received.inc_by(received);
+    }
+}
+
 /// Every metric ztunnel exports.
 pub struct Metrics {
     registry: Registry,
@@ -346,18 +363,16 @@ impl Metrics {
         labels
     }
 
-    /// A connection opened (counted as opened now, closed later by [`Metrics::closed`]).
-    pub fn opened(&self, labels: &TrafficLabels) -> TrafficLabels {
+    /// A connection opened: counted now; the returned handles count its close and bytes
+    /// later (cheaper to hold for the connection's life than its label set).
+    pub fn opened(&self, labels: &TrafficLabels) -> OpenCounters {
         let labels = self.bounded(labels.clone());
         self.opened.get_or_create(&labels).inc();
-        labels
-    }
-
-    /// A connection that had been opened closed, having moved these bytes.
-    pub fn closed(&self, labels: &TrafficLabels, sent: u64, received: u64) {
-        self.closed.get_or_create(labels).inc();
-        self.sent.get_or_create(labels).inc_by(sent);
-        self.received.get_or_create(labels).inc_by(received);
+        OpenCounters {
+            closed: self.closed.get_or_create(&labels).clone(),
+            sent: self.sent.get_or_create(&labels).clone(),
+            received: self.received.get_or_create(&labels).clone(),
+        }
     }
 
     /// A connection that never got going (denied, upstream unreachable, handshake failed).
@@ -384,8 +399,7 @@ mod tests {
         let m = Metrics::new();
         let mut l = TrafficLabels::new(Reporter::destination, SecurityPolicy::mutual_tls);
         l.source_principal = "spiffe://cluster.local/ns/a/sa/b".into();
-        let l = m.opened(&l);
-        m.closed(&l, 10, 20);
+        m.opened(&l).closed(10, 20);
         let text = m.encode();
         assert!(
             text.contains("istio_build{component=\"ztunnel\",tag=\""),

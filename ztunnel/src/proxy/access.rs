@@ -11,12 +11,31 @@ use std::sync::Arc;
 use hbone::{SpiffeId, Transferred};
 use tokio::time::Instant;
 
-use crate::metrics::{Metrics, Reporter, ResponseFlags, SecurityPolicy, TrafficLabels};
+use crate::metrics::{
+    Metrics, OpenCounters, Reporter, ResponseFlags, SecurityPolicy, TrafficLabels,
+};
 use crate::state::{Service, Workload};
 
-/// What is known about a connection, filled in as the proxy learns it.
+/// What is known about a connection, filled in as the proxy learns it. Boxed: it lives as
+/// long as the connection inside its task's future, and a pointer is all that future needs.
 #[derive(Debug)]
-pub struct ConnectionLog {
+pub struct ConnectionLog(Box<LogEntry>);
+
+impl std::ops::Deref for ConnectionLog {
+    type Target = LogEntry;
+    fn deref(&self) -> &LogEntry {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ConnectionLog {
+    fn deref_mut(&mut self) -> &mut LogEntry {
+        &mut self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct LogEntry {
     pub direction: &'static str,
     pub src_addr: SocketAddr,
     pub src_workload: Option<Arc<Workload>>,
@@ -32,13 +51,13 @@ pub struct ConnectionLog {
     pub policy: Option<String>,
     start: Instant,
     metrics: Arc<Metrics>,
-    /// Labels the connection was counted as opened under; `None` until it is.
-    opened: Option<TrafficLabels>,
+    /// Where the connection counts its close; `None` until it is counted as opened.
+    opened: Option<OpenCounters>,
 }
 
 impl ConnectionLog {
     pub fn new(direction: &'static str, src_addr: SocketAddr, metrics: Arc<Metrics>) -> Self {
-        ConnectionLog {
+        ConnectionLog(Box::new(LogEntry {
             direction,
             src_addr,
             src_workload: None,
@@ -53,7 +72,7 @@ impl ConnectionLog {
             start: Instant::now(),
             metrics,
             opened: None,
-        }
+        }))
     }
 
     /// The metric labels for what is known now.
@@ -106,7 +125,7 @@ impl ConnectionLog {
             (moved.to_tunnel, moved.from_tunnel)
         };
         match &self.opened {
-            Some(labels) => self.metrics.closed(labels, sent, recv),
+            Some(counters) => counters.closed(sent, recv),
             None => self.metrics.failed(&self.labels()),
         }
         match LIMITER.admit(std::time::Instant::now()) {

@@ -140,9 +140,11 @@ impl ConnectHandler for Inbound {
         let InboundConnect {
             peer,
             target,
-            headers: _,
+            headers,
             responder,
         } = request;
+        // Not needed past this point; dropped now rather than held for the connection's life.
+        drop(headers);
         let mut log = ConnectionLog::new("inbound", peer.remote, self.ctx.metrics.clone());
         log.src_identity = Some(peer.identity.clone());
         log.dst_identity = Some(self.ctx.identity.clone());

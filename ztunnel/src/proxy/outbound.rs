@@ -55,7 +55,9 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: Sock
             log.dst_identity = destination.identity().ok();
             log.dst_workload = Some(destination);
             log.dst_service = service.clone();
-            let cert = match ctx.certs.fetch(&ctx.identity).await {
+            // Boxed: cold paths whose futures would otherwise stay in this connection's task
+            // for its whole life (see proxy::size_tests).
+            let cert = match Box::pin(ctx.certs.fetch(&ctx.identity)).await {
                 Ok(c) => c,
                 Err(e) => {
                     reset_tcp(&tcp);
@@ -65,10 +67,11 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: Sock
             };
             let key = PoolKey::new(ctx.identity.clone(), expected, hbone_addr, None);
             let headers = request_headers(peer, service.as_deref().map(|s| s.hostname.as_str()));
-            match ctx
-                .pool
-                .open(&key, &cert, &ctx.roots, &target.to_string(), headers)
-                .await
+            match Box::pin(
+                ctx.pool
+                    .open(&key, &cert, &ctx.roots, &target.to_string(), headers),
+            )
+            .await
             {
                 Ok((stream, _)) => {
                     log.opened();
