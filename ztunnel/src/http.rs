@@ -22,14 +22,7 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = crate::socket::accept(&listener).await;
         let handler = handler.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

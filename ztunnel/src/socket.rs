@@ -26,6 +26,20 @@ pub fn listen(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// The next connection on `listener`. Accept errors (out of file descriptors and the like)
+/// are logged and retried after a short pause instead of spinning or ending the listener.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(a) => return a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Connects to `dst` with the mark set, optionally from `local`.
 pub async fn connect(
     dst: SocketAddr,

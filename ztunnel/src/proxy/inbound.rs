@@ -30,14 +30,7 @@ pub(super) async fn accept_loop(
     let acceptor = TlsAcceptor::from(tls);
     let handler = Arc::new(Inbound { ctx: ctx.clone() });
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = socket::accept(&listener).await;
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let settings = ctx.settings.clone();

@@ -122,6 +122,17 @@ impl ProxyContext {
             })
     }
 
+    /// The local workload's certificate handle (issued on first use).
+    pub async fn local_cert(&self) -> Result<hbone::CertHandle, ProxyError> {
+        self.certs
+            .fetch(&self.identity)
+            .await
+            .map_err(|source| ProxyError::Cert {
+                identity: self.identity.to_string(),
+                source: Box::new(source),
+            })
+    }
+
     fn pick(&self, n: usize) -> usize {
         self.next_endpoint.fetch_add(1, Ordering::Relaxed) % n.max(1)
     }
@@ -129,14 +140,7 @@ impl ProxyContext {
 
 /// Binds the three listeners and serves until the task is dropped.
 pub async fn run(ctx: Arc<ProxyContext>, ports: Ports, ready: Ready) -> Result<(), ProxyError> {
-    let handle = ctx
-        .certs
-        .fetch(&ctx.identity)
-        .await
-        .map_err(|source| ProxyError::Cert {
-            identity: ctx.identity.to_string(),
-            source: Box::new(source),
-        })?;
+    let handle = ctx.local_cert().await?;
     let tls = hbone::server_config(handle, &ctx.roots).map_err(ProxyError::Tls)?;
     ready.done("certificate");
     let mut loops = tokio::task::JoinSet::new();
@@ -183,18 +187,10 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                // Small writes (responses, handshakes) must not wait for Nagle.
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve(ctx.clone(), tcp, peer));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
+        let (tcp, peer) = socket::accept(&listener).await;
+        // Small writes (responses, handshakes) must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve(ctx.clone(), tcp, peer));
     }
 }
 
@@ -218,14 +214,7 @@ async fn refresh_cert_expiry(ctx: Arc<ProxyContext>) {
 
 /// Publishes the local certificate's expiry (Unix seconds) as a metric.
 async fn cert_expiry(ctx: &ProxyContext) -> Result<i64, ProxyError> {
-    let handle = ctx
-        .certs
-        .fetch(&ctx.identity)
-        .await
-        .map_err(|source| ProxyError::Cert {
-            identity: ctx.identity.to_string(),
-            source: Box::new(source),
-        })?;
+    let handle = ctx.local_cert().await?;
     let expiry = handle
         .certificate()
         .not_after()

@@ -57,7 +57,7 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: Sock
             log.dst_service = service.clone();
             // Boxed: cold paths whose futures would otherwise stay in this connection's task
             // for its whole life (see proxy::size_tests).
-            let cert = match Box::pin(ctx.certs.fetch(&ctx.identity)).await {
+            let cert = match Box::pin(ctx.local_cert()).await {
                 Ok(c) => c,
                 Err(e) => {
                     reset_tcp(&tcp);
