@@ -21,6 +21,7 @@ use super::{ProxyContext, policy};
 use crate::metrics::ResponseFlags;
 use crate::route::ILLEGAL_PORTS;
 use crate::socket;
+use crate::state::{State, Workload};
 
 pub(super) async fn accept_loop(
     listener: TcpListener,
@@ -67,20 +68,20 @@ enum InboundError {
 }
 
 impl Inbound {
-    /// Where the stream goes, or the status to refuse it with.
+    /// Where the stream goes and the local workload it reaches, or the status to refuse it with.
     fn resolve(
         &self,
+        state: &State,
         target: &Target,
         log: &mut ConnectionLog,
-    ) -> Result<SocketAddr, (StatusCode, InboundError)> {
-        let state = self.ctx.state.load();
+    ) -> Result<(SocketAddr, Arc<Workload>), (StatusCode, InboundError)> {
         log.src_workload = log
             .src_identity
             .as_ref()
             .and_then(|_| state.workload_by_ip(log.src_addr.ip()).cloned());
         let local = self
             .ctx
-            .local_workload(&state)
+            .local_workload(state)
             .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.into()))?;
         log.dst_workload = Some(local.clone());
         let addr = match target {
@@ -124,7 +125,7 @@ impl Inbound {
                 InboundError::IllegalPort(addr),
             ));
         }
-        Ok(addr)
+        Ok((addr, local))
     }
 }
 
@@ -142,7 +143,8 @@ impl ConnectHandler for Inbound {
         log.src_identity = Some(peer.identity.clone());
         log.dst_identity = Some(self.ctx.identity.clone());
         log.dst_hbone_addr = Some(peer.local);
-        let addr = match self.resolve(&target, &mut log) {
+        let state = self.ctx.state.load();
+        let (addr, local) = match self.resolve(&state, &target, &mut log) {
             Ok(a) => a,
             Err((status, e)) => {
                 responder.refuse(status);
@@ -151,16 +153,7 @@ impl ConnectHandler for Inbound {
             }
         };
         log.dst_addr = Some(addr);
-        let state = self.ctx.state.load();
         let conn = policy::connection(peer.remote, addr, Some(&peer.identity));
-        let local = match self.ctx.local_workload(&state) {
-            Ok(w) => w,
-            Err(e) => {
-                responder.refuse(StatusCode::SERVICE_UNAVAILABLE);
-                log.finish(Transferred::default(), Some(&e));
-                return;
-            }
-        };
         let verdict = policy::check(&state, &local, &conn);
         drop(state);
         if !verdict.allowed {
