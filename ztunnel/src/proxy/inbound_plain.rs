@@ -43,7 +43,6 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAd
     };
     log.dst_identity = Some(ctx.identity.clone());
     log.dst_workload = Some(local.clone());
-    drop(state);
     if !local.ips.contains(&original.ip()) {
         log.finish(
             Transferred::default(),
@@ -58,7 +57,6 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAd
         );
         return;
     }
-    let state = ctx.state.load();
     let conn = policy::connection(peer, original, None);
     let verdict = policy::check(&state, &local, &conn);
     drop(state);
