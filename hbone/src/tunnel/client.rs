@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 
 use super::copy::H2Stream;
 use super::keepalive::keepalive;
+use super::read_ahead::ReadAhead;
 use super::settings::{CLIENT_MAX_HEADER_LIST, H2Settings};
 use crate::tls::server_name;
 
@@ -91,7 +92,7 @@ impl Connection {
         let _ = tcp.set_nodelay(true);
         let work = async {
             let tls = TlsConnector::from(tls)
-                .connect(server_name(dst.ip()), tcp)
+                .connect(server_name(dst.ip()), ReadAhead::new(tcp))
                 .await
                 .map_err(|source| ClientError::Tls { dst, source })?;
             let (send, conn) = h2::client::Builder::new()

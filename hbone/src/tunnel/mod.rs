@@ -4,6 +4,7 @@ pub mod client;
 pub mod copy;
 pub mod keepalive;
 pub mod pool;
+mod read_ahead;
 pub mod server;
 pub mod settings;
 pub mod target;

@@ -20,6 +20,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::copy::H2Stream;
 use super::keepalive::keepalive;
+use super::read_ahead::ReadAhead;
 use super::settings::{H2Settings, SERVER_MAX_HEADER_LIST, SERVER_MAX_SEND_BUFFER};
 use super::target::Target;
 use crate::identity::SpiffeId;
@@ -117,10 +118,13 @@ pub async fn serve_connection<H: ConnectHandler>(
         .local_addr()
         .map_err(|source| ServerError::Tls { remote, source })?;
     let _ = tcp.set_nodelay(true);
-    let tls = tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp))
-        .await
-        .map_err(|_| ServerError::TlsTimeout { remote })?
-        .map_err(|source| ServerError::Tls { remote, source })?;
+    let tls = tokio::time::timeout(
+        settings.handshake_timeout,
+        acceptor.accept(ReadAhead::new(tcp)),
+    )
+    .await
+    .map_err(|_| ServerError::TlsTimeout { remote })?
+    .map_err(|source| ServerError::Tls { remote, source })?;
     let identity = peer_identity(&tls).ok_or(ServerError::NoIdentity { remote })?;
     let peer = Arc::new(PeerInfo {
         identity,
@@ -172,7 +176,7 @@ pub async fn serve_connection<H: ConnectHandler>(
     Ok(())
 }
 
-fn peer_identity(tls: &TlsStream<TcpStream>) -> Option<SpiffeId> {
+fn peer_identity(tls: &TlsStream<ReadAhead>) -> Option<SpiffeId> {
     let (_, conn) = tls.get_ref();
     crate::tls::peer_identity(conn)
 }
