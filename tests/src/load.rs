@@ -127,14 +127,17 @@ pub async fn rate(
     let per_conn = rps / conns as f64;
     let interval = Duration::from_secs_f64(1.0 / per_conn);
     let mut tasks = Vec::new();
-    for _ in 0..conns {
+    let begin = Instant::now() + Duration::from_millis(100);
+    for k in 0..conns {
+        // Connection k is offset by k/conns of an interval, so requests arrive evenly spaced
+        // at `rps` rather than in bursts of `conns` at once.
+        let start = begin + interval.mul_f64(k as f64 / conns as f64);
         tasks.push(tokio::spawn(async move {
             let mut s = TcpStream::connect(connect).await.context("connect")?;
             s.set_nodelay(true)?;
             let msg = vec![1u8; size];
             let mut buf = vec![0u8; size];
             let mut h = histogram();
-            let start = Instant::now();
             let n = (secs * per_conn) as u64;
             for i in 0..n {
                 let due = start + interval.mul_f64(i as f64);

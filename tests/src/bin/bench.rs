@@ -169,9 +169,15 @@ impl Bench {
         {
             if self.wanted("bulk1") {
                 let cpu_before = self.cpu_secs();
+                let machine_before = machine_busy_secs();
                 let v = self.run(path, 9000, &["bulk", "--streams", "1", "--secs", &secs])?;
                 let cpu = self.cpu_secs() - cpu_before;
+                let machine = machine_busy_secs().zip(machine_before).map(|(a, b)| a - b);
                 let bytes = v["bytes"].as_f64().unwrap_or(0.0);
+                if let (Some(machine), true) = (machine, bytes > 0.0) {
+                    // Everything the machine did (apps, ztunnels, kernel): what one byte costs.
+                    self.record("machine CPU", "CPU s per GB", path, machine / (bytes / 1e9));
+                }
                 self.record(
                     "bulk 1 stream",
                     "Mbit/s",
@@ -192,9 +198,21 @@ impl Bench {
                 );
             }
             if self.wanted("pingpong") {
+                let switches_before = self.context_switches();
                 let v = self.run(path, 8080, &["pingpong", "--secs", &secs])?;
+                let switches = self.context_switches() - switches_before;
                 for q in ["p50_us", "p99_us", "p999_us"] {
                     self.record("ping-pong 64 B", q, path, v[q].as_f64().unwrap_or(0.0));
+                }
+                let exchanges = v["count"].as_f64().unwrap_or(0.0);
+                if path == Path::Tunnel && exchanges > 0.0 {
+                    // Each one is a sleep and a wakeup: the floor under the added latency.
+                    self.record(
+                        "ztunnel wakeups",
+                        "per exchange",
+                        path,
+                        switches / exchanges,
+                    );
                 }
             }
             if self.wanted("rate") {
@@ -241,6 +259,14 @@ impl Bench {
         [self.w.zt_client.pid, self.w.zt_server.pid]
             .iter()
             .map(|pid| proc_cpu_secs(*pid).unwrap_or(0.0))
+            .sum()
+    }
+
+    /// Context switches so far, over every thread of both ztunnels.
+    fn context_switches(&self) -> f64 {
+        [self.w.zt_client.pid, self.w.zt_server.pid]
+            .iter()
+            .map(|pid| proc_context_switches(*pid).unwrap_or(0) as f64)
             .sum()
     }
 
@@ -392,6 +418,36 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Voluntary and involuntary context switches of all of a process's threads.
+fn proc_context_switches(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Seconds all CPUs of the machine spent busy (not idle or waiting), from `/proc/stat`.
+fn machine_busy_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<f64> = cpu
+        .split_whitespace()
+        .map(|t| t.parse::<f64>().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...; guest time is already in user.
+    let busy: f64 = ticks.iter().take(8).sum::<f64>() - ticks.get(3)? - ticks.get(4)?;
+    Some(busy / 100.0)
 }
 
 /// User + system CPU seconds of a process.
