@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Istio's default trust domain.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -13,12 +14,13 @@ pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 const SCHEME: &str = "spiffe://";
 
-/// A workload's SPIFFE identity.
+/// A workload's SPIFFE identity. Cloning shares the parts: every connection's log and policy
+/// check holds one, so a clone must not allocate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
-    trust_domain: String,
-    namespace: String,
-    service_account: String,
+    trust_domain: Arc<str>,
+    namespace: Arc<str>,
+    service_account: Arc<str>,
 }
 
 /// Why a string is not a workload SPIFFE ID.
@@ -48,9 +50,9 @@ impl SpiffeId {
         service_account: impl Into<String>,
     ) -> Result<Self, IdentityError> {
         let id = SpiffeId {
-            trust_domain: trust_domain.into(),
-            namespace: namespace.into(),
-            service_account: service_account.into(),
+            trust_domain: trust_domain.into().into(),
+            namespace: namespace.into().into(),
+            service_account: service_account.into().into(),
         };
         let shown = id.to_string();
         for (part, value) in [
@@ -65,7 +67,7 @@ impl SpiffeId {
                 return Err(IdentityError::BadCharacter {
                     id: shown,
                     part,
-                    value: value.clone(),
+                    value: value.to_string(),
                 });
             }
         }

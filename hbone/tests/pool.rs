@@ -56,6 +56,32 @@ async fn idle_connections_are_released() {
 }
 
 #[tokio::test]
+async fn surplus_idle_connections_go_first_and_one_stays_warm() {
+    let f = fixture("surplus").await;
+    let p = pool(H2Settings {
+        max_streams_per_connection: 1,
+        pool_surplus_idle_timeout: Duration::from_millis(200),
+        ..H2Settings::default()
+    });
+    let port = f.echo_addr.port();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(f.open(&p, &f.server_id, port).await.unwrap());
+    }
+    assert_eq!(p.connection_count(), 3, "one stream per connection");
+    for s in open {
+        assert_eq!(echo_through(s, b"burst").await, b"burst");
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(p.connection_count(), 1, "surplus idle connections kept");
+    assert_eq!(f.ended.load(Ordering::SeqCst), 2, "server still holds them");
+    // The one kept is reused: no new handshake.
+    let s = f.open(&p, &f.server_id, port).await.unwrap();
+    assert_eq!(echo_through(s, b"warm").await, b"warm");
+    assert_eq!(f.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
 async fn refusal_status_reaches_the_client_and_the_connection_survives() {
     let f = fixture("refuse").await;
     let p = pool(H2Settings::default());

@@ -67,6 +67,11 @@ pub struct RunArgs {
     #[arg(long, env = "POOL_UNUSED_RELEASE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub pool_unused_release_timeout: Duration,
 
+    /// Threads running the proxy (Istio's default is 2). 1 runs everything on one thread,
+    /// which avoids cross-thread wakeups on small nodes.
+    #[arg(long, env = "ZTUNNEL_WORKER_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: u16,
+
     #[arg(long, env = "HTTP2_STREAM_WINDOW_SIZE", default_value_t = 4 * 1024 * 1024)]
     pub http2_stream_window_size: u32,
 

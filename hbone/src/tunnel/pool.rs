@@ -7,6 +7,9 @@
 //! - Connections for one key are made one at a time, so a burst of new streams fills one
 //!   connection before opening the next instead of racing to open many.
 //! - A connection with no streams for `pool_idle_timeout` is closed; a dead one is dropped.
+//! - Of a key's idle connections, all but one are closed sooner, after
+//!   `pool_surplus_idle_timeout`: a burst that needed many connections does not leave them all
+//!   open (and holding memory at both ends) for the full idle timeout.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -118,7 +121,8 @@ impl Pool {
             dialer,
             slots: Mutex::new(HashMap::new()),
         });
-        let sweep_every = (inner.settings.pool_idle_timeout / 4)
+        let s = &inner.settings;
+        let sweep_every = (s.pool_idle_timeout.min(s.pool_surplus_idle_timeout) / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(30));
         tokio::spawn(sweep(Arc::downgrade(&inner), sweep_every));
         Pool { inner }
@@ -215,22 +219,41 @@ async fn sweep(pool: Weak<Inner>, every: Duration) {
         tokio::time::sleep(every).await;
         let Some(inner) = pool.upgrade() else { return };
         let timeout = inner.settings.pool_idle_timeout;
+        let surplus_timeout = timeout.min(inner.settings.pool_surplus_idle_timeout);
         let mut slots = inner.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.retain(|_, slot| {
             // A slot locked right now is in use; look again next round.
             let Ok(mut conns) = slot.try_lock() else {
                 return true;
             };
-            conns.retain(|c| {
-                let idle = c.active.load(Ordering::Acquire) == 0
-                    && c.idle_since
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .elapsed()
-                        >= timeout;
-                !(idle || c.conn.is_closed())
-            });
+            release_idle(&mut conns, timeout, surplus_timeout);
             !conns.is_empty()
         });
     }
+}
+
+/// Drops dead connections, connections idle for `timeout`, and idle connections beyond the
+/// first idle for `surplus_timeout` (the one idle the longest is kept warm).
+fn release_idle(conns: &mut Vec<Arc<Pooled>>, timeout: Duration, surplus_timeout: Duration) {
+    let idle_for = |c: &Pooled| {
+        (c.active.load(Ordering::Acquire) == 0).then(|| {
+            c.idle_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+        })
+    };
+    conns.retain(|c| !c.conn.is_closed() && idle_for(c).is_none_or(|d| d < timeout));
+    let keep = conns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| idle_for(c).map(|d| (i, d)))
+        .max_by_key(|(_, d)| *d)
+        .map(|(i, _)| i);
+    let mut i = 0;
+    conns.retain(|c| {
+        let kept = Some(i) == keep || idle_for(c).is_none_or(|d| d < surplus_timeout);
+        i += 1;
+        kept
+    });
 }

@@ -17,6 +17,10 @@ pub struct H2Settings {
     pub server_max_concurrent_streams: u32,
     /// Idle pooled connections are closed after this (`POOL_UNUSED_RELEASE_TIMEOUT`).
     pub pool_idle_timeout: Duration,
+    /// A key's idle connections beyond the first are closed after this (or
+    /// `pool_idle_timeout`, if shorter): after a burst, one warm connection per destination is
+    /// enough, and each idle one holds ~100 KB of TLS and HTTP/2 state at both ends.
+    pub pool_surplus_idle_timeout: Duration,
     /// A handshake that takes longer than this fails.
     pub handshake_timeout: Duration,
     /// How often an HTTP/2 PING checks the peer is alive.
@@ -34,6 +38,7 @@ impl Default for H2Settings {
             max_streams_per_connection: 100,
             server_max_concurrent_streams: 200,
             pool_idle_timeout: Duration::from_secs(300),
+            pool_surplus_idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),

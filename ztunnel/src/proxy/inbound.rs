@@ -155,6 +155,7 @@ impl ConnectHandler for Inbound {
         log.dst_addr = Some(addr);
         let conn = policy::connection(peer.remote, addr, Some(&peer.identity));
         let verdict = policy::check(&state, &local, &conn);
+        drop(conn);
         drop(state);
         if !verdict.allowed {
             responder.refuse(StatusCode::UNAUTHORIZED);
@@ -162,7 +163,10 @@ impl ConnectHandler for Inbound {
             log.finish(Transferred::default(), Some(&policy::Denied));
             return;
         }
-        let registration = self.ctx.registry.register(&local, conn);
+        let registration =
+            self.ctx
+                .registry
+                .register(&local, peer.remote, addr, Some(&peer.identity));
         let mut upstream = match socket::connect(addr, None, self.ctx.mark).await {
             Ok(u) => u,
             Err(source) => {

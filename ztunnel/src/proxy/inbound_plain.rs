@@ -57,8 +57,7 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAd
         );
         return;
     }
-    let conn = policy::connection(peer, original, None);
-    let verdict = policy::check(&state, &local, &conn);
+    let verdict = policy::check(&state, &local, &policy::connection(peer, original, None));
     drop(state);
     if !verdict.allowed {
         // Plaintext has no status to send: the connection is just closed.
@@ -66,7 +65,7 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAd
         log.finish(Transferred::default(), Some(&policy::Denied));
         return;
     }
-    let registration = ctx.registry.register(&local, conn);
+    let registration = ctx.registry.register(&local, peer, original, None);
     passthrough(
         ctx.mark,
         tcp,

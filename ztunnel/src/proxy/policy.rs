@@ -80,10 +80,14 @@ pub struct Denied;
 #[error("closed: policy now denies it")]
 pub struct Revoked;
 
+/// What re-evaluating an open connection needs; the policy attributes are rebuilt from it
+/// on each change rather than held (identities are shared, so this allocates nothing).
 struct Tracked {
-    namespace: String,
-    name: String,
-    conn: Connection,
+    /// The local workload as it was at connect time; re-looked up by name on each change.
+    dst: Arc<Workload>,
+    src: SocketAddr,
+    target: SocketAddr,
+    peer: Option<SpiffeId>,
     revoke: Arc<Revocation>,
 }
 
@@ -125,7 +129,13 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        let mut open = self.registry.lock();
+        open.remove(&self.id);
+        // A burst of connections grows the table; give that memory back once they are gone.
+        if open.capacity() > 64 && open.len() * 4 < open.capacity() {
+            let len = open.len();
+            open.shrink_to(len * 2);
+        }
     }
 }
 
@@ -134,15 +144,23 @@ impl Registry {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn register(self: &Arc<Self>, dst: &Workload, conn: Connection) -> Registration {
+    /// Tracks an allowed connection from `src` to `target` on `dst`, with its proven identity.
+    pub fn register(
+        self: &Arc<Self>,
+        dst: &Arc<Workload>,
+        src: SocketAddr,
+        target: SocketAddr,
+        peer: Option<&SpiffeId>,
+    ) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let revoke = Arc::new(Revocation::default());
         self.lock().insert(
             id,
             Tracked {
-                namespace: dst.namespace.clone(),
-                name: dst.name.clone(),
-                conn,
+                dst: dst.clone(),
+                src,
+                target,
+                peer: peer.cloned(),
                 revoke: revoke.clone(),
             },
         );
@@ -166,10 +184,10 @@ impl Registry {
         let open = self.lock();
         let mut revoked = 0;
         for t in open.values() {
-            let Some(dst) = state.workload_by_name(&t.namespace, &t.name) else {
+            let Some(dst) = state.workload_by_name(&t.dst.namespace, &t.dst.name) else {
                 continue;
             };
-            let verdict = check(state, dst, &t.conn);
+            let verdict = check(state, dst, &connection(t.src, t.target, t.peer.as_ref()));
             if !verdict.allowed {
                 let mut reason = t.revoke.reason.lock().unwrap_or_else(|p| p.into_inner());
                 if reason.is_none() {
