@@ -1,6 +1,7 @@
 //! Packet captures on a host's link, taken on its switch port with tcpdump, so a test can
 //! say what actually crossed the wire.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -26,15 +27,30 @@ impl Capture {
                 "-i",
                 &format!("v-{role}"),
             ])
-            .args(["-U", "-s", "0", "-w"])
+            .args(["--immediate-mode", "-U", "-s", "0", "-w"])
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .context("starting tcpdump (apt-get install tcpdump)")?;
-        // tcpdump needs a moment to open the interface before traffic starts.
-        std::thread::sleep(Duration::from_millis(700));
-        Ok(Capture { child, path })
+        let mut capture = Capture { child, path };
+        // Traffic must not start before tcpdump has opened the interface, which it says on
+        // stderr ("listening on ..."); a fixed sleep was not enough on a loaded machine.
+        let stderr = capture.child.stderr.take().context("tcpdump's stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Reads to the end, so tcpdump never blocks or dies writing its exit summary.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(15)).is_err() {
+            let _ = capture.child.kill();
+            anyhow::bail!("tcpdump did not start listening on v-{role} within 15 s");
+        }
+        Ok(capture)
     }
 
     /// Stops the capture and returns the pcap file's bytes.
