@@ -270,16 +270,9 @@ impl Bench {
             .sum()
     }
 
-    fn memory(&mut self) -> anyhow::Result<Value> {
-        let pids = [
-            ("client ztunnel", self.w.zt_client.pid),
-            ("server ztunnel", self.w.zt_server.pid),
-        ];
-        std::thread::sleep(Duration::from_secs(2));
-        let base: Vec<u64> = pids.iter().map(|(_, p)| rss_kib(*p).unwrap_or(0)).collect();
-        let n = self.args.idle;
-        eprintln!("bench: opening {n} idle tunneled connections");
-        let hold = format!("{}", 3600);
+    /// Opens `n` idle tunneled connections (each does one echo); returns the generator's pid
+    /// once they are all open.
+    fn open_idle(&mut self, n: usize) -> anyhow::Result<u32> {
         let (host, target) = self.endpoints(Path::Tunnel, 8080);
         let (out, pid) = self.w.mesh.spawn_app_pid(
             &host,
@@ -291,30 +284,62 @@ impl Bench {
                 "--count",
                 &n.to_string(),
                 "--hold-secs",
-                &hold,
+                "3600",
             ],
         )?;
         wait_for_file(&out, "\"open\"", Duration::from_secs(300))?;
-        std::thread::sleep(Duration::from_secs(2));
-        let open: Vec<u64> = pids.iter().map(|(_, p)| rss_kib(*p).unwrap_or(0)).collect();
-        // Close them all by ending the generator, then let ztunnel settle.
+        Ok(pid)
+    }
+
+    /// Closes them all by ending the generator.
+    fn close_idle(pid: u32) {
         let _ = std::process::Command::new("kill")
             .arg(pid.to_string())
             .status();
+    }
+
+    fn memory(&mut self) -> anyhow::Result<Value> {
+        let pids = [
+            ("client ztunnel", self.w.zt_client.pid),
+            ("server ztunnel", self.w.zt_server.pid),
+        ];
+        let rss = || -> Vec<Rss> {
+            pids.iter()
+                .map(|(_, p)| rss(*p).unwrap_or_default())
+                .collect()
+        };
+        // Warm-up: a tenth as many connections, opened and closed, so the baseline is a
+        // ztunnel at rest that has already run this path (its code paged in), as in production.
+        let warm = (self.args.idle / 10).max(1);
+        eprintln!("bench: warm-up with {warm} idle connections");
+        let pid = self.open_idle(warm)?;
+        Self::close_idle(pid);
+        std::thread::sleep(Duration::from_secs_f64(self.args.settle_secs));
+        let base = rss();
+        let n = self.args.idle;
+        eprintln!("bench: opening {n} idle tunneled connections");
+        let pid = self.open_idle(n)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let open = rss();
+        Self::close_idle(pid);
         eprintln!("bench: closed; waiting {} s", self.args.settle_secs);
         std::thread::sleep(Duration::from_secs_f64(self.args.settle_secs));
-        let after: Vec<u64> = pids.iter().map(|(_, p)| rss_kib(*p).unwrap_or(0)).collect();
+        let after = rss();
         let mut result = serde_json::Map::new();
         for (i, (name, _)) in pids.iter().enumerate() {
-            let per_conn = (open[i].saturating_sub(base[i])) as f64 * 1024.0 / n as f64;
+            let per_conn =
+                (open[i].total().saturating_sub(base[i].total())) as f64 * 1024.0 / n as f64;
             result.insert(
                 name.to_string(),
                 json!({
-                    "idle_baseline_kib": base[i],
-                    "with_idle_kib": open[i],
-                    "after_close_kib": after[i],
+                    "idle_baseline_kib": base[i].total(),
+                    "with_idle_kib": open[i].total(),
+                    "after_close_kib": after[i].total(),
                     "bytes_per_idle_connection": per_conn.round(),
-                    "after_close_vs_baseline": after[i] as f64 / base[i].max(1) as f64,
+                    "after_close_vs_baseline": after[i].total() as f64 / base[i].total().max(1) as f64,
+                    // Heap and stacks vs mapped files (the binary's code): what grew, if anything.
+                    "anon_kib": { "baseline": base[i].anon, "with_idle": open[i].anon, "after_close": after[i].anon },
+                    "file_kib": { "baseline": base[i].file, "with_idle": open[i].file, "after_close": after[i].file },
                 }),
             );
         }
@@ -372,13 +397,17 @@ impl Bench {
         {
             let m = &memory[side];
             println!(
-                "  {side}: baseline {} KiB, with idle {} KiB ({} B/connection), {} s after close {} KiB ({:.2}x baseline)",
+                "  {side}: baseline {} KiB, with idle {} KiB ({} B/connection), {} s after close {} KiB ({:.2}x baseline; anonymous {} -> {} KiB, file-backed {} -> {} KiB)",
                 m["idle_baseline_kib"],
                 m["with_idle_kib"],
                 m["bytes_per_idle_connection"],
                 self.args.settle_secs,
                 m["after_close_kib"],
-                m["after_close_vs_baseline"].as_f64().unwrap_or(0.0)
+                m["after_close_vs_baseline"].as_f64().unwrap_or(0.0),
+                m["anon_kib"]["baseline"],
+                m["anon_kib"]["after_close"],
+                m["file_kib"]["baseline"],
+                m["file_kib"]["after_close"],
             );
         }
         let doc = json!({
@@ -408,16 +437,36 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Resident memory of a process, KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
+/// Resident memory of a process, KiB: anonymous (heap, stacks) and file-backed (code).
+#[derive(Default, Clone, Copy)]
+struct Rss {
+    anon: u64,
+    file: u64,
+    shmem: u64,
+}
+
+impl Rss {
+    fn total(self) -> u64 {
+        self.anon + self.file + self.shmem
+    }
+}
+
+fn rss(pid: u32) -> Option<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some(Rss {
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+        shmem: field("RssShmem:")?,
+    })
 }
 
 /// Voluntary and involuntary context switches of all of a process's threads.
