@@ -78,9 +78,13 @@ impl Responder {
     }
 }
 
-/// What the server calls for each well-formed CONNECT.
+/// What the server calls for each well-formed CONNECT. The returned future is spawned as the
+/// stream's task and lives as long as the stream: keep it small (it is per-connection memory).
 pub trait ConnectHandler: Send + Sync + 'static {
-    fn handle(&self, request: InboundConnect) -> impl Future<Output = ()> + Send;
+    fn handle(
+        self: Arc<Self>,
+        request: InboundConnect,
+    ) -> impl Future<Output = ()> + Send + 'static;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,13 +169,10 @@ pub async fn serve_connection<H: ConnectHandler>(
             Err(source) if source.is_go_away() || source.is_io() => break,
             Err(source) => return Err(ServerError::H2 { remote, source }),
         };
-        let handler = handler.clone();
-        let peer = peer.clone();
-        tokio::spawn(async move {
-            if let Some(connect) = parse(request, respond, peer) {
-                handler.handle(connect).await;
-            }
-        });
+        // Parsed here so the stream's task holds only the handler's future, not the request.
+        if let Some(connect) = parse(request, respond, peer.clone()) {
+            tokio::spawn(handler.clone().handle(connect));
+        }
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ struct Handler {
 }
 
 impl ConnectHandler for Handler {
-    async fn handle(&self, req: InboundConnect) {
+    async fn handle(self: Arc<Self>, req: InboundConnect) {
         if matches!(req.target, Target::Addr(a) if a.port() == 401) {
             req.responder.refuse(StatusCode::UNAUTHORIZED);
             return;

@@ -5,11 +5,14 @@
 //! 400) and not one of ztunnel's ports (else 503); if the app cannot be reached, 503. The 200
 //! goes out only once the upstream connection is up.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::future::Either;
 use hbone::{
-    ConnectHandler, CopyError, InboundConnect, Target, Transferred, copy_bidirectional_until,
+    ConnectHandler, CopyError, InboundConnect, Responder, Target, Transferred,
+    copy_bidirectional_until,
 };
 use http::{HeaderMap, StatusCode};
 use rustls::ServerConfig;
@@ -129,15 +132,25 @@ impl Inbound {
     }
 }
 
-impl ConnectHandler for Inbound {
-    async fn handle(&self, request: InboundConnect) {
+/// An allowed CONNECT: what its task needs for the rest of the connection's life.
+pub(super) struct Admitted {
+    addr: SocketAddr,
+    responder: Responder,
+    log: ConnectionLog,
+    registration: policy::Registration,
+}
+
+impl Inbound {
+    /// Resolves the target and checks policy, synchronously: the request, the state snapshot
+    /// and the verdict are gone before the connection's long-lived task starts. Refuses (and
+    /// logs) what may not go ahead.
+    fn admit(&self, request: InboundConnect) -> Option<Admitted> {
         let InboundConnect {
             peer,
             target,
             headers,
             responder,
         } = request;
-        // Not needed past this point; dropped now rather than held for the connection's life.
         drop(headers);
         let mut log = ConnectionLog::new("inbound", peer.remote, self.ctx.metrics.clone());
         log.src_identity = Some(peer.identity.clone());
@@ -149,63 +162,90 @@ impl ConnectHandler for Inbound {
             Err((status, e)) => {
                 responder.refuse(status);
                 log.finish(Transferred::default(), Some(&e));
-                return;
+                return None;
             }
         };
         log.dst_addr = Some(addr);
         let conn = policy::connection(peer.remote, addr, Some(&peer.identity));
         let verdict = policy::check(&state, &local, &conn);
-        drop(conn);
-        drop(state);
         if !verdict.allowed {
             responder.refuse(StatusCode::UNAUTHORIZED);
             super::inbound_plain::deny(&self.ctx, &mut log, &verdict);
             log.finish(Transferred::default(), Some(&policy::Denied));
-            return;
+            return None;
         }
         let registration =
             self.ctx
                 .registry
                 .register(&local, peer.remote, addr, Some(&peer.identity));
-        let mut upstream = match socket::connect(addr, None, self.ctx.mark).await {
-            Ok(u) => u,
-            Err(source) => {
-                responder.refuse(StatusCode::SERVICE_UNAVAILABLE);
-                log.flags = ResponseFlags::Connect;
-                log.finish(
-                    Transferred::default(),
-                    Some(&InboundError::Upstream { addr, source }),
-                );
-                return;
-            }
-        };
-        let stream = match responder.accept(HeaderMap::new()) {
-            Ok(s) => s,
-            Err(e) => {
-                log.finish(Transferred::default(), Some(&InboundError::Respond(e)));
-                return;
-            }
-        };
-        log.opened();
-        let revocation = registration.revocation.clone();
-        match copy_bidirectional_until(&mut upstream, stream, async {
-            revocation.revoked().await;
+        Some(Admitted {
+            addr,
+            responder,
+            log,
+            registration,
         })
-        .await
-        {
-            Ok(moved) => log.finish(moved, None),
-            Err((CopyError::Stopped, moved)) => {
+    }
+}
+
+impl ConnectHandler for Inbound {
+    fn handle(
+        self: Arc<Self>,
+        request: InboundConnect,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        match self.admit(request) {
+            Some(admitted) => Either::Left(carry(self.ctx.clone(), admitted)),
+            None => Either::Right(std::future::ready(())),
+        }
+    }
+}
+
+/// Connects to the application, answers 200, and copies until the connection ends or policy
+/// revokes it.
+pub(super) async fn carry(ctx: Arc<ProxyContext>, admitted: Admitted) {
+    let Admitted {
+        addr,
+        responder,
+        mut log,
+        registration,
+    } = admitted;
+    let mut upstream = match socket::connect(addr, None, ctx.mark).await {
+        Ok(u) => u,
+        Err(source) => {
+            responder.refuse(StatusCode::SERVICE_UNAVAILABLE);
+            log.flags = ResponseFlags::Connect;
+            log.finish(
+                Transferred::default(),
+                Some(&InboundError::Upstream { addr, source }),
+            );
+            return;
+        }
+    };
+    let stream = match responder.accept(HeaderMap::new()) {
+        Ok(s) => s,
+        Err(e) => {
+            log.finish(Transferred::default(), Some(&InboundError::Respond(e)));
+            return;
+        }
+    };
+    log.opened();
+    let revocation = &registration.revocation;
+    match copy_bidirectional_until(&mut upstream, stream, async {
+        revocation.revoked().await;
+    })
+    .await
+    {
+        Ok(moved) => log.finish(moved, None),
+        Err((CopyError::Stopped, moved)) => {
+            hbone::reset_tcp(&upstream);
+            log.flags = ResponseFlags::Deny;
+            log.policy = registration.revocation.reason();
+            log.finish(moved, Some(&policy::Revoked));
+        }
+        Err((e, moved)) => {
+            if e.is_reset() {
                 hbone::reset_tcp(&upstream);
-                log.flags = ResponseFlags::Deny;
-                log.policy = registration.revocation.reason();
-                log.finish(moved, Some(&policy::Revoked));
             }
-            Err((e, moved)) => {
-                if e.is_reset() {
-                    hbone::reset_tcp(&upstream);
-                }
-                log.finish(moved, Some(&e));
-            }
+            log.finish(moved, Some(&e));
         }
     }
 }

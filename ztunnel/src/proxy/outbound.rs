@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hbone::{PoolKey, Transferred, copy_bidirectional, reset_tcp};
+use hbone::{H2Stream, PoolKey, Transferred, copy_bidirectional, reset_tcp};
 use http::{HeaderMap, HeaderValue};
 use tokio::net::TcpStream;
 
@@ -14,12 +14,50 @@ use crate::route::{Route, route};
 use crate::socket;
 
 pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: SocketAddr) {
-    let mut log = ConnectionLog::new("outbound", peer, ctx.metrics.clone());
-    let original = match socket::original_dst(&tcp) {
+    let log = ConnectionLog::new("outbound", peer, ctx.metrics.clone());
+    // Boxed: routing, the certificate, the pool and the CONNECT are over before bytes flow, so
+    // none of their state stays in this connection's task for its life (proxy::size_tests).
+    let Some((next, mut log)) = Box::pin(setup(&ctx, &tcp, peer, log)).await else {
+        return;
+    };
+    match next {
+        Next::Tunnel(stream) => {
+            log.opened();
+            match copy_bidirectional(&mut tcp, stream).await {
+                Ok(moved) => log.finish(moved, None),
+                Err((e, moved)) => {
+                    if e.is_reset() {
+                        reset_tcp(&tcp);
+                    }
+                    log.finish(moved, Some(&e));
+                }
+            }
+        }
+        Next::Passthrough(target) => {
+            passthrough(ctx.mark, tcp, target, log, std::future::pending()).await;
+        }
+    }
+}
+
+/// Where an accepted connection's bytes go once set up.
+enum Next {
+    Tunnel(H2Stream),
+    Passthrough(SocketAddr),
+}
+
+/// Routes the connection and, for a mesh destination, opens its HBONE stream. On failure the
+/// connection is refused (reset) and logged here.
+async fn setup(
+    ctx: &ProxyContext,
+    tcp: &TcpStream,
+    peer: SocketAddr,
+    mut log: ConnectionLog,
+) -> Option<(Next, ConnectionLog)> {
+    let original = match socket::original_dst(tcp) {
         Ok(a) => a,
         Err(e) => {
             log.finish(Transferred::default(), Some(&e));
-            return;
+            return None;
         }
     };
     log.dst_addr = Some(original);
@@ -29,16 +67,16 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: Sock
         Err(e) => {
             // Outbound from a workload we do not know is refused, as Istio does.
             log.finish(Transferred::default(), Some(&e));
-            return;
+            return None;
         }
     }
     log.src_identity = Some(ctx.identity.clone());
     let route = match route(&state, original, |n| ctx.pick(n)) {
         Ok(r) => r,
         Err(e) => {
-            reset_tcp(&tcp);
+            reset_tcp(tcp);
             log.finish(Transferred::default(), Some(&e));
-            return;
+            return None;
         }
     };
     drop(state);
@@ -55,43 +93,30 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: Sock
             log.dst_identity = destination.identity().ok();
             log.dst_workload = Some(destination);
             log.dst_service = service.clone();
-            // Boxed: cold paths whose futures would otherwise stay in this connection's task
-            // for its whole life (see proxy::size_tests).
-            let cert = match Box::pin(ctx.local_cert()).await {
+            let cert = match ctx.local_cert().await {
                 Ok(c) => c,
                 Err(e) => {
-                    reset_tcp(&tcp);
+                    reset_tcp(tcp);
                     log.finish(Transferred::default(), Some(&e));
-                    return;
+                    return None;
                 }
             };
             let key = PoolKey::new(ctx.identity.clone(), expected, hbone_addr, None);
             let headers = request_headers(peer, service.as_deref().map(|s| s.hostname.as_str()));
-            match Box::pin(
-                ctx.pool
-                    .open(&key, &cert, &ctx.roots, &target.to_string(), headers),
-            )
-            .await
+            match ctx
+                .pool
+                .open(&key, &cert, &ctx.roots, &target.to_string(), headers)
+                .await
             {
-                Ok((stream, _)) => {
-                    log.opened();
-                    match copy_bidirectional(&mut tcp, stream).await {
-                        Ok(moved) => log.finish(moved, None),
-                        Err((e, moved)) => {
-                            if e.is_reset() {
-                                reset_tcp(&tcp);
-                            }
-                            log.finish(moved, Some(&e));
-                        }
-                    }
-                }
+                Ok((stream, _)) => Some((Next::Tunnel(stream), log)),
                 Err(e) => {
-                    reset_tcp(&tcp);
+                    reset_tcp(tcp);
                     log.flags = match e.status() {
                         Some(http::StatusCode::UNAUTHORIZED) => ResponseFlags::Deny,
                         _ => ResponseFlags::Connect,
                     };
                     log.finish(Transferred::default(), Some(&e));
+                    None
                 }
             }
         }
@@ -103,7 +128,7 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: Sock
             log.dst_addr = Some(target);
             log.dst_workload = destination;
             log.dst_service = service;
-            passthrough(ctx.mark, tcp, target, log, std::future::pending()).await;
+            Some((Next::Passthrough(target), log))
         }
     }
 }
