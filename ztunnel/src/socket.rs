@@ -46,11 +46,15 @@ pub async fn connect(
     local: Option<std::net::IpAddr>,
     mark: Option<u32>,
 ) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+    // Non-blocking from creation: saves the two fcntl calls per connection of setting it after.
+    let socket = Socket::new(
+        Domain::for_address(dst),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     if let Some(mark) = mark {
         socket.set_mark(mark)?;
     }
-    socket.set_nonblocking(true)?;
     let socket = TcpSocket::from_std_stream(socket.into());
     if let Some(ip) = local {
         socket.bind(SocketAddr::new(ip, 0))?;
