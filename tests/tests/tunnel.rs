@@ -146,6 +146,43 @@ fn one_gib_arrives_intact() {
 }
 
 #[test]
+fn single_threaded_runtime_carries_traffic() {
+    // ZTUNNEL_WORKER_THREADS=1 runs ztunnel on a current-thread runtime: nothing on the data
+    // path may need a second thread (block_in_place, a blocking wait on another task).
+    let mut w = start_with(
+        "onethread",
+        Options {
+            env: vec![("ZTUNNEL_WORKER_THREADS", "1")],
+            ..Options::default()
+        },
+    );
+    let server = w.server.clone();
+    serve(
+        &mut w,
+        &server,
+        "pattern",
+        &["pattern-server", "--listen", "0.0.0.0:9000"],
+    );
+    let out = w
+        .mesh
+        .run_app(
+            &w.client,
+            &[
+                "pattern-send",
+                "--connect",
+                "10.244.0.2:9000",
+                "--bytes",
+                "67108864",
+            ],
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert!(out.starts_with("OK 67108864 "), "{out}");
+    let log = w.zt_server.wait_for("bytes_sent=67108864", T).unwrap();
+    assert!(log.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client"));
+}
+
+#[test]
 fn half_close_works_both_ways() {
     let mut w = start("halfclose");
     let server = w.server.clone();

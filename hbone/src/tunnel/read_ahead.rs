@@ -4,9 +4,11 @@
 //! `recvmsg` calls and a busy HBONE connection spends much of its time in syscalls. This
 //! adapter turns those into one read of up to [`CHUNK`] bytes and serves rustls from memory.
 //!
-//! An idle connection holds no buffer: it is freed whenever it is drained and the socket has
-//! nothing more, so thousands of pooled but quiet HBONE connections cost nothing here.
-//! Writes pass straight through (vectored, as h2 and rustls issue them).
+//! Reads go straight into the caller's buffer until one fills it completely (more is likely
+//! waiting: a transfer is under way); only then does the adapter read ahead into its own
+//! buffer, until the socket runs dry. So small request/response traffic never allocates, and
+//! an idle connection holds no buffer: thousands of pooled but quiet HBONE connections cost
+//! nothing here. Writes pass straight through (vectored, as h2 and rustls issue them).
 
 use std::io;
 use std::pin::Pin;
@@ -22,8 +24,10 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct ReadAhead {
     tcp: TcpStream,
-    /// Read from the socket, not yet handed up. Capacity 0 while idle.
+    /// Read from the socket, not yet handed up. Capacity 0 unless a transfer is under way.
     buf: BytesMut,
+    /// The last direct read filled the caller's buffer: read ahead from now on.
+    streaming: bool,
 }
 
 impl ReadAhead {
@@ -31,6 +35,7 @@ impl ReadAhead {
         ReadAhead {
             tcp,
             buf: BytesMut::new(),
+            streaming: false,
         }
     }
 
@@ -67,17 +72,24 @@ impl AsyncRead for ReadAhead {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.buf.is_empty() {
-            if out.remaining() >= CHUNK {
-                // The caller's buffer is as big as ours: skip the copy.
+            if !this.streaming || out.remaining() >= CHUNK {
+                // Straight into the caller's buffer: no copy, no allocation.
                 this.buf = BytesMut::new();
-                return Pin::new(&mut this.tcp).poll_read(cx, out);
+                let room = out.remaining();
+                let before = out.filled().len();
+                let read = Pin::new(&mut this.tcp).poll_read(cx, out);
+                if let Poll::Ready(Ok(())) = read {
+                    this.streaming = room > 0 && out.filled().len() - before == room;
+                }
+                return read;
             }
             match this.poll_fill(cx) {
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    // Nothing to read: hold no memory while waiting.
+                    // Drained: the transfer paused. Hold no memory while waiting.
                     this.buf = BytesMut::new();
+                    this.streaming = false;
                     return Poll::Pending;
                 }
             }
@@ -144,14 +156,17 @@ mod tests {
         });
         let mut got = Vec::new();
         let mut small = [0u8; 4096];
+        let mut read_ahead = false;
         loop {
             let n = ra.read(&mut small).await.unwrap();
             if n == 0 {
                 break;
             }
+            read_ahead |= ra.buffered_capacity() > 0;
             assert!(ra.buffered_capacity() <= 2 * CHUNK);
             got.extend_from_slice(&small[..n]);
         }
+        assert!(read_ahead, "a bulk transfer never read ahead");
         assert_eq!(got.len(), data.len());
         assert!(got == data, "bytes reordered or corrupted");
         drop(writer.await.unwrap());
@@ -164,6 +179,8 @@ mod tests {
         let mut small = [0u8; 16];
         let n = ra.read(&mut small).await.unwrap();
         assert_eq!(&small[..n], b"hello");
+        // A message smaller than the caller's buffer is read straight into it.
+        assert_eq!(ra.buffered_capacity(), 0);
         // Nothing more is coming: the next read waits, and while it waits there is no buffer.
         let waited =
             tokio::time::timeout(std::time::Duration::from_millis(50), ra.read(&mut small)).await;
