@@ -31,6 +31,31 @@ fn app(w: &TwoWorkloads, host: &Host, args: &[&str]) -> String {
     w.mesh.run_app(host, args, T).expect("meshapp")
 }
 
+/// Starts the pattern server (verifies every byte it receives) on the server host.
+fn serve_pattern(w: &mut TwoWorkloads) {
+    let server = w.server.clone();
+    serve(
+        w,
+        &server,
+        "pattern",
+        &["pattern-server", "--listen", "0.0.0.0:9000"],
+    );
+}
+
+/// Sends `bytes` of the verifiable pattern from the client to the server through the tunnel;
+/// what the sender printed (`OK <bytes> ...` on success).
+fn send_pattern(w: &TwoWorkloads, bytes: &str, extra: &[&str], timeout: Duration) -> String {
+    let mut args = vec![
+        "pattern-send",
+        "--connect",
+        "10.244.0.2:9000",
+        "--bytes",
+        bytes,
+    ];
+    args.extend_from_slice(extra);
+    w.mesh.run_app(&w.client, &args, timeout).unwrap()
+}
+
 #[test]
 fn round_trip_carries_client_identity() {
     let mut w = start("roundtrip");
@@ -117,27 +142,8 @@ fn ipv6_round_trip() {
 #[test]
 fn one_gib_arrives_intact() {
     let mut w = start("bigtransfer");
-    let server = w.server.clone();
-    serve(
-        &mut w,
-        &server,
-        "pattern",
-        &["pattern-server", "--listen", "0.0.0.0:9000"],
-    );
-    let out = w
-        .mesh
-        .run_app(
-            &w.client,
-            &[
-                "pattern-send",
-                "--connect",
-                "10.244.0.2:9000",
-                "--bytes",
-                "1073741824",
-            ],
-            Duration::from_secs(300),
-        )
-        .unwrap();
+    serve_pattern(&mut w);
+    let out = send_pattern(&w, "1073741824", &[], Duration::from_secs(300));
     eprintln!("1 GiB through the tunnel: {}", out.trim());
     assert!(out.starts_with("OK 1073741824 "), "{out}");
     // The bytes went through the tunnel, not around it.
@@ -156,27 +162,8 @@ fn single_threaded_runtime_carries_traffic() {
             ..Options::default()
         },
     );
-    let server = w.server.clone();
-    serve(
-        &mut w,
-        &server,
-        "pattern",
-        &["pattern-server", "--listen", "0.0.0.0:9000"],
-    );
-    let out = w
-        .mesh
-        .run_app(
-            &w.client,
-            &[
-                "pattern-send",
-                "--connect",
-                "10.244.0.2:9000",
-                "--bytes",
-                "67108864",
-            ],
-            Duration::from_secs(120),
-        )
-        .unwrap();
+    serve_pattern(&mut w);
+    let out = send_pattern(&w, "67108864", &[], Duration::from_secs(120));
     assert!(out.starts_with("OK 67108864 "), "{out}");
     let log = w.zt_server.wait_for("bytes_sent=67108864", T).unwrap();
     assert!(log.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client"));
@@ -619,47 +606,21 @@ fn certificate_renewal_does_not_break_a_long_transfer() {
             ..Options::default()
         },
     );
-    let server = w.server.clone();
-    serve(
-        &mut w,
-        &server,
-        "pattern",
-        &["pattern-server", "--listen", "0.0.0.0:9000"],
-    );
+    serve_pattern(&mut w);
     // 64 MiB at 8 MB/s: about 8 s, across several renewals on both sides.
-    let out = w
-        .mesh
-        .run_app(
-            &w.client,
-            &[
-                "pattern-send",
-                "--connect",
-                "10.244.0.2:9000",
-                "--bytes",
-                "67108864",
-                "--rate",
-                "8000000",
-            ],
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    let out = send_pattern(
+        &w,
+        "67108864",
+        &["--rate", "8000000"],
+        Duration::from_secs(60),
+    );
     assert!(out.starts_with("OK 67108864 "), "{out}");
     for (side, z) in [("client", &w.zt_client), ("server", &w.zt_server)] {
         let renewals = z.log().matches("certificate renewed").count();
         assert!(renewals >= 2, "{side} renewed {renewals} times");
     }
     // New connections after the renewals still work.
-    let out = app(
-        &w,
-        &w.client,
-        &[
-            "pattern-send",
-            "--connect",
-            "10.244.0.2:9000",
-            "--bytes",
-            "1000",
-        ],
-    );
+    let out = send_pattern(&w, "1000", &[], T);
     assert!(out.starts_with("OK 1000 "), "{out}");
 }
 
