@@ -78,8 +78,10 @@ impl Responder {
     }
 }
 
-/// What the server calls for each well-formed CONNECT. The returned future is spawned as the
-/// stream's task and lives as long as the stream: keep it small (it is per-connection memory).
+/// What the server calls for each well-formed CONNECT. `handle` itself runs on the HTTP/2
+/// connection's accept loop, so its synchronous part must be quick (deciding, not waiting).
+/// The future it returns is spawned as the stream's task and lives as long as the stream: keep
+/// it small (it is per-connection memory).
 pub trait ConnectHandler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
