@@ -54,10 +54,8 @@ impl ReadAhead {
             match self.tcp.try_read_buf(&mut self.buf) {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 // Readiness was stale; `try_read_buf` cleared it, so poll again to register.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.buf = BytesMut::new();
-                    continue;
-                }
+                // (The buffer stays for that retry; the caller frees it if we end up Pending.)
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }

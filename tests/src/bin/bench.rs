@@ -168,10 +168,10 @@ impl Bench {
         let secs = secs.to_string();
         {
             if self.wanted("bulk1") {
-                let cpu_before = self.cpu_secs();
+                let cpu_before = self.ztunnels_total(proc_cpu_secs);
                 let machine_before = machine_busy_secs();
                 let v = self.run(path, 9000, &["bulk", "--streams", "1", "--secs", &secs])?;
-                let cpu = self.cpu_secs() - cpu_before;
+                let cpu = self.ztunnels_total(proc_cpu_secs) - cpu_before;
                 let machine = machine_busy_secs().zip(machine_before).map(|(a, b)| a - b);
                 let bytes = v["bytes"].as_f64().unwrap_or(0.0);
                 if let (Some(machine), true) = (machine, bytes > 0.0) {
@@ -198,9 +198,9 @@ impl Bench {
                 );
             }
             if self.wanted("pingpong") {
-                let switches_before = self.context_switches();
+                let switches_before = self.ztunnels_total(proc_context_switches);
                 let v = self.run(path, 8080, &["pingpong", "--secs", &secs])?;
-                let switches = self.context_switches() - switches_before;
+                let switches = self.ztunnels_total(proc_context_switches) - switches_before;
                 for q in ["p50_us", "p99_us", "p999_us"] {
                     self.record("ping-pong 64 B", q, path, v[q].as_f64().unwrap_or(0.0));
                 }
@@ -254,19 +254,12 @@ impl Bench {
         Ok(())
     }
 
-    /// CPU seconds used so far by both ztunnels.
-    fn cpu_secs(&self) -> f64 {
+    /// A per-process counter (`proc_cpu_secs`, `proc_context_switches`), summed over both
+    /// ztunnels; a process it cannot read counts 0.
+    fn ztunnels_total(&self, counter: fn(u32) -> Option<f64>) -> f64 {
         [self.w.zt_client.pid, self.w.zt_server.pid]
-            .iter()
-            .map(|pid| proc_cpu_secs(*pid).unwrap_or(0.0))
-            .sum()
-    }
-
-    /// Context switches so far, over every thread of both ztunnels.
-    fn context_switches(&self) -> f64 {
-        [self.w.zt_client.pid, self.w.zt_server.pid]
-            .iter()
-            .map(|pid| proc_context_switches(*pid).unwrap_or(0) as f64)
+            .into_iter()
+            .map(|pid| counter(pid).unwrap_or(0.0))
             .sum()
     }
 
@@ -470,8 +463,8 @@ fn rss(pid: u32) -> Option<Rss> {
 }
 
 /// Voluntary and involuntary context switches of all of a process's threads.
-fn proc_context_switches(pid: u32) -> Option<u64> {
-    let mut total = 0;
+fn proc_context_switches(pid: u32) -> Option<f64> {
+    let mut total = 0u64;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
         for line in status.lines() {
@@ -483,7 +476,7 @@ fn proc_context_switches(pid: u32) -> Option<u64> {
             }
         }
     }
-    Some(total)
+    Some(total as f64)
 }
 
 /// Seconds all CPUs of the machine spent busy (not idle or waiting), from `/proc/stat`.
