@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the mesh on an embedded default: two workloads in network namespaces, a ztunnel
-# beside each, traffic through the tunnel. Needs root (network namespaces, nftables).
+# Runs the mesh as a new user first meets it: meshd, the control plane, serves the manifests
+# in examples/mesh/ to a dedicated ztunnel beside each of three workloads in network
+# namespaces; traffic through the tunnel, and a refusal by the example's policy.
+# Needs root (network namespaces, nftables).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
 need_tools
-cargo build --release -p ztunnel -p e2e --bins
+cargo build --release -p ztunnel -p control-plane -p e2e --bins
 exec target/release/demo

@@ -127,6 +127,11 @@ impl WorkloadCertificate {
     }
 }
 
+/// A certificate as one PEM block (what `root-cert.pem` and istiod's `cert_chain` hold).
+pub fn pem_certificate(der: &CertificateDer<'_>) -> String {
+    pem_block("CERTIFICATE", der)
+}
+
 /// The SPIFFE identity in a certificate's URI SAN. Non-SPIFFE URIs are ignored; more than
 /// one SPIFFE URI is refused rather than guessed between.
 pub fn identity_of(der: &CertificateDer<'_>) -> Result<SpiffeId, CertError> {
@@ -171,7 +176,8 @@ fn to_system_time(unix: i64) -> SystemTime {
     }
 }
 
-fn pem_block(label: &str, der: &[u8]) -> String {
+/// One PEM block with 64-column base64 lines, ending in a newline (the form istiod sends).
+pub(crate) fn pem_block(label: &str, der: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
     for chunk in der.chunks(3) {

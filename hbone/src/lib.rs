@@ -3,13 +3,15 @@
 
 mod ca;
 mod cert;
+pub mod csr;
 mod identity;
 mod manager;
 mod tls;
 mod tunnel;
 
-pub use ca::{CaError, DEFAULT_LIFETIME, FileCa, load_roots};
-pub use cert::{CertError, WorkloadCertificate, identity_of, validity_of};
+pub use ca::{CaError, DEFAULT_LIFETIME, FileCa, MAX_LIFETIME, SignedCsr, load_roots};
+pub use cert::{CertError, WorkloadCertificate, identity_of, pem_certificate, validity_of};
+pub use csr::CsrError;
 pub use identity::{DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, IdentityError, SpiffeId};
 pub use manager::{CertManager, CertificateSource, IssueError, LocalCa};
 pub use tls::{

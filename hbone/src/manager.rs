@@ -34,9 +34,15 @@ pub enum IssueError {
     },
     #[error("certificate authority returned a certificate for {got}, not {wanted}")]
     WrongIdentity { wanted: String, got: String },
+    #[error("remote certificate authority: {identity}")]
+    Remote {
+        identity: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-/// Anything that can issue workload certificates: the local file CA now, a remote CA later.
+/// Anything that can issue workload certificates: the local file CA or a remote CA.
 pub trait CertificateSource: Send + Sync + 'static {
     fn issue<'a>(
         &'a self,

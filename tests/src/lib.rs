@@ -1,9 +1,11 @@
-//! End-to-end test support: network-namespace hosts, a mesh of ztunnel processes, and the
-//! test application (`meshapp`) they carry traffic for.
+//! End-to-end test support: network-namespace hosts, a mesh of ztunnel processes (configured
+//! by local files or by the `meshd` control plane), and the test application (`meshapp`) they
+//! carry traffic for.
 
 pub mod app;
 pub mod capture;
 pub mod load;
 pub mod mesh;
+pub mod meshd;
 pub mod netns;
 pub mod topology;

@@ -1,5 +1,7 @@
 //! A mesh under test: a CA, per-test config files, and ztunnel processes in test hosts.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,14 +11,36 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hbone::{FileCa, SpiffeId, WorkloadCertificate};
 
+use crate::meshd::Meshd;
 use crate::netns::{Host, run};
 
-/// Where the binaries under test are: `ztunnel` and `meshapp` side by side in the target dir.
+/// Where the binaries under test are: `ztunnel`, `meshd` and `meshapp` side by side in the
+/// target dir.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub ztunnel: PathBuf,
+    pub meshd: PathBuf,
     pub meshapp: PathBuf,
 }
+
+/// A binary the tests run, and the workspace paths it is built from (for the stale check).
+struct Built {
+    bin: &'static str,
+    package: &'static str,
+    sources: &'static [&'static str],
+}
+
+const ZTUNNEL: Built = Built {
+    bin: "ztunnel",
+    package: "ztunnel",
+    sources: &["ztunnel", "xds-client", "hbone", "authz", "proto"],
+};
+
+const MESHD: Built = Built {
+    bin: "meshd",
+    package: "control-plane",
+    sources: &["control-plane", "kube-source", "hbone", "authz", "proto"],
+};
 
 impl Binaries {
     /// From the path of `meshapp` (cargo gives tests `CARGO_BIN_EXE_meshapp`). When run under
@@ -24,43 +48,60 @@ impl Binaries {
     /// binary would test old code.
     pub fn beside(meshapp: impl Into<PathBuf>) -> anyhow::Result<Binaries> {
         let meshapp = meshapp.into();
-        let ztunnel = meshapp.with_file_name("ztunnel");
+        let bins = Binaries {
+            ztunnel: meshapp.with_file_name("ztunnel"),
+            meshd: meshapp.with_file_name("meshd"),
+            meshapp,
+        };
+        bins.ensure(&ZTUNNEL)?;
+        Ok(bins)
+    }
+
+    /// `meshd`, (re)built the same way as `ztunnel`; only tests that run the control plane
+    /// ask for it, so the others do not depend on it building.
+    pub fn meshd(&self) -> anyhow::Result<&Path> {
+        self.ensure(&MESHD)?;
+        Ok(&self.meshd)
+    }
+
+    fn ensure(&self, b: &Built) -> anyhow::Result<()> {
+        let bin = self.meshapp.with_file_name(b.bin);
         if let Ok(cargo) = std::env::var("CARGO")
-            && is_stale(&ztunnel)
+            && is_stale(&bin, b.sources)
         {
-            static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-            BUILT
-                .get_or_init(|| build_ztunnel(&cargo, &meshapp))
+            // Once per binary per test process; tests running in parallel wait for it.
+            static BUILT: std::sync::Mutex<BTreeMap<&str, Result<(), String>>> =
+                std::sync::Mutex::new(BTreeMap::new());
+            let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+            built
+                .entry(b.bin)
+                .or_insert_with(|| build(&cargo, &self.meshapp, b))
                 .clone()
                 .map_err(anyhow::Error::msg)?;
         }
-        if !ztunnel.exists() {
+        if !bin.exists() {
             bail!(
-                "{} not found: build it first (`cargo build -p ztunnel`, or run the tests with `cargo test --workspace`)",
-                ztunnel.display()
+                "{} not found: build it first (`cargo build -p {}`, or run the tests with `cargo test --workspace`)",
+                bin.display(),
+                b.package
             );
         }
-        Ok(Binaries { ztunnel, meshapp })
+        Ok(())
     }
 }
 
-/// Whether `bin` is missing or older than any source it is built from.
-fn is_stale(bin: &Path) -> bool {
+/// Whether `bin` is missing or older than any of `sources` (workspace paths) or the
+/// workspace manifest and lock file.
+fn is_stale(bin: &Path, sources: &[&str]) -> bool {
     let Ok(built) = fs::metadata(bin).and_then(|m| m.modified()) else {
         return true;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut pending: Vec<PathBuf> = [
-        "ztunnel",
-        "hbone",
-        "authz",
-        "proto",
-        "Cargo.toml",
-        "Cargo.lock",
-    ]
-    .iter()
-    .map(|p| root.join(p))
-    .collect();
+    let mut pending: Vec<PathBuf> = sources
+        .iter()
+        .chain(&["Cargo.toml", "Cargo.lock"])
+        .map(|p| root.join(p))
+        .collect();
     while let Some(p) = pending.pop() {
         let Ok(meta) = fs::metadata(&p) else { continue };
         if meta.is_dir() {
@@ -74,7 +115,7 @@ fn is_stale(bin: &Path) -> bool {
     false
 }
 
-fn build_ztunnel(cargo: &str, meshapp: &Path) -> Result<(), String> {
+fn build(cargo: &str, meshapp: &Path, b: &Built) -> Result<(), String> {
     // meshapp is <target>/<profile>/meshapp.
     let profile_dir = meshapp.parent().ok_or("meshapp has no directory")?;
     let target_dir = profile_dir.parent().ok_or("no target directory")?;
@@ -83,9 +124,9 @@ fn build_ztunnel(cargo: &str, meshapp: &Path) -> Result<(), String> {
         "build",
         "--quiet",
         "-p",
-        "ztunnel",
+        b.package,
         "--bin",
-        "ztunnel",
+        b.bin,
         "--target-dir",
     ])
     .arg(target_dir);
@@ -97,7 +138,8 @@ fn build_ztunnel(cargo: &str, meshapp: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "building ztunnel failed: {}",
+            "building {} failed: {}",
+            b.bin,
             String::from_utf8_lossy(&out.stderr)
         ))
     }
@@ -158,7 +200,7 @@ impl Mesh {
     }
 
     /// Installs capture in `host` and starts its ztunnel for `workload_info`
-    /// (`ns/pod/sa`), waiting until it is ready.
+    /// (`ns/pod/sa`) on the local `config` file and the test CA, waiting until it is ready.
     pub fn start_ztunnel(
         &mut self,
         host: &Host,
@@ -169,14 +211,52 @@ impl Mesh {
         run(host
             .command(&self.bins.ztunnel)
             .args(["redirect", "install"]))?;
+        let source: Vec<(&str, OsString)> = vec![
+            ("LOCAL_XDS_PATH", config.into()),
+            ("CA_CERTS_DIR", self.ca_dir.clone().into()),
+            ("LOCAL_XDS_POLL_INTERVAL", "200ms".into()),
+        ];
+        self.launch_ztunnel(host, workload_info, &source, env)
+    }
+
+    /// Installs capture in `host` and starts its ztunnel for `workload_info`, configured only
+    /// by `meshd` (xDS and certificates, with the token of `node`), waiting until it is ready:
+    /// it has had the first push, found its workload in it and got a certificate from meshd.
+    pub fn start_ztunnel_xds(
+        &mut self,
+        host: &Host,
+        workload_info: &str,
+        node: &str,
+        meshd: &Meshd,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Ztunnel> {
+        run(host
+            .command(&self.bins.ztunnel)
+            .args(["redirect", "install"]))?;
+        meshd.exempt_from_capture(host)?;
+        let mut source = meshd.ztunnel_env(node, Duration::from_secs(15))?;
+        source.push(("INSTANCE_IP", host.ip.to_string().into()));
+        source.push(("NODE_NAME", node.into()));
+        self.launch_ztunnel(host, workload_info, &source, env)
+    }
+
+    /// Starts ztunnel in `host` with `source` (where config and certificates come from) and
+    /// `env`, and waits until it is ready.
+    fn launch_ztunnel(
+        &mut self,
+        host: &Host,
+        workload_info: &str,
+        source: &[(&str, OsString)],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Ztunnel> {
         let log = self.dir.join(format!("ztunnel-{}.log", host.ns));
         let mut cmd = host.command(&self.bins.ztunnel);
         cmd.env("PROXY_MODE", "dedicated")
             .env("PROXY_WORKLOAD_INFO", workload_info)
-            .env("LOCAL_XDS_PATH", config)
-            .env("CA_CERTS_DIR", &self.ca_dir)
-            .env("RUST_LOG", "info")
-            .env("LOCAL_XDS_POLL_INTERVAL", "200ms");
+            .env("RUST_LOG", "info");
+        for (k, v) in source {
+            cmd.env(k, v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -223,6 +303,16 @@ impl Mesh {
     /// Runs `meshapp <args>` in `host` to completion (bounded by `timeout`); its stdout.
     pub fn run_app(&self, host: &Host, args: &[&str], timeout: Duration) -> anyhow::Result<String> {
         run_with_timeout(host.command(&self.bins.meshapp).args(args), timeout)
+    }
+
+    /// `GET http://<addr><path>` from inside `host`: (status, body).
+    pub fn http_get(
+        &self,
+        host: &Host,
+        addr: &str,
+        path: &str,
+    ) -> anyhow::Result<(String, String)> {
+        http_get(&self.bins.meshapp, host, addr, path)
     }
 }
 
@@ -296,6 +386,22 @@ pub fn wait_for_file(path: &Path, needle: &str, timeout: Duration) -> anyhow::Re
     }
 }
 
+/// `GET http://<addr><path>` with `meshapp http` inside `host`: (status, body).
+pub fn http_get(
+    meshapp: &Path,
+    host: &Host,
+    addr: &str,
+    path: &str,
+) -> anyhow::Result<(String, String)> {
+    let out = run_with_timeout(
+        host.command(meshapp)
+            .args(["http", "--addr", addr, "--path", path]),
+        Duration::from_secs(10),
+    )?;
+    let (status, body) = out.split_once('\n').unwrap_or((out.as_str(), ""));
+    Ok((status.to_string(), body.to_string()))
+}
+
 /// Runs a command, killing it after `timeout`; its stdout, or an error with stderr.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<String> {
     let mut child = cmd
@@ -328,6 +434,21 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<
         bail!("{cmd:?} failed ({status}): stdout: {out} stderr: {err}");
     }
     Ok(out)
+}
+
+/// The sum of every sample of metric `name` (Prometheus text) whose labels contain all of
+/// `labels` (each like `policy="demo/x"`); 0 when there is none.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }
 
 /// A workload entry for the local config; `ips` is a YAML list body: `"10.0.0.1", "fd00::1"`.

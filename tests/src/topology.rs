@@ -1,26 +1,48 @@
 //! The standard test topology: a client and a server workload, each in its own namespace
 //! with its own dedicated ztunnel, plus an outsider host outside the mesh.
 //!
-//! | host     | IP                     | mesh                        |
-//! |----------|------------------------|-----------------------------|
-//! | client   | 10.244.0.1, fd00:e2e::1 | `demo/client`, sa `client`  |
-//! | server   | 10.244.0.2, fd00:e2e::2 | `demo/server`, sa `server`  |
-//! | outsider | 10.244.0.3, fd00:e2e::3 | none (unknown address)      |
-//! | bare     | 10.244.0.4, fd00:e2e::4 | none: for direct baselines  |
+//! | host     | IP                       | mesh                                    |
+//! |----------|--------------------------|-----------------------------------------|
+//! | client   | 10.244.0.1, fd00:e2e::1  | `demo/client`, sa `client`, node-a      |
+//! | server   | 10.244.0.2, fd00:e2e::2  | `demo/server`, sa `server`, node-b      |
+//! | outsider | 10.244.0.3, fd00:e2e::3  | none (unknown address)                  |
+//! | bare     | 10.244.0.4, fd00:e2e::4  | none: for direct baselines              |
+//! | meshd    | 10.244.0.10              | the control plane (with `Options::meshd`) |
 //!
 //! Service `server.demo.svc.cluster.local` has VIP 10.96.0.10, port 80 -> 8080.
+//!
+//! The ztunnels read a local config file (below) and the test CA, or, with
+//! [`Options::meshd`], get both only from `meshd` serving a manifest directory that describes
+//! this same layout (`examples/mesh` does, with a third pod `demo/other` at [`OTHER_IP`] on
+//! node-a).
+
+use std::path::{Path, PathBuf};
 
 use crate::mesh::{Binaries, Mesh, Ztunnel, workload_yaml};
+use crate::meshd::Meshd;
 use crate::netns::{Host, Net};
 
 pub const CLIENT_IP: &str = "10.244.0.1";
 pub const SERVER_IP: &str = "10.244.0.2";
 pub const OUTSIDER_IP: &str = "10.244.0.3";
 pub const BARE_IP: &str = "10.244.0.4";
+/// The example's third pod, `demo/other` (node-a): a workload its policy refuses.
+pub const OTHER_IP: &str = "10.244.0.5";
+pub const MESHD_IP: &str = "10.244.0.10";
+pub const CLIENT_NODE: &str = "node-a";
+pub const SERVER_NODE: &str = "node-b";
 pub const SERVER_IP6: &str = "fd00:e2e::2";
 const CLIENT_IP6: &str = "fd00:e2e::1";
 pub const VIP: &str = "10.96.0.10";
 pub const SERVICE_HOST: &str = "server.demo.svc.cluster.local";
+
+/// `examples/mesh`: the manifests of this layout that a user runs (and the demo serves).
+pub fn example_manifests() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("examples")
+        .join("mesh")
+}
 
 /// The mesh config; `server_sa` is the server's service account as this config states it.
 pub fn config(server_sa: &str) -> String {
@@ -65,10 +87,14 @@ pub struct Options<'a> {
     pub env: Vec<(&'a str, &'a str)>,
     /// The server's service account as the client's config states it (default: the real one).
     pub client_view_of_server_sa: Option<&'a str>,
+    /// Run `meshd` on the `meshd` host serving this manifest directory, and configure both
+    /// ztunnels only through it (no local config, no CA directory).
+    pub meshd: Option<&'a Path>,
 }
 
 pub struct TwoWorkloads {
     // Field order is drop order: processes go before their namespaces.
+    pub meshd: Option<Meshd>,
     pub mesh: Mesh,
     pub zt_client: Ztunnel,
     pub zt_server: Ztunnel,
@@ -87,16 +113,44 @@ impl TwoWorkloads {
         let outsider = net.host("outsider", OUTSIDER_IP)?;
         let bare = net.host("bare", BARE_IP)?;
         let mut mesh = Mesh::new(test, bins)?;
-        let server_config = mesh.write("server.yaml", &config("server"))?;
-        let client_config = mesh.write(
-            "client.yaml",
-            &config(opts.client_view_of_server_sa.unwrap_or("server")),
-        )?;
-        let zt_server =
-            mesh.start_ztunnel(&server, "demo/server/server", &server_config, &opts.env)?;
-        let zt_client =
-            mesh.start_ztunnel(&client, "demo/client/client", &client_config, &opts.env)?;
+        let (meshd, zt_server, zt_client) = match opts.meshd {
+            Some(manifests) => {
+                if opts.client_view_of_server_sa.is_some() {
+                    anyhow::bail!("client_view_of_server_sa needs local config, not meshd");
+                }
+                let host = net.host("meshd", MESHD_IP)?;
+                let meshd = Meshd::start(&mesh.bins, &host, &mesh.dir.join("meshd"), manifests)?;
+                let zt_server = mesh.start_ztunnel_xds(
+                    &server,
+                    "demo/server/server",
+                    SERVER_NODE,
+                    &meshd,
+                    &opts.env,
+                )?;
+                let zt_client = mesh.start_ztunnel_xds(
+                    &client,
+                    "demo/client/client",
+                    CLIENT_NODE,
+                    &meshd,
+                    &opts.env,
+                )?;
+                (Some(meshd), zt_server, zt_client)
+            }
+            None => {
+                let server_config = mesh.write("server.yaml", &config("server"))?;
+                let client_config = mesh.write(
+                    "client.yaml",
+                    &config(opts.client_view_of_server_sa.unwrap_or("server")),
+                )?;
+                let zt_server =
+                    mesh.start_ztunnel(&server, "demo/server/server", &server_config, &opts.env)?;
+                let zt_client =
+                    mesh.start_ztunnel(&client, "demo/client/client", &client_config, &opts.env)?;
+                (None, zt_server, zt_client)
+            }
+        };
         Ok(TwoWorkloads {
+            meshd,
             mesh,
             zt_client,
             zt_server,

@@ -39,13 +39,63 @@ pub struct RunArgs {
     #[arg(long, env = "PROXY_WORKLOAD_INFO")]
     pub proxy_workload_info: Option<String>,
 
-    /// xDS server address; empty means none (use the local config).
+    /// xDS server (`https://host:port`); empty means none (use the local config).
     #[arg(long, env = "XDS_ADDRESS", default_value = "")]
     pub xds_address: String,
 
-    /// Certificate service address; empty means none (use `CA_CERTS_DIR`).
+    /// Trust roots for the xDS server's certificate.
+    #[arg(
+        long,
+        env = "XDS_ROOT_CA",
+        default_value = "./var/run/secrets/istio/root-cert.pem"
+    )]
+    pub xds_root_ca: PathBuf,
+
+    /// Name the xDS server's certificate must carry, instead of the address's host.
+    #[arg(long, env = "ALT_XDS_HOSTNAME")]
+    pub alt_xds_hostname: Option<String>,
+
+    /// Certificate service (`https://host:port`); empty means none (use `CA_CERTS_DIR`).
     #[arg(long, env = "CA_ADDRESS", default_value = "")]
     pub ca_address: String,
+
+    /// Trust roots for the CA's certificate; also the mesh roots peers must chain to.
+    #[arg(
+        long,
+        env = "CA_ROOT_CA",
+        default_value = "./var/run/secrets/istio/root-cert.pem"
+    )]
+    pub ca_root_ca: PathBuf,
+
+    /// Name the CA's certificate must carry, instead of the address's host.
+    #[arg(long, env = "ALT_CA_HOSTNAME")]
+    pub alt_ca_hostname: Option<String>,
+
+    /// Bearer token for xDS and the CA: a file path, or the token itself.
+    #[arg(
+        long,
+        env = "AUTH_TOKEN",
+        default_value = "./var/run/secrets/tokens/istio-token"
+    )]
+    pub auth_token: String,
+
+    /// Cluster id sent to the control plane (`ISTIO_META_CLUSTER_ID` wins when set).
+    #[arg(long, env = "CLUSTER_ID", default_value = "Kubernetes")]
+    pub cluster_id: String,
+
+    /// This proxy's pod name and namespace, for its xDS node id (default: from
+    /// `PROXY_WORKLOAD_INFO` in dedicated mode).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+
+    #[arg(long, env = "INSTANCE_IP", default_value = "1.1.1.1")]
+    pub instance_ip: String,
+
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    pub node_name: String,
 
     /// Directory in the layout of Istio's `cacerts` secret, used to sign workload certificates.
     #[arg(long, env = "CA_CERTS_DIR")]

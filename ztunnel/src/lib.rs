@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod ca_client;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -11,3 +12,4 @@ pub mod redirect;
 pub mod route;
 pub mod socket;
 pub mod state;
+pub mod xds;

@@ -7,14 +7,17 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hbone::{CertManager, FileCa, LocalCa, SpiffeId, TrustRoots};
 use tracing_subscriber::EnvFilter;
+use xds_client::{GrpcTarget, Token};
 use ztunnel::admin::{Admin, LogControl};
+use ztunnel::ca_client::RemoteCa;
 use ztunnel::config::{ProxyMode, RunArgs, WorkloadInfo};
 use ztunnel::metrics::Metrics;
 use ztunnel::proxy::{self, Ports, ProxyContext};
 use ztunnel::readiness::Ready;
 use ztunnel::state::StateHandle;
 use ztunnel::state::local::LocalConfig;
-use ztunnel::{http, redirect, socket};
+use ztunnel::xds::{NodeIdentity, env_with_prefix};
+use ztunnel::{http, redirect, socket, xds};
 
 #[derive(Parser)]
 #[command(name = "ztunnel", version, about = "Ambient-mode mesh proxy")]
@@ -148,64 +151,14 @@ fn run(args: RunArgs, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
             "PROXY_MODE=shared needs the node agent (ZDS), which this build does not support yet; set PROXY_MODE=dedicated"
         );
     }
-    if !args.xds_address.is_empty() {
-        bail!(
-            "XDS_ADDRESS is set, but this build has no xDS client yet; unset it and use LOCAL_XDS_PATH"
-        );
-    }
-    if !args.ca_address.is_empty() {
-        bail!(
-            "CA_ADDRESS is set, but this build has no CA client yet; unset it and use CA_CERTS_DIR"
-        );
-    }
     let info: WorkloadInfo = args
         .proxy_workload_info
         .as_deref()
         .context("PROXY_WORKLOAD_INFO (or --proxy-workload-info) is required in dedicated mode")?
         .parse()
         .map_err(anyhow::Error::msg)?;
-    let ca_dir = args
-        .ca_certs_dir
-        .clone()
-        .context("CA_CERTS_DIR (or --ca-certs-dir) is required without CA_ADDRESS")?;
-
-    let (state, source) = match (&args.local_xds_path, &args.local_xds) {
-        (Some(path), _) => (LocalConfig::load(path)?, path.clone()),
-        (None, Some(inline)) => {
-            let name = PathBuf::from("LOCAL_XDS");
-            (LocalConfig::parse(&name, inline)?, name)
-        }
-        (None, None) => {
-            bail!("LOCAL_XDS_PATH (or LOCAL_XDS, or --local-xds-path) is required without xDS")
-        }
-    };
-    let local = state
-        .workload_by_name(&info.namespace, &info.name)
-        .with_context(|| {
-            format!(
-                "{}: no workload {}/{} (from PROXY_WORKLOAD_INFO)",
-                source.display(),
-                info.namespace,
-                info.name
-            )
-        })?;
-    if local.service_account != info.service_account {
-        bail!(
-            "PROXY_WORKLOAD_INFO says service account {:?}, {} says {:?} for {}/{}",
-            info.service_account,
-            source.display(),
-            local.service_account,
-            info.namespace,
-            info.name
-        );
-    }
-    let identity = SpiffeId::new(&local.trust_domain, &info.namespace, &info.service_account)?;
-    let ca = FileCa::load(&ca_dir)?;
-    let roots = TrustRoots::new(ca.roots())?;
-    let certs = CertManager::new(Arc::new(LocalCa {
-        ca,
-        lifetime: args.secret_ttl,
-    }));
+    let source = ConfigSource::from_args(&args, &info)?;
+    let certs = CertSource::from_args(&args)?;
     socket::raise_fd_limit();
 
     let runtime = match args.worker_threads {
@@ -217,69 +170,328 @@ fn run(args: RunArgs, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
             .enable_all()
             .build()?,
     };
-    runtime.block_on(async move {
-        let ready = Ready::new(&["certificate", "listeners"]);
-        let metrics = Arc::new(Metrics::new());
-        let shutdown = Arc::new(tokio::sync::Notify::new());
-        let handle = StateHandle::new(state);
-        let admin = Arc::new(Admin {
-            state: handle.clone(),
-            certs: certs.clone(),
-            logs,
-            shutdown: shutdown.clone(),
-        });
-        let admin_listener = http::bind(args.admin_addr)?;
-        tokio::spawn(http::serve(admin_listener, move |req| {
-            admin.clone().handle(req)
-        }));
-        let stats = metrics.clone();
-        let stats_listener = http::bind(args.stats_addr)?;
-        tokio::spawn(http::serve(stats_listener, move |req| {
-            let stats = stats.clone();
-            async move {
-                match req.uri().path() {
-                    "/metrics" | "/stats/prometheus" => {
-                        http::text(hyper::StatusCode::OK, stats.encode())
-                    }
-                    _ => http::text(hyper::StatusCode::NOT_FOUND, "not found\n"),
-                }
-            }
-        }));
-        let probe = ready.clone();
-        let readiness_listener = http::bind(args.readiness_addr)?;
-        tokio::spawn(http::serve(readiness_listener, move |req| {
-            let probe = probe.clone();
-            async move { probe.response(req.uri().path()) }
-        }));
-        if let Some(path) = args.local_xds_path.clone() {
-            tokio::spawn(watch_config(
-                path,
-                handle.clone(),
-                args.local_xds_poll_interval,
-            ));
+    runtime.block_on(serve(args, info, source, certs, logs))
+}
+
+/// Where config comes from: the control plane, or a local file read before starting.
+enum ConfigSource {
+    Xds {
+        target: GrpcTarget,
+        node: proto::core::Node,
+    },
+    Local {
+        state: ztunnel::state::State,
+        path: Option<PathBuf>,
+    },
+}
+
+impl ConfigSource {
+    fn from_args(args: &RunArgs, info: &WorkloadInfo) -> anyhow::Result<Self> {
+        if !args.xds_address.is_empty() {
+            let target = grpc_target(
+                &args.xds_address,
+                &args.xds_root_ca,
+                "XDS_ROOT_CA",
+                args.alt_xds_hostname.clone(),
+                args,
+                "XDS_HEADER_",
+            )?;
+            let mut meta = env_with_prefix(std::env::vars(), "ISTIO_META_");
+            let cluster_id = meta
+                .get("CLUSTER_ID")
+                .cloned()
+                .unwrap_or_else(|| args.cluster_id.clone());
+            meta.insert("CLUSTER_ID".into(), cluster_id.clone());
+            let node = NodeIdentity {
+                pod_name: args.pod_name.clone().unwrap_or_else(|| info.name.clone()),
+                pod_namespace: args
+                    .pod_namespace
+                    .clone()
+                    .unwrap_or_else(|| info.namespace.clone()),
+                instance_ip: args.instance_ip.clone(),
+                node_name: args.node_name.clone(),
+                cluster_id,
+                meta,
+            };
+            return Ok(ConfigSource::Xds {
+                target,
+                node: node.node(),
+            });
         }
-        let ctx = ProxyContext::new(
-            handle,
-            info,
-            identity,
-            certs,
-            roots,
-            Some(args.packet_mark),
-            args.h2_settings(),
-            metrics,
-        );
-        tokio::select! {
-            r = proxy::run(ctx, Ports::default(), ready) => r.map_err(anyhow::Error::from),
-            _ = shutdown_signal() => {
-                tracing::info!("shutting down");
-                Ok(())
+        let (state, source) = match (&args.local_xds_path, &args.local_xds) {
+            (Some(path), _) => (LocalConfig::load(path)?, path.clone()),
+            (None, Some(inline)) => {
+                let name = PathBuf::from("LOCAL_XDS");
+                (LocalConfig::parse(&name, inline)?, name)
             }
-            _ = shutdown.notified() => {
-                tracing::info!("shutting down (admin /quitquitquit)");
-                Ok(())
+            (None, None) => {
+                bail!(
+                    "LOCAL_XDS_PATH (or LOCAL_XDS, or --local-xds-path) is required without XDS_ADDRESS"
+                )
             }
+        };
+        // Offline, a missing or mismatched local workload is a startup error.
+        check_local(&state, info, &source.display().to_string())?;
+        Ok(ConfigSource::Local {
+            state,
+            path: args.local_xds_path.clone(),
+        })
+    }
+}
+
+/// Where certificates come from: the control plane's CA, or a local CA directory.
+enum CertSource {
+    Remote {
+        target: GrpcTarget,
+        roots: TrustRoots,
+    },
+    File {
+        ca: Box<FileCa>,
+    },
+}
+
+impl CertSource {
+    fn from_args(args: &RunArgs) -> anyhow::Result<Self> {
+        // Without CA_ADDRESS or CA_CERTS_DIR, the xDS server is the CA too (as istiod is).
+        let ca_address = match (args.ca_address.as_str(), &args.ca_certs_dir) {
+            ("", None) if !args.xds_address.is_empty() => args.xds_address.clone(),
+            (a, _) => a.to_string(),
+        };
+        if ca_address.is_empty() {
+            let ca_dir = args
+                .ca_certs_dir
+                .clone()
+                .context("CA_CERTS_DIR (or --ca-certs-dir) is required without CA_ADDRESS")?;
+            return Ok(CertSource::File {
+                ca: Box::new(FileCa::load(&ca_dir)?),
+            });
         }
+        let target = grpc_target(
+            &ca_address,
+            &args.ca_root_ca,
+            "CA_ROOT_CA",
+            args.alt_ca_hostname.clone(),
+            args,
+            "CA_HEADER_",
+        )?;
+        let roots = hbone::load_roots(&args.ca_root_ca)
+            .with_context(|| format!("CA_ROOT_CA {}", args.ca_root_ca.display()))?;
+        Ok(CertSource::Remote {
+            target,
+            roots: TrustRoots::new(&roots)?,
+        })
+    }
+}
+
+/// A control-plane endpoint: TLS roots from `root_file`, token and headers as Istio sends them.
+fn grpc_target(
+    address: &str,
+    root_file: &std::path::Path,
+    root_env: &str,
+    server_name: Option<String>,
+    args: &RunArgs,
+    header_prefix: &str,
+) -> anyhow::Result<GrpcTarget> {
+    let roots = hbone::load_roots(root_file)
+        .with_context(|| format!("{root_env} {}", root_file.display()))?;
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store
+            .add(r)
+            .with_context(|| format!("{root_env} {}: unusable root", root_file.display()))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(hbone::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let cluster_id =
+        std::env::var("ISTIO_META_CLUSTER_ID").unwrap_or_else(|_| args.cluster_id.clone());
+    let mut headers = vec![("clusterid".to_string(), cluster_id)];
+    headers.extend(
+        env_with_prefix(std::env::vars(), header_prefix)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+    );
+    Ok(GrpcTarget {
+        address: address.to_string(),
+        tls: Arc::new(tls),
+        server_name,
+        token: Some(Token::from_env_value(&args.auth_token)),
+        headers,
     })
+}
+
+/// The local workload must exist and match `PROXY_WORKLOAD_INFO`'s service account.
+fn check_local(
+    state: &ztunnel::state::State,
+    info: &WorkloadInfo,
+    source: &str,
+) -> anyhow::Result<SpiffeId> {
+    let local = state
+        .workload_by_name(&info.namespace, &info.name)
+        .with_context(|| {
+            format!(
+                "{source}: no workload {}/{} (from PROXY_WORKLOAD_INFO)",
+                info.namespace, info.name
+            )
+        })?;
+    if local.service_account != info.service_account {
+        bail!(
+            "PROXY_WORKLOAD_INFO says service account {:?}, {source} says {:?} for {}/{}",
+            info.service_account,
+            local.service_account,
+            info.namespace,
+            info.name
+        );
+    }
+    Ok(SpiffeId::new(
+        &local.trust_domain,
+        &info.namespace,
+        &info.service_account,
+    )?)
+}
+
+async fn serve(
+    args: RunArgs,
+    info: WorkloadInfo,
+    source: ConfigSource,
+    certs: CertSource,
+    logs: Arc<dyn LogControl>,
+) -> anyhow::Result<()> {
+    let ready = Ready::new(&["config", "certificate", "listeners"]);
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let handle = StateHandle::default();
+    let (certs, roots) = match certs {
+        CertSource::File { ca } => {
+            let roots = TrustRoots::new(ca.roots())?;
+            let source = LocalCa {
+                ca: *ca,
+                lifetime: args.secret_ttl,
+            };
+            (CertManager::new(Arc::new(source)), roots)
+        }
+        CertSource::Remote { target, roots } => {
+            let source = RemoteCa {
+                target,
+                lifetime: args.secret_ttl,
+                impersonate: false,
+            };
+            (CertManager::new(Arc::new(source)), roots)
+        }
+    };
+    let admin = Arc::new(Admin {
+        state: handle.clone(),
+        certs: certs.clone(),
+        logs,
+        shutdown: shutdown.clone(),
+    });
+    let admin_listener = http::bind(args.admin_addr)?;
+    tokio::spawn(http::serve(admin_listener, move |req| {
+        admin.clone().handle(req)
+    }));
+    let stats = metrics.clone();
+    let stats_listener = http::bind(args.stats_addr)?;
+    tokio::spawn(http::serve(stats_listener, move |req| {
+        let stats = stats.clone();
+        async move {
+            match req.uri().path() {
+                "/metrics" | "/stats/prometheus" => {
+                    http::text(hyper::StatusCode::OK, stats.encode())
+                }
+                _ => http::text(hyper::StatusCode::NOT_FOUND, "not found\n"),
+            }
+        }
+    }));
+    let probe = ready.clone();
+    let readiness_listener = http::bind(args.readiness_addr)?;
+    tokio::spawn(http::serve(readiness_listener, move |req| {
+        let probe = probe.clone();
+        async move { probe.response(req.uri().path()) }
+    }));
+
+    let identity = match source {
+        ConfigSource::Local { state, path } => {
+            let identity = check_local(&state, &info, "local config")?;
+            handle.store(state);
+            if let Some(path) = path {
+                tokio::spawn(watch_config(
+                    path,
+                    handle.clone(),
+                    args.local_xds_poll_interval,
+                ));
+            }
+            ready.done("config");
+            identity
+        }
+        ConfigSource::Xds { target, node } => {
+            tracing::info!(address = %target.address, node_id = %node.id, "config from xDS");
+            let client = xds::client(target, node, handle.clone(), metrics.xds.clone());
+            let mut synced = client.synced();
+            tokio::spawn(client.run());
+            wait_for_local(&handle, &mut synced, &info).await?
+        }
+    };
+    ready.done("config");
+    // The first certificate: retried until the CA answers (renewals retry on their own).
+    let mut retry = std::time::Duration::from_millis(200);
+    loop {
+        match certs.fetch(&identity).await {
+            Ok(_) => break,
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                tracing::warn!(identity = %identity, error = format!("{e:#}"), retry_in = ?retry, "no certificate yet");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(std::time::Duration::from_secs(15));
+            }
+        }
+    }
+    let ctx = ProxyContext::new(
+        handle,
+        info,
+        identity,
+        certs,
+        roots,
+        Some(args.packet_mark),
+        args.h2_settings(),
+        metrics,
+    );
+    tokio::select! {
+        r = proxy::run(ctx, Ports::default(), ready) => r.map_err(anyhow::Error::from),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        _ = shutdown.notified() => {
+            tracing::info!("shutting down (admin /quitquitquit)");
+            Ok(())
+        }
+    }
+}
+
+/// Waits for the first xDS sync and for the local workload to appear in it.
+async fn wait_for_local(
+    handle: &StateHandle,
+    synced: &mut tokio::sync::watch::Receiver<bool>,
+    info: &WorkloadInfo,
+) -> anyhow::Result<SpiffeId> {
+    synced
+        .wait_for(|s| *s)
+        .await
+        .context("xDS client stopped")?;
+    let mut changes = handle.subscribe();
+    let mut warned = false;
+    loop {
+        match check_local(&handle.load(), info, "xDS config") {
+            Ok(id) => return Ok(id),
+            Err(e) if !warned => {
+                tracing::warn!(error = %e, "waiting for the control plane to send this workload");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        changes.changed().await.context("config updates stopped")?;
+    }
 }
 
 /// Re-reads the config file when its contents change; a bad file keeps the last good state.

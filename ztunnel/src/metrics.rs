@@ -266,6 +266,8 @@ pub struct Metrics {
     pub denials: Family<PolicyLabels, Counter>,
     /// Unix time at which each identity's certificate expires.
     pub cert_expiry: Family<IdentityLabels, Gauge>,
+    /// The xDS client's (`istio_xds_*`, connection state, rejected resources).
+    pub xds: xds_client::Metrics,
     /// Label sets seen so far, for the cardinality cap.
     seen: Mutex<HashSet<TrafficLabels>>,
 }
@@ -285,6 +287,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
+        let xds = xds_client::Metrics::register(&mut registry);
         let istio = registry.sub_registry_with_prefix("istio");
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
@@ -346,6 +349,7 @@ impl Metrics {
             failed,
             denials,
             cert_expiry,
+            xds,
             seen: Mutex::new(HashSet::new()),
         }
     }

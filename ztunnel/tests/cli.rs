@@ -85,9 +85,11 @@ fn run_errors_name_what_is_wrong() {
         (
             vec![
                 dedicated.clone(),
+                ("PROXY_WORKLOAD_INFO", os("ns/a/sa")),
                 ("XDS_ADDRESS", os("https://istiod:15012")),
+                ("XDS_ROOT_CA", dir.join("missing-root.pem").into()),
             ],
-            "XDS_ADDRESS",
+            "XDS_ROOT_CA",
         ),
         (vec![dedicated.clone()], "PROXY_WORKLOAD_INFO"),
         (

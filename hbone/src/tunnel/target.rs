@@ -32,6 +32,11 @@ impl FromStr for Target {
         let (host, port) = s
             .rsplit_once(':')
             .ok_or_else(|| TargetError::NoPort(s.to_string()))?;
+        // Digits only: `u16::from_str` also takes a leading `+`, which would let
+        // `10.0.0.1:+80` through as a hostname.
+        if !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TargetError::BadPort(s.to_string()));
+        }
         let port: u16 = port
             .parse()
             .map_err(|_| TargetError::BadPort(s.to_string()))?;
@@ -91,6 +96,8 @@ mod tests {
             "a b:80",
             "10.0.0.1:x",
             "fd00::1",
+            "10.0.0.1:+8080",
+            "host:+80",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad} accepted");
         }

@@ -1,25 +1,102 @@
-//! `demo`: the mesh on an embedded default, no cluster needed. Two workloads in network
-//! namespaces, a dedicated ztunnel beside each; prints what happened on the way.
-//! Needs root, iproute2, nftables and tcpdump.
+//! `demo`: the mesh as a new user first meets it, no cluster needed. `meshd`, the control
+//! plane, serves the manifests in `examples/mesh/`; three workloads in network namespaces get
+//! a dedicated ztunnel each, configured only by meshd (xDS and certificates). Prints what
+//! happened on the way. Needs root, iproute2, nftables and tcpdump.
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use e2e::capture::{Capture, TLS_APPLICATION_DATA, contains};
-use e2e::mesh::{Binaries, wait_for_file};
-use e2e::topology::{BARE_IP, CLIENT_IP, Options, SERVER_IP, TwoWorkloads};
+use e2e::mesh::{Binaries, metric_sum, wait_for_file};
+use e2e::topology::{
+    BARE_IP, CLIENT_NODE, OTHER_IP, Options, SERVER_IP, TwoWorkloads, example_manifests,
+};
 
 const T: Duration = Duration::from_secs(120);
+/// How the demo names the directory meshd serves.
+const EXAMPLES: &str = "examples/mesh/";
 
 fn main() -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let bins = Binaries::beside(exe.with_file_name("meshapp"))?;
+    let manifests = example_manifests();
+    if !manifests.is_dir() {
+        bail!(
+            "{} not found: run the demo from its checkout",
+            manifests.display()
+        );
+    }
     println!(
-        "starting two workloads, each with a dedicated ztunnel, in network namespaces e2e-demo.*"
+        "starting meshd on {EXAMPLES} and a dedicated ztunnel per workload, in network namespaces e2e-demo.*"
     );
-    let mut w = TwoWorkloads::start("demo", bins, Options::default())?;
-    println!("  client  {CLIENT_IP}  spiffe://cluster.local/ns/demo/sa/client");
-    println!("  server  {SERVER_IP}  spiffe://cluster.local/ns/demo/sa/server");
+    let mut w = TwoWorkloads::start(
+        "demo",
+        bins,
+        Options {
+            meshd: Some(&manifests),
+            ..Options::default()
+        },
+    )?;
+    let meshd = w.meshd.as_ref().context("no meshd")?;
+    println!(
+        "  meshd   {}  xDS and CA (TLS, gRPC); metrics and debug on {}",
+        meshd.grpc_addr(),
+        meshd.monitoring_addr()
+    );
+    let other = w.net.host("other", OTHER_IP)?;
+    let _zt_other =
+        w.mesh
+            .start_ztunnel_xds(&other, "demo/other/other", CLIENT_NODE, meshd, &[])?;
+
+    // What the ztunnels hold came from the manifests, through meshd only.
+    let (_, dump) = w
+        .mesh
+        .http_get(&w.server, "127.0.0.1:15000", "/config_dump")?;
+    let dump: serde_json::Value = serde_json::from_str(&dump).context("ztunnel config_dump")?;
+    println!("\nconfig from {EXAMPLES}, as the server's ztunnel received it from meshd:");
+    for wl in dump["workloads"].as_array().into_iter().flatten() {
+        let ips: Vec<&str> = wl["workloadIps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| ip.as_str())
+            .collect();
+        println!(
+            "  pod {:<7} {:<26} {}  spiffe://cluster.local/ns/{}/sa/{}",
+            wl["name"].as_str().unwrap_or("?"),
+            ips.join(", "),
+            wl["node"].as_str().unwrap_or("?"),
+            wl["namespace"].as_str().unwrap_or("?"),
+            wl["serviceAccount"].as_str().unwrap_or("?"),
+        );
+    }
+    for svc in dump["services"].as_array().into_iter().flatten() {
+        println!(
+            "  service {}  vips {}  ports {}",
+            svc["hostname"].as_str().unwrap_or("?"),
+            svc["vips"],
+            svc["ports"]
+        );
+    }
+    for p in dump["policies"].as_array().into_iter().flatten() {
+        println!(
+            "  AuthorizationPolicy {}/{}  action {}",
+            p["namespace"].as_str().unwrap_or("?"),
+            p["name"].as_str().unwrap_or("?"),
+            p["action"].as_str().unwrap_or("?")
+        );
+    }
+    let (_, meshd_metrics) = w
+        .mesh
+        .http_get(&meshd.host, &meshd.monitoring_addr(), "/metrics")?;
+    println!(
+        "  certificates issued by meshd's CA: {} (one per workload; no CA files on the ztunnels' side)",
+        metric_sum(
+            &meshd_metrics,
+            "citadel_server_success_cert_issuance_count_total",
+            &[]
+        )
+    );
 
     let server = w.server.clone();
     let echo = w
@@ -59,6 +136,11 @@ fn main() -> anyhow::Result<()> {
         .find(|l| l.contains("direction=\"outbound\""))
         .unwrap_or_default();
     println!("client's ztunnel access log:\n  {}", strip_time(outbound));
+    println!(
+        "identities proved in the mutual TLS handshake: client {} to the server, server {} to the client",
+        field(inbound, "src.identity"),
+        field(outbound, "dst.identity")
+    );
 
     let has = |needle: &[u8]| contains(&bytes, needle);
     println!(
@@ -79,6 +161,48 @@ fn main() -> anyhow::Result<()> {
         bail!("the link did not carry TLS only");
     }
 
+    // The example's AuthorizationPolicy at work: `other` is not the client.
+    let refused = w.mesh.run_app(
+        &other,
+        &[
+            "roundtrip",
+            "--connect",
+            "10.244.0.2:8080",
+            "--message",
+            "let me in",
+        ],
+        T,
+    );
+    let got_through = matches!(&refused, Ok(out) if out.trim() == "received: let me in");
+    println!(
+        "\nother -> {SERVER_IP}:8080: {}",
+        if got_through {
+            "GOT THROUGH"
+        } else {
+            "refused"
+        }
+    );
+    if got_through {
+        bail!("the example's AuthorizationPolicy did not refuse demo/other");
+    }
+    let server_log = w.zt_server.wait_for("denied by policy", T)?;
+    let denied = server_log
+        .lines()
+        .find(|l| l.contains("denied by policy"))
+        .unwrap_or_default();
+    println!("server's ztunnel access log:\n  {}", strip_time(denied));
+    let (_, metrics) = w.mesh.http_get(&w.server, "127.0.0.1:15020", "/metrics")?;
+    let denials: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ztunnel_authorization_denials_total"))
+        .collect();
+    println!("server's ztunnel metrics:");
+    for l in &denials {
+        println!("  {l}");
+    }
+    if !denied.contains("demo/server-only-client") {
+        bail!("the refusal does not name the example's policy: {denied}");
+    }
     // Throughput: through both ztunnels, then straight over the same kind of link.
     let bare = w.bare.clone();
     let sink = w.mesh.spawn_app(
@@ -131,6 +255,13 @@ fn main() -> anyhow::Result<()> {
     );
     println!("\nlogs and capture: {}", w.mesh.dir.display());
     Ok(())
+}
+
+/// The value of `name=` in a log line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or("(none)")
 }
 
 /// Drops the timestamp and level so the line reads well in a terminal.

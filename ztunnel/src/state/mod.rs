@@ -4,6 +4,7 @@
 //! changes, so connections read a consistent view without holding a lock.
 
 pub mod local;
+pub mod xds;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,0 +1,187 @@
+//! The `meshd` binary: serve a manifest directory, or the cluster it runs in, to ztunnels as
+//! istiod would.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use control_plane::ca::CaPolicy;
+use control_plane::meshd::{self, Config};
+use control_plane::translate::Options;
+use tracing_subscriber::EnvFilter;
+
+/// jemalloc returns memory freed after a large push to the OS (as in ztunnel).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshd",
+    version,
+    about = "The mesh control plane: Kubernetes resources in, delta xDS and workload certificates out"
+)]
+struct Cli {
+    /// Directory of Kubernetes YAML (Namespaces, Pods, Services, AuthorizationPolicies, ...),
+    /// watched; edits apply live. Without it meshd reads the cluster it runs in (or the one
+    /// the kubeconfig names) and checks tokens with TokenReview.
+    #[arg(long, env = "MESHD_MANIFESTS")]
+    manifests: Option<PathBuf>,
+
+    /// CA directory in Istio's `cacerts` layout; a new root CA is generated there when empty.
+    #[arg(long, env = "CA_CERTS_DIR", default_value = "meshd-data/cacerts")]
+    cacerts: PathBuf,
+
+    /// Signing key of the bearer tokens meshd mints (default: `token-key` beside the CA).
+    #[arg(long)]
+    token_key: Option<PathBuf>,
+
+    /// Write `root-cert.pem` and a `token-<node>` per node here, so local ztunnels can join.
+    #[arg(long)]
+    local_secrets: Option<PathBuf>,
+
+    /// xDS and CA (TLS, gRPC).
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    grpc_addr: SocketAddr,
+
+    /// Metrics and debug endpoints (HTTP).
+    #[arg(long, default_value = "0.0.0.0:15014")]
+    monitoring_addr: SocketAddr,
+
+    /// Extra DNS names or IPs for the serving certificate (repeatable).
+    #[arg(long = "dns-name")]
+    dns_names: Vec<String>,
+
+    /// Quiet time that closes a burst of changes into one push (istiod's PILOT_DEBOUNCE_AFTER).
+    #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
+    debounce: Duration,
+
+    /// How often the manifest directory is checked for edits.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    poll: Duration,
+
+    #[arg(long, env = "CLUSTER_ID", default_value = "Kubernetes")]
+    cluster_id: String,
+
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+
+    /// meshConfig rootNamespace: policies here apply mesh-wide.
+    #[arg(long, env = "ROOT_NAMESPACE", default_value = "istio-system")]
+    root_namespace: String,
+
+    /// Service accounts (`namespace/name`, comma-separated) allowed to get certificates for
+    /// the pods on their node.
+    #[arg(
+        long,
+        env = "CA_TRUSTED_NODE_ACCOUNTS",
+        default_value = "istio-system/ztunnel",
+        value_delimiter = ','
+    )]
+    trusted_node_accounts: Vec<String>,
+
+    /// Certificate lifetime when a request asks for none.
+    #[arg(long, env = "DEFAULT_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    default_cert_ttl: Duration,
+
+    /// Longest certificate lifetime granted.
+    #[arg(long, env = "MAX_WORKLOAD_CERT_TTL", default_value = "2160h", value_parser = parse_duration)]
+    max_cert_ttl: Duration,
+
+    /// Send policies annotated `istio.io/dry-run: "true"` (as dry-run) instead of dropping them.
+    #[arg(
+        long,
+        env = "AMBIENT_ENABLE_DRY_RUN_AUTHORIZATION_POLICY",
+        default_value_t = false
+    )]
+    enable_dry_run: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+
+    let token_key = cli.token_key.clone().unwrap_or_else(|| {
+        cli.cacerts
+            .parent()
+            .map(|p| p.join("token-key"))
+            .unwrap_or_else(|| PathBuf::from("token-key"))
+    });
+    let config = Config {
+        manifests: cli.manifests,
+        cacerts: cli.cacerts,
+        token_key,
+        local_secrets: cli.local_secrets,
+        grpc_addr: cli.grpc_addr,
+        monitoring_addr: cli.monitoring_addr,
+        dns_names: cli.dns_names,
+        debounce: cli.debounce,
+        poll: cli.poll,
+        translate: Options {
+            cluster_id: cli.cluster_id,
+            trust_domain: cli.trust_domain.clone(),
+            root_namespace: cli.root_namespace,
+            enable_dry_run: cli.enable_dry_run,
+            ..Options::default()
+        },
+        ca: CaPolicy {
+            trust_domain: cli.trust_domain,
+            trusted_node_accounts: cli.trusted_node_accounts,
+            default_ttl: cli.default_cert_ttl,
+            max_ttl: cli.max_cert_ttl,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let running = meshd::start(config).await.context("meshd cannot start")?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        drop(running);
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Go-style durations: `100ms`, `30s`, `24h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit (ms, s, m or h)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 100ms, 30s or 24h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m or h)")),
+    }
+}

@@ -1,0 +1,355 @@
+//! Starting meshd: the CA and tokens, the source (a manifest directory or the cluster), the
+//! pipeline, and the two ports. The binary parses flags into a [`Config`]; tests call
+//! [`start`] in process.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hbone::FileCa;
+use tokio::task::JoinHandle;
+
+use crate::auth::LocalTokens;
+use crate::ca::{CaPolicy, CaService};
+use crate::debug::{self, Debug};
+use crate::grpc::{self, ServingCert};
+use crate::metrics::Metrics;
+use crate::pipeline::{ConfigErrors, NodesHook, Pipeline};
+use crate::snapshot::{self, SnapshotRx};
+use crate::translate::Options;
+use crate::xds::{AdsService, Clients};
+
+/// Names the serving certificate always carries: how ztunnel addresses istiod
+/// (`ALT_XDS_HOSTNAME=istiod.istio-system.svc`), plus loopback for local use.
+pub const DEFAULT_SERVING_NAMES: &[&str] = &[
+    "istiod.istio-system.svc",
+    "istiod.istio-system.svc.cluster.local",
+    "istiod",
+    "localhost",
+    "127.0.0.1",
+];
+
+/// Lifetime of the serving certificate (renewed at half).
+const SERVING_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The account node proxies run as; local node tokens are minted for it.
+pub const NODE_PROXY_NAMESPACE: &str = "istio-system";
+pub const NODE_PROXY_ACCOUNT: &str = "ztunnel";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The manifest directory; `None` reads a live cluster (in-cluster config or kubeconfig)
+    /// and checks tokens with TokenReview.
+    pub manifests: Option<PathBuf>,
+    /// Istio `cacerts` layout; generated here at first start when it holds no CA.
+    pub cacerts: PathBuf,
+    /// HMAC key for local tokens; created at first start.
+    pub token_key: PathBuf,
+    /// Where to write `root-cert.pem` and `token-<node>` for local ztunnels.
+    pub local_secrets: Option<PathBuf>,
+    pub grpc_addr: SocketAddr,
+    pub monitoring_addr: SocketAddr,
+    /// Extra names for the serving certificate.
+    pub dns_names: Vec<String>,
+    pub debounce: Duration,
+    pub poll: Duration,
+    pub translate: Options,
+    pub ca: CaPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("certificate authority in {dir}")]
+    Ca {
+        dir: PathBuf,
+        #[source]
+        source: hbone::CaError,
+    },
+    #[error("token signing key {path}")]
+    TokenKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving certificate")]
+    Serving(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("manifest directory {dir}")]
+    Manifests {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no --manifests and no Kubernetes cluster to read: neither in-cluster config \
+         (KUBERNETES_SERVICE_HOST and a service account token) nor a kubeconfig \
+         (KUBECONFIG or ~/.kube/config)"
+    )]
+    NoCluster(#[source] Box<kube::Error>),
+    #[error("Kubernetes cluster")]
+    Cluster(#[source] kube_source::ClusterError),
+    #[error("listening")]
+    Listen(#[source] std::io::Error),
+    #[error("writing local secrets to {dir}")]
+    Secrets {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running meshd; dropping it stops its tasks.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub monitoring_addr: SocketAddr,
+    pub tokens: Arc<LocalTokens>,
+    /// PEM of the mesh roots (what `XDS_ROOT_CA` / `CA_ROOT_CA` point at).
+    pub root_pem: String,
+    pub metrics: Metrics,
+    pub clients: Clients,
+    pub snapshots: SnapshotRx,
+    pub errors: ConfigErrors,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops every task and waits until they are gone (listeners closed, ports free).
+    pub async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Loads the CA from `dir`, or creates one there when it holds none.
+pub fn load_or_generate_ca(dir: &Path) -> Result<FileCa, StartError> {
+    let err = |source| StartError::Ca {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    if dir.join("ca-key.pem").exists() {
+        FileCa::load(dir).map_err(err)
+    } else {
+        tracing::info!(dir = %dir.display(), "no CA found; generating a new root CA");
+        FileCa::generate(dir, "meshd").map_err(err)
+    }
+}
+
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let ca = Arc::new(load_or_generate_ca(&cfg.cacerts)?);
+    let root_pem: String = ca
+        .roots()
+        .iter()
+        .map(|r| hbone::pem_certificate(r))
+        .collect();
+    let tokens = Arc::new(
+        LocalTokens::load_or_create(&cfg.token_key).map_err(|source| StartError::TokenKey {
+            path: cfg.token_key.clone(),
+            source,
+        })?,
+    );
+    let mut names: Vec<String> = DEFAULT_SERVING_NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    names.extend(cfg.dns_names.iter().cloned());
+    let serving = ServingCert::new(serving_key(&ca, &names)?);
+    let tls = grpc::server_config(serving.clone()).map_err(|e| StartError::Serving(Box::new(e)))?;
+
+    if let Some(dir) = &cfg.local_secrets {
+        write_secret(dir, "root-cert.pem", &root_pem).map_err(|source| StartError::Secrets {
+            dir: dir.clone(),
+            source,
+        })?;
+    }
+
+    let (initial, updates, cluster) = match &cfg.manifests {
+        Some(dir) => {
+            let (initial, updates) =
+                kube_source::watch(dir.clone(), cfg.poll)
+                    .await
+                    .map_err(|source| StartError::Manifests {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+            (initial, updates, None)
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| StartError::NoCluster(Box::new(e)))?;
+            let (initial, updates) =
+                kube_source::watch_cluster(client.clone(), kube_source::ClusterOptions::default())
+                    .await
+                    .map_err(StartError::Cluster)?;
+            (initial, updates, Some(client))
+        }
+    };
+    let metrics = Metrics::new();
+    let clients = Clients::default();
+    let errors: ConfigErrors = Arc::new(Mutex::new(Vec::new()));
+    let (snap_tx, snap_rx) = snapshot::channel();
+
+    let grpc_listener = debug::bind(cfg.grpc_addr)
+        .await
+        .map_err(StartError::Listen)?;
+    let monitoring_listener = debug::bind(cfg.monitoring_addr)
+        .await
+        .map_err(StartError::Listen)?;
+    let grpc_addr = grpc_listener.local_addr().map_err(StartError::Listen)?;
+    let monitoring_addr = monitoring_listener
+        .local_addr()
+        .map_err(StartError::Listen)?;
+
+    let on_nodes: NodesHook = match &cfg.local_secrets {
+        Some(dir) => {
+            let dir = dir.clone();
+            let tokens = tokens.clone();
+            Box::new(move |nodes: &BTreeSet<String>| write_node_tokens(&dir, &tokens, nodes))
+        }
+        None => Box::new(|_: &BTreeSet<String>| {}),
+    };
+    let pipeline = Pipeline {
+        options: cfg.translate.clone(),
+        debounce: cfg.debounce,
+        snapshots: snap_tx,
+        metrics: metrics.clone(),
+        errors: errors.clone(),
+        on_nodes,
+    };
+    let auth: Arc<dyn crate::auth::Authenticator> = match cluster {
+        Some(client) => Arc::new(crate::token_review::LocalThenReview {
+            local: tokens.clone(),
+            review: crate::token_review::TokenReview::new(client),
+        }),
+        None => tokens.clone(),
+    };
+    let ads = AdsService {
+        snapshots: snap_rx.clone(),
+        auth: auth.clone(),
+        clients: clients.clone(),
+        metrics: metrics.clone(),
+    };
+    let ca_service = CaService {
+        ca: ca.clone(),
+        auth,
+        snapshots: snap_rx.clone(),
+        policy: cfg.ca.clone(),
+        metrics: metrics.clone(),
+    };
+    let debug = Debug {
+        metrics: metrics.clone(),
+        clients: clients.clone(),
+        snapshots: snap_rx.clone(),
+        errors: errors.clone(),
+    };
+    let tasks = vec![
+        tokio::spawn(pipeline.run(initial, updates)),
+        tokio::spawn(grpc::serve(grpc_listener, tls, ads, ca_service)),
+        tokio::spawn(debug::serve(monitoring_listener, debug)),
+        tokio::spawn(renew_serving(ca, names, serving)),
+    ];
+    let source = cfg
+        .manifests
+        .as_ref()
+        .map_or_else(|| "cluster".to_string(), |d| d.display().to_string());
+    tracing::info!(%grpc_addr, %monitoring_addr, %source, "meshd serving");
+    Ok(Running {
+        grpc_addr,
+        monitoring_addr,
+        tokens,
+        root_pem,
+        metrics,
+        clients,
+        snapshots: snap_rx,
+        errors,
+        tasks,
+    })
+}
+
+fn serving_key(
+    ca: &FileCa,
+    names: &[String],
+) -> Result<Arc<rustls::sign::CertifiedKey>, StartError> {
+    let (chain, key) = ca
+        .issue_serving(names, SERVING_LIFETIME)
+        .map_err(|e| StartError::Serving(Box::new(e)))?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.into());
+    let signer = hbone::provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| StartError::Serving(Box::new(e)))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, signer)))
+}
+
+/// Reissues the serving certificate at half its lifetime (retrying each minute on failure).
+async fn renew_serving(ca: Arc<FileCa>, names: Vec<String>, serving: ServingCert) {
+    let mut next = SystemTime::now() + SERVING_LIFETIME / 2;
+    loop {
+        let wait = next
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        match serving_key(&ca, &names) {
+            Ok(key) => {
+                serving.replace(key);
+                tracing::info!("serving certificate renewed");
+                next = SystemTime::now() + SERVING_LIFETIME / 2;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "serving certificate renewal failed; retrying in a minute");
+                next = SystemTime::now() + Duration::from_secs(60);
+            }
+        }
+    }
+}
+
+/// Writes `dir/name` atomically (temp file + rename), mode 0600.
+fn write_secret(dir: &Path, name: &str, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// A token file per node (`token-<node>`), kept when it still verifies.
+fn write_node_tokens(dir: &Path, tokens: &LocalTokens, nodes: &BTreeSet<String>) {
+    for node in nodes {
+        let name = format!("token-{node}");
+        let path = dir.join(&name);
+        let current = std::fs::read_to_string(&path).ok();
+        let valid = current
+            .as_deref()
+            .and_then(|t| tokens.verify(t.trim()).ok());
+        if valid.is_some_and(|c| c.node.as_deref() == Some(node.as_str())) {
+            continue;
+        }
+        let token = tokens.mint_node(NODE_PROXY_NAMESPACE, NODE_PROXY_ACCOUNT, node);
+        match write_secret(dir, &name, &token) {
+            Ok(()) => tracing::info!(path = %path.display(), "node token written"),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot write node token"),
+        }
+    }
+}

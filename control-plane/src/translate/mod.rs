@@ -1,0 +1,261 @@
+//! Objects -> xDS resources, the way istiod builds them for ztunnel.
+//!
+//! CONTRACT (kept by the implementation): `translate` is pure and total: it never fails as a
+//! whole; an object that cannot be translated is left out and reported in
+//! `Translation::errors`, everything else is still produced.
+//!
+//! Order of work, each step once per call so a translation stays linear in the objects
+//! (it runs on every change, over up to 10,000 pods, 1,000 services and 1,000 policies):
+//! 1. policies (`policy.rs`): every AuthorizationPolicy and PeerAuthentication is parsed once
+//!    by the `authz` crate, published as Authorization resources (`authorization.rs` converts
+//!    the model to the wire type), and indexed by namespace and selector;
+//! 2. lookups: namespaces by name, Gateways by name (`waypoint.rs`), pod-selecting Services by
+//!    namespace and selector (`service.rs`), so no pod is compared with every Service or
+//!    every policy;
+//! 3. Services (`service.rs`), then Pods (`workload.rs`), as Address resources encoded so
+//!    equal content always has equal bytes (`encode.rs`).
+//!
+//! Warnings about a namespace-wide binding (a namespace's waypoint that does not exist) are
+//! reported once for the Namespace, not once per pod.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{AddrParseError, IpAddr};
+
+use kube_source::{Kind, Namespace, ObjectKey};
+
+use crate::index::Index;
+use crate::resources::{Resource, Resources};
+
+mod authorization;
+mod encode;
+mod labels;
+mod policy;
+mod service;
+mod waypoint;
+mod workload;
+
+#[cfg(test)]
+mod tests;
+
+pub use authorization::to_proto as authorization_to_proto;
+pub use workload::{uid as workload_uid, workload_name_and_type};
+
+/// Mesh-wide settings the translation depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// `CLUSTER_ID` (istiod default `Kubernetes`); part of workload uids.
+    pub cluster_id: String,
+    pub trust_domain: String,
+    /// meshConfig `rootNamespace` (default `istio-system`).
+    pub root_namespace: String,
+    /// Network of every workload and VIP (empty = the default network).
+    pub network: String,
+    /// Service hostname suffix: `<name>.<ns>.svc.<domain_suffix>`.
+    pub domain_suffix: String,
+    /// istiod `AMBIENT_ENABLE_DRY_RUN_AUTHORIZATION_POLICY`.
+    pub enable_dry_run: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cluster_id: "Kubernetes".into(),
+            trust_domain: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
+            network: String::new(),
+            domain_suffix: "cluster.local".into(),
+            enable_dry_run: false,
+        }
+    }
+}
+
+/// The outcome of one translation.
+#[derive(Debug, Clone, Default)]
+pub struct Translation {
+    pub resources: Resources,
+    /// Objects left out, with the reason (e.g. an AuthorizationPolicy Istio would reject).
+    pub errors: Vec<(ObjectKey, String)>,
+    /// Objects translated with a caveat (e.g. L7 rules dropped for ztunnel).
+    pub warnings: Vec<(ObjectKey, String)>,
+}
+
+/// Why one object was left out.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("{field}: {value:?} is not an IP address")]
+    BadIp {
+        field: &'static str,
+        value: String,
+        #[source]
+        source: AddrParseError,
+    },
+}
+
+/// Everything a Service or Pod is translated against, built once per call.
+#[derive(Debug)]
+pub(crate) struct Catalog<'a> {
+    opts: &'a Options,
+    namespaces: HashMap<&'a str, &'a Namespace>,
+    waypoints: waypoint::Waypoints<'a>,
+    services: service::SelectingServices<'a>,
+    bindings: policy::Bindings<'a>,
+}
+
+/// Translates every object in `index`.
+pub fn translate(index: &Index, opts: &Options) -> Translation {
+    Translator::new(opts.clone()).translate(index, &Scope::All)
+}
+
+/// Which namespaces' Services and Pods to translate again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    /// Only these; every other namespace keeps its Address resources from the last call.
+    /// Correct when every change since then was a namespaced object outside the root
+    /// namespace that is not a Gateway (those can affect pods of other namespaces).
+    Namespaces(BTreeSet<String>),
+}
+
+/// What one namespace's Services and Pods produced.
+#[derive(Debug, Default)]
+struct NamespaceOutput {
+    addresses: Vec<Resource>,
+    errors: Vec<(ObjectKey, String)>,
+    warnings: Vec<(ObjectKey, String)>,
+}
+
+/// A translation that remembers what it can reuse: each policy's parse (the costliest step,
+/// redone only when the object changes) and each namespace's Address resources, so a change
+/// inside one namespace costs that namespace, not the mesh.
+#[derive(Debug)]
+pub struct Translator {
+    opts: Options,
+    policies: policy::Memo,
+    namespaces: BTreeMap<String, NamespaceOutput>,
+}
+
+impl Translator {
+    pub fn new(opts: Options) -> Self {
+        Translator {
+            opts,
+            policies: policy::Memo::default(),
+            namespaces: BTreeMap::new(),
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Translates `index`, redoing the Services and Pods of the namespaces in `scope`.
+    pub fn translate(&mut self, index: &Index, scope: &Scope) -> Translation {
+        let opts = &self.opts;
+        let mut out = Translation::default();
+        let parsed = policy::parse(index, opts, &mut out, &mut self.policies);
+        let cat = Catalog {
+            opts,
+            namespaces: index
+                .namespaces()
+                .map(|n| (n.metadata.name.as_str(), n))
+                .collect(),
+            waypoints: waypoint::Waypoints::new(index, opts),
+            services: service::SelectingServices::new(index, opts),
+            bindings: parsed.bindings(&opts.root_namespace),
+        };
+        let redo: BTreeSet<String> = match scope {
+            Scope::All => {
+                self.namespaces.clear();
+                index
+                    .services()
+                    .map(|s| s.metadata.namespace.clone())
+                    .chain(index.pods().map(|p| p.metadata.namespace.clone()))
+                    .collect()
+            }
+            Scope::Namespaces(set) => set.clone(),
+        };
+        for ns in redo {
+            let o = translate_namespace(index, &cat, &ns);
+            if o.addresses.is_empty() && o.errors.is_empty() && o.warnings.is_empty() {
+                self.namespaces.remove(&ns);
+            } else {
+                self.namespaces.insert(ns, o);
+            }
+        }
+        for o in self.namespaces.values() {
+            for r in &o.addresses {
+                out.resources.insert_address(r.clone());
+            }
+            out.errors.extend(o.errors.iter().cloned());
+            out.warnings.extend(o.warnings.iter().cloned());
+        }
+        out
+    }
+}
+
+/// The Services, then the Pods, of one namespace.
+fn translate_namespace(index: &Index, cat: &Catalog<'_>, namespace: &str) -> NamespaceOutput {
+    let mut out = NamespaceOutput::default();
+    let mut warnings = Warnings::default();
+    let ns = cat.namespaces.get(namespace).copied();
+    for svc in index
+        .services_in(namespace)
+        .filter(|s| service::published(s))
+    {
+        match service::translate(svc, ns, &cat.waypoints, cat.opts) {
+            Ok(t) => {
+                warnings.add(&mut out.warnings, t.warning);
+                out.addresses
+                    .push(encode::service_resource(t.service, t.aliases));
+            }
+            Err(e) => out
+                .errors
+                .push((object_key(Kind::Service, &svc.metadata), e.to_string())),
+        }
+    }
+    for pod in index.pods_in(namespace) {
+        match workload::translate(pod, cat) {
+            Ok(Some(t)) => {
+                warnings.add(&mut out.warnings, t.warning);
+                out.addresses
+                    .push(encode::workload_resource(t.workload, t.aliases));
+            }
+            Ok(None) => {}
+            Err(e) => out
+                .errors
+                .push((object_key(Kind::Pod, &pod.metadata), e.to_string())),
+        }
+    }
+    out
+}
+
+/// Per-object warnings as they come, namespace-wide ones once each.
+#[derive(Default)]
+struct Warnings {
+    namespace_seen: BTreeSet<(ObjectKey, String)>,
+}
+
+impl Warnings {
+    fn add(&mut self, out: &mut Vec<(ObjectKey, String)>, w: Option<(ObjectKey, String)>) {
+        let Some(w) = w else { return };
+        if w.0.kind == Kind::Namespace && !self.namespace_seen.insert(w.clone()) {
+            return;
+        }
+        out.push(w);
+    }
+}
+
+fn object_key(kind: Kind, m: &kube_source::Meta) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: m.namespace.clone(),
+        name: m.name.clone(),
+    }
+}
+
+/// An address as the wire wants it: 4 or 16 raw bytes.
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}

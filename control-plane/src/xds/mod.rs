@@ -1,0 +1,8 @@
+//! The delta ADS server: per-client sessions fed by published snapshots.
+
+mod clients;
+mod server;
+pub mod session;
+
+pub use clients::{ClientInfo, Clients};
+pub use server::AdsService;

@@ -1,0 +1,21 @@
+//! The Kubernetes objects the mesh is configured from, and the sources that supply them.
+#![forbid(unsafe_code)]
+
+// One typed model (`objects`) whichever source feeds it: a directory of manifests
+// (`manifest`) or a live cluster through `kube` (`cluster`). Both parse through `parse`, and
+// sources emit whole objects keyed by `ObjectKey`; consumers (meshd, the node agent) keep
+// their own index.
+
+mod cluster;
+mod manifest;
+mod objects;
+mod parse;
+
+pub use cluster::{ClusterError, ClusterOptions, watch_cluster};
+pub use manifest::{ManifestDir, ManifestError, Origin, Update, watch};
+pub use objects::{
+    ContainerPort, GATEWAY_API_GROUP, Gateway, GatewayAddress, GatewaySpec, GatewayStatus,
+    IntOrString, Kind, Meta, Namespace, Object, ObjectKey, OwnerReference, Pod, PodContainer,
+    PodIp, PodSpec, PodStatus, RawPolicy, Service, ServiceAccount, ServicePort, ServiceSpec,
+};
+pub use parse::{ParseError, Parsed, parse_json_object, parse_yaml_document};

@@ -1,0 +1,471 @@
+//! One Kubernetes document (YAML text) or API object (JSON value) into typed [`Object`]s.
+//!
+//! Both sources go through one generic path, [`parse_with`], over any serde `Deserializer`
+//! it can create afresh for the same input: a `serde_yaml::Deserializer` over the document
+//! text, which knows lines and field paths, or a `&serde_json::Value`, which knows neither.
+//! Deserializing from the text (not from a `serde_yaml::Value`) is what keeps positions.
+//!
+//! The rules, in order:
+//! 1. The envelope (`apiVersion`, `kind`, `metadata.name`, `metadata.namespace`, `items`) is
+//!    read first. If it cannot be read (YAML syntax error, a document that is not a mapping)
+//!    the document yields one error with no key.
+//! 2. A `List` (`kind: List`, or `PodList`... with `items`), as `kubectl get -o yaml` prints
+//!    it, yields one outcome per item, in order. Items of a `FooList` that omit `kind` and
+//!    `apiVersion` (as the API server sends them) take `Foo` and the list's `apiVersion`.
+//!    A List inside a List is an error.
+//! 3. A missing `apiVersion` or `kind` is an error; a kind the mesh does not read
+//!    (Deployment, ConfigMap, ...) is [`Parsed::Skipped`], not an error.
+//! 4. A missing or empty `metadata.name` is an error (no key: the object cannot be named).
+//! 5. Namespaced kinds with no `metadata.namespace` get `default`, as `kubectl apply` does;
+//!    cluster-scoped kinds (Namespace) always have an empty namespace.
+//! 6. The typed fields are deserialized; a wrong type is an error carrying the object's key,
+//!    so a source can keep the last good version. Istio security kinds are kept whole
+//!    ([`RawPolicy`]): only their `metadata` is checked here.
+//!
+//! Errors carry the line within the document (YAML only) and the field path that serde_yaml
+//! puts in its messages (`spec.ports[0].port: invalid type ...`), split out into `field`.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::objects::{Kind, Meta, Object, ObjectKey, RawPolicy};
+
+/// What one object of a document turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Skipped is rare and short-lived; boxing would cost an allocation per object"
+)]
+pub enum Parsed {
+    Object(Object),
+    /// A kind the mesh does not read (Deployment, ConfigMap, ...): not an error, worth a
+    /// debug line.
+    Skipped {
+        api_version: String,
+        kind: String,
+        name: String,
+    },
+}
+
+/// Why one document, or one item of a List, could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", describe(.line, .field, .message))]
+pub struct ParseError {
+    /// The object the error belongs to, when its kind, namespace and name could be read:
+    /// a source keeps the last good version of that object.
+    pub key: Option<ObjectKey>,
+    /// 1-based line within the document (YAML only), when the parser knows it.
+    pub line: Option<usize>,
+    /// The field at fault, like `spec.ports[0].port` or `items[2].metadata.name`.
+    pub field: Option<String>,
+    /// What is wrong, without the field and position.
+    pub message: String,
+}
+
+fn describe(line: &Option<usize>, field: &Option<String>, message: &str) -> String {
+    let mut out = String::new();
+    if let Some(line) = line {
+        out.push_str(&format!("line {line}: "));
+    }
+    if let Some(field) = field {
+        out.push_str(field);
+        out.push_str(": ");
+    }
+    out.push_str(message);
+    out
+}
+
+/// Parses one YAML document (the text between two `---` lines). A document with nothing but
+/// blank lines and comments yields nothing; a List yields one outcome per item.
+pub fn parse_yaml_document(doc: &str) -> Vec<Result<Parsed, ParseError>> {
+    if !doc.lines().any(is_content_line) {
+        return Vec::new();
+    }
+    parse_with(|| serde_yaml::Deserializer::from_str(doc))
+}
+
+/// Parses one object (or List) as the API server sends it. Errors have no line, and no
+/// field path except for the envelope fields checked here.
+pub fn parse_json_object(value: &serde_json::Value) -> Vec<Result<Parsed, ParseError>> {
+    parse_with(|| value)
+}
+
+/// Whether a line holds YAML content (not blank, not only a comment).
+pub(crate) fn is_content_line(line: &str) -> bool {
+    let t = line.trim();
+    !t.is_empty() && !t.starts_with('#')
+}
+
+/// A deserializer error that may know its line.
+trait DecodeError: fmt::Display {
+    fn line(&self) -> Option<usize>;
+}
+
+impl DecodeError for serde_yaml::Error {
+    fn line(&self) -> Option<usize> {
+        self.location().map(|l| l.line())
+    }
+}
+
+impl DecodeError for serde_json::Error {
+    fn line(&self) -> Option<usize> {
+        // Errors from deserializing a `Value` have no position.
+        None
+    }
+}
+
+/// The envelope every object shares, read before its kind is known.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a Kubernetes object")]
+struct Envelope {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: EnvelopeMeta,
+    #[serde(default)]
+    items: Option<Vec<Envelope>>,
+}
+
+#[derive(Default, Deserialize)]
+struct EnvelopeMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+}
+
+impl Envelope {
+    fn is_list(&self) -> bool {
+        self.kind == "List" || (self.kind.ends_with("List") && self.items.is_some())
+    }
+}
+
+/// The one parsing path: `new_de` makes a fresh deserializer over the same input each time
+/// it is called (once for the envelope, once per typed item).
+fn parse_with<'de, D, F>(new_de: F) -> Vec<Result<Parsed, ParseError>>
+where
+    F: Fn() -> D,
+    D: Deserializer<'de>,
+    D::Error: DecodeError,
+{
+    let envelope = match Envelope::deserialize(new_de()) {
+        Ok(envelope) => envelope,
+        Err(e) => return vec![Err(ParseError::decode(None, &e))],
+    };
+    if !envelope.is_list() {
+        let Envelope {
+            api_version,
+            kind,
+            metadata,
+            ..
+        } = &envelope;
+        return vec![parse_item(&new_de, None, api_version, kind, metadata)];
+    }
+    let item_kind = envelope.kind.strip_suffix("List").unwrap_or_default();
+    let items = envelope.items.as_deref().unwrap_or_default();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            if item.is_list() {
+                return Err(ParseError::plain(
+                    format!("items[{i}].kind"),
+                    "a List inside a List is not supported",
+                ));
+            }
+            let (api_version, kind) = if item.kind.is_empty() && item.api_version.is_empty() {
+                (envelope.api_version.as_str(), item_kind)
+            } else {
+                (item.api_version.as_str(), item.kind.as_str())
+            };
+            parse_item(&new_de, Some(i), api_version, kind, &item.metadata)
+        })
+        .collect()
+}
+
+/// Rules 3 to 6 for one object: the document itself (`item` None) or `items[item]`.
+fn parse_item<'de, D, F>(
+    new_de: &F,
+    item: Option<usize>,
+    api_version: &str,
+    kind_name: &str,
+    meta: &EnvelopeMeta,
+) -> Result<Parsed, ParseError>
+where
+    F: Fn() -> D,
+    D: Deserializer<'de>,
+    D::Error: DecodeError,
+{
+    let field = |name: &str| match item {
+        Some(i) => format!("items[{i}].{name}"),
+        None => name.to_string(),
+    };
+    if api_version.is_empty() {
+        return Err(ParseError::plain(
+            field("apiVersion"),
+            "missing field `apiVersion`",
+        ));
+    }
+    if kind_name.is_empty() {
+        return Err(ParseError::plain(field("kind"), "missing field `kind`"));
+    }
+    let Some(kind) = Kind::from_type(api_version, kind_name) else {
+        return Ok(Parsed::Skipped {
+            api_version: api_version.to_string(),
+            kind: kind_name.to_string(),
+            name: meta.name.clone(),
+        });
+    };
+    if meta.name.is_empty() {
+        return Err(ParseError::plain(
+            field("metadata.name"),
+            "missing field `name`",
+        ));
+    }
+    let namespace = match (kind.namespaced(), meta.namespace.is_empty()) {
+        (false, _) => String::new(),
+        (true, true) => "default".to_string(),
+        (true, false) => meta.namespace.clone(),
+    };
+    let key = ObjectKey {
+        kind,
+        namespace,
+        name: meta.name.clone(),
+    };
+    let mut object =
+        decode_kind(new_de, item, kind).map_err(|e| ParseError::decode(Some(key.clone()), &e))?;
+    if object.meta().namespace != key.namespace {
+        object.meta_mut().namespace = key.namespace.clone();
+        // Keep a policy's raw value saying the same as its metadata.
+        let raw_meta = match &mut object {
+            Object::AuthorizationPolicy(p)
+            | Object::PeerAuthentication(p)
+            | Object::RequestAuthentication(p) => p.value.get_mut("metadata"),
+            _ => None,
+        };
+        if let Some(serde_yaml::Value::Mapping(m)) = raw_meta {
+            m.insert("namespace".into(), key.namespace.clone().into());
+        }
+    }
+    Ok(Parsed::Object(object))
+}
+
+/// An Istio security resource's envelope: only `metadata` is checked here.
+#[derive(Deserialize)]
+#[serde(expecting = "a Kubernetes object")]
+struct PolicyEnvelope {
+    #[serde(default)]
+    metadata: Meta,
+}
+
+fn decode_kind<'de, D, F>(new_de: &F, item: Option<usize>, kind: Kind) -> Result<Object, D::Error>
+where
+    F: Fn() -> D,
+    D: Deserializer<'de>,
+{
+    let policy = || -> Result<RawPolicy, D::Error> {
+        let metadata = At::<PolicyEnvelope>::new(item)
+            .deserialize(new_de())?
+            .metadata;
+        let value = At::<serde_yaml::Value>::new(item).deserialize(new_de())?;
+        Ok(RawPolicy { metadata, value })
+    };
+    Ok(match kind {
+        Kind::Namespace => Object::Namespace(At::new(item).deserialize(new_de())?),
+        Kind::Pod => Object::Pod(At::new(item).deserialize(new_de())?),
+        Kind::Service => Object::Service(At::new(item).deserialize(new_de())?),
+        Kind::ServiceAccount => Object::ServiceAccount(At::new(item).deserialize(new_de())?),
+        Kind::Gateway => Object::Gateway(At::new(item).deserialize(new_de())?),
+        Kind::AuthorizationPolicy => Object::AuthorizationPolicy(policy()?),
+        Kind::PeerAuthentication => Object::PeerAuthentication(policy()?),
+        Kind::RequestAuthentication => Object::RequestAuthentication(policy()?),
+    })
+}
+
+/// Deserializes a `T` from the whole input (`item` None) or from its `items[i]`, skipping the
+/// rest, so a deserializer that tracks positions reports them in the whole input.
+struct At<T> {
+    item: Option<usize>,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<T> At<T> {
+    fn new(item: Option<usize>) -> Self {
+        At {
+            item,
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for At<T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        match self.item {
+            None => T::deserialize(d),
+            Some(index) => d.deserialize_map(ItemsVisitor::<T> {
+                index,
+                marker: PhantomData,
+            }),
+        }
+    }
+}
+
+/// Finds `items` in a List and hands it to [`NthVisitor`].
+struct ItemsVisitor<T> {
+    index: usize,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ItemsVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a List")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "items" && found.is_none() {
+                found = Some(map.next_value_seed(Nth::<T> {
+                    index: self.index,
+                    marker: PhantomData,
+                })?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        found.ok_or_else(|| de::Error::missing_field("items"))
+    }
+}
+
+/// The `index`th element of a sequence, the others skipped.
+struct Nth<T> {
+    index: usize,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Nth<T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Nth<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a sequence of at least {} items", self.index + 1)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        for i in 0..self.index {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Err(de::Error::invalid_length(i, &self));
+            }
+        }
+        let Some(value) = seq.next_element::<T>()? else {
+            return Err(de::Error::invalid_length(self.index, &self));
+        };
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(value)
+    }
+}
+
+impl ParseError {
+    /// An error found by the checks here, which know the field but not the line.
+    fn plain(field: String, message: &str) -> Self {
+        ParseError {
+            key: None,
+            line: None,
+            field: Some(field),
+            message: message.to_string(),
+        }
+    }
+
+    /// A deserializer's error: the field path split out of its message, positions removed
+    /// (the line is kept in `line`).
+    fn decode(key: Option<ObjectKey>, e: &impl DecodeError) -> Self {
+        let (field, message) = split_message(&e.to_string());
+        ParseError {
+            key,
+            line: e.line(),
+            field,
+            message,
+        }
+    }
+}
+
+/// Splits serde_yaml's `path: message at line N column M` into the path and the message.
+/// `missing field `x`` errors name the struct holding it; the field returned names `x` too.
+fn split_message(raw: &str) -> (Option<String>, String) {
+    let message = strip_marks(raw);
+    let (path, rest) = match message.split_once(": ") {
+        Some((path, rest)) if looks_like_path(path) => (Some(path), rest),
+        _ => (None, message.as_str()),
+    };
+    let missing = rest
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'));
+    let field = match (path, missing) {
+        (Some(path), Some(name)) => Some(format!("{path}.{name}")),
+        (None, Some(name)) => Some(name.to_string()),
+        (path, None) => path.map(str::to_string),
+    };
+    (field, rest.to_string())
+}
+
+/// serde_yaml paths look like `spec.ports[0].port`: no spaces, unlike message prefixes such as
+/// `invalid type`.
+fn looks_like_path(s: &str) -> bool {
+    !s.is_empty() && !s.contains(char::is_whitespace) && !s.contains('`')
+}
+
+/// Removes ` at line N column M` and ` at position N`: they count within the document, and
+/// the caller reports the line in the file.
+fn strip_marks(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(" at ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + " at ".len()..];
+        match mark_len(after) {
+            Some(n) => rest = &after[n..],
+            None => {
+                out.push_str(" at ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The length of `line N column M` or `position N` at the start of `s`.
+fn mark_len(s: &str) -> Option<usize> {
+    fn digits(s: &str) -> usize {
+        s.bytes().take_while(u8::is_ascii_digit).count()
+    }
+    if let Some(r) = s.strip_prefix("line ") {
+        let n = digits(r);
+        let c = r[n..].strip_prefix(" column ")?;
+        let m = digits(c);
+        (n > 0 && m > 0).then_some("line ".len() + n + " column ".len() + m)
+    } else {
+        let r = s.strip_prefix("position ")?;
+        let n = digits(r);
+        (n > 0).then_some("position ".len() + n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! The cluster source against a fake API server speaking the list/watch protocol over HTTP
+//! (`support/apiserver.rs`): initial list, watch events, bookmarks, 410 -> relist, kinds
+//! whose CRD is missing. Every wait is bounded by `apiserver::WAIT`; no sleep is an assertion.
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+
+use std::time::Duration;
+
+use apiserver::{ApiServer, WAIT};
+use kube_source::{ClusterOptions, Object, Update, watch_cluster};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// Small pages (so lists are paged) and quick retries.
+fn options() -> ClusterOptions {
+    ClusterOptions {
+        page_size: 2,
+        missing_kind_retry: Duration::from_millis(50),
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+        ..ClusterOptions::default()
+    }
+}
+
+fn pod(name: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"app": name}},
+        "spec": {"serviceAccountName": "shop", "nodeName": "node-a"},
+        "status": {"phase": "Running", "podIP": ip},
+    })
+}
+
+fn service(name: &str, port: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.10", "selector": {"app": name}, "ports": [{"port": port}]},
+    })
+}
+
+fn gateway(name: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"gatewayClassName": "istio-waypoint"},
+    })
+}
+
+async fn next(rx: &mut mpsc::Receiver<Update>) -> Update {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("an update in time")
+        .expect("the source is running")
+}
+
+/// `Kind ns/name` of what an update applied and deleted.
+fn summary(update: &Update) -> (Vec<String>, Vec<String>) {
+    (
+        update
+            .applied
+            .iter()
+            .map(|(o, _)| o.key().to_string())
+            .collect(),
+        update.deleted.iter().map(|k| k.to_string()).collect(),
+    )
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn initial_list_then_watch_events() {
+    let server = ApiServer::start().await;
+    server.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
+        server.apply(pod(name, ip));
+    }
+    server.apply(service("cart", json!(80)));
+    server.apply(service("broken", json!("http")));
+
+    let (initial, mut rx) = watch_cluster(server.client(), options())
+        .await
+        .expect("the cluster source starts");
+    assert_eq!(
+        summary(&initial).0,
+        strings(&[
+            "Namespace shop",
+            "Pod shop/a",
+            "Pod shop/b",
+            "Pod shop/c",
+            "Service shop/cart",
+        ])
+    );
+    let origins: Vec<String> = initial.applied.iter().map(|(_, o)| o.to_string()).collect();
+    assert!(origins.contains(&"/api/v1/namespaces/shop/pods/a".to_string()));
+    assert_eq!(initial.errors.len(), 1, "{:?}", initial.errors);
+    assert!(
+        initial.errors[0]
+            .to_string()
+            .starts_with("/api/v1/namespaces/shop/services/broken: "),
+        "{}",
+        initial.errors[0]
+    );
+    server.with(|c| assert_eq!(c.lists("Pod"), 2, "three pods in pages of two"));
+
+    server.apply(pod("d", "10.0.0.4"));
+    let u = next(&mut rx).await;
+    assert_eq!(summary(&u), (strings(&["Pod shop/d"]), vec![]));
+    assert_eq!(u.applied[0].1.to_string(), "/api/v1/namespaces/shop/pods/d");
+    assert_eq!(u.errors.len(), 1, "errors stay the complete list");
+
+    server.apply(pod("a", "10.0.0.9"));
+    let u = next(&mut rx).await;
+    assert_eq!(summary(&u), (strings(&["Pod shop/a"]), vec![]));
+    let Object::Pod(a) = &u.applied[0].0 else {
+        panic!("a pod: {u:?}");
+    };
+    assert_eq!(a.ips(), vec!["10.0.0.9"]);
+
+    server.delete("Pod", "shop", "b");
+    let u = next(&mut rx).await;
+    assert_eq!(summary(&u), (vec![], strings(&["Pod shop/b"])));
+
+    server.apply(service("broken", json!(8080)));
+    let u = next(&mut rx).await;
+    assert_eq!(summary(&u), (strings(&["Service shop/broken"]), vec![]));
+    assert!(u.errors.is_empty(), "the fixed object's error is gone");
+
+    // The consumer going away stops every watch.
+    drop(rx);
+    server
+        .wait_for("every watch to close", |c| c.open_watches() == 0)
+        .await;
+}
+
+#[tokio::test]
+async fn a_list_whose_continue_token_expires_starts_over() {
+    let server = ApiServer::start().await;
+    for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
+        server.apply(pod(name, ip));
+    }
+    server.with(|c| c.expire_next_continue = true);
+    let (initial, _rx) = watch_cluster(server.client(), options())
+        .await
+        .expect("the cluster source starts");
+    assert_eq!(
+        summary(&initial).0,
+        strings(&["Pod shop/a", "Pod shop/b", "Pod shop/c"])
+    );
+    server.with(|c| {
+        assert_eq!(c.lists("Pod"), 4, "page 1, page 2 (410), page 1, page 2");
+    });
+}
+
+#[tokio::test]
+async fn a_bookmark_moves_the_resource_version_without_an_update() {
+    let server = ApiServer::start().await;
+    server.apply(pod("a", "10.0.0.1"));
+    let (_, mut rx) = watch_cluster(server.client(), options())
+        .await
+        .expect("the cluster source starts");
+    server
+        .wait_for("the pod watch", |c| c.watches("Pod").len() == 1)
+        .await;
+    let listed_at = server.with(|c| c.watches("Pod")[0].clone());
+
+    // Other kinds move the revision on; the pod watch hears of it only by a bookmark.
+    server.apply(service("cart", json!(80)));
+    assert_eq!(
+        summary(&next(&mut rx).await).0,
+        strings(&["Service shop/cart"])
+    );
+    let bookmark_at = server.with(|c| {
+        c.bookmark("Pod");
+        c.close_watches("Pod");
+        c.revision().to_string()
+    });
+    assert_ne!(listed_at, bookmark_at);
+    server
+        .wait_for("a pod watch from the bookmark", |c| {
+            c.watches("Pod") == [listed_at.clone(), bookmark_at.clone()]
+        })
+        .await;
+    server.with(|c| assert_eq!(c.lists("Pod"), 1, "a bookmark is no reason to list"));
+
+    // The next update is the next real change: the bookmark made none.
+    server.apply(pod("b", "10.0.0.2"));
+    assert_eq!(
+        summary(&next(&mut rx).await),
+        (strings(&["Pod shop/b"]), vec![])
+    );
+}
+
+/// How the history runs out while pods change: the open watch gets an `ERROR` 410 event, or
+/// the watch ends and the next one, from a compacted resourceVersion, gets 410 as an event or
+/// as the HTTP answer. Each way, a relist reports what the watch missed.
+#[tokio::test]
+async fn gone_means_relist_and_missed_deletions_are_reported() {
+    #[derive(Debug, Clone, Copy)]
+    enum Way {
+        OpenWatchExpires,
+        RewatchGetsErrorEvent,
+        RewatchGetsHttp410,
+    }
+    for way in [
+        Way::OpenWatchExpires,
+        Way::RewatchGetsErrorEvent,
+        Way::RewatchGetsHttp410,
+    ] {
+        let server = ApiServer::start().await;
+        for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
+            server.apply(pod(name, ip));
+        }
+        let (initial, mut rx) = watch_cluster(server.client(), options())
+            .await
+            .expect("the cluster source starts");
+        assert_eq!(initial.applied.len(), 3);
+        server
+            .wait_for("the pod watch", |c| c.watches("Pod").len() == 1)
+            .await;
+        let lists_before = server.with(|c| c.lists("Pod"));
+
+        server.with(|c| {
+            c.delete("Pod", "shop", "b");
+            c.apply(pod("a", "10.0.0.9"));
+            match way {
+                Way::OpenWatchExpires => c.expire("Pod"),
+                Way::RewatchGetsErrorEvent | Way::RewatchGetsHttp410 => {
+                    c.stale_watch_as_http_410 = matches!(way, Way::RewatchGetsHttp410);
+                    c.compact("Pod");
+                    c.close_watches("Pod");
+                }
+            }
+        });
+        let u = next(&mut rx).await;
+        assert_eq!(
+            summary(&u),
+            (strings(&["Pod shop/a"]), strings(&["Pod shop/b"])),
+            "{way:?}: only the changed pod is applied again"
+        );
+        server.with(|c| {
+            assert!(c.lists("Pod") > lists_before, "{way:?}: relisted");
+            let watches = c.watches("Pod");
+            if !matches!(way, Way::OpenWatchExpires) {
+                assert_eq!(
+                    watches[1], watches[0],
+                    "{way:?}: rewatched from the compacted version"
+                );
+            }
+        });
+
+        // Watching goes on from the relist.
+        server.apply(pod("d", "10.0.0.4"));
+        assert_eq!(
+            summary(&next(&mut rx).await),
+            (strings(&["Pod shop/d"]), vec![]),
+            "{way:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_kind_without_its_crd_does_not_stop_the_others() {
+    let server = ApiServer::start().await;
+    server.with(|c| {
+        c.set_served("Gateway", false);
+        c.set_served("AuthorizationPolicy", false);
+    });
+    server.apply(pod("a", "10.0.0.1"));
+    let (initial, mut rx) = watch_cluster(server.client(), options())
+        .await
+        .expect("a missing CRD is not fatal");
+    assert_eq!(summary(&initial).0, strings(&["Pod shop/a"]));
+    assert!(initial.errors.is_empty(), "{:?}", initial.errors);
+
+    server.apply(pod("b", "10.0.0.2"));
+    assert_eq!(summary(&next(&mut rx).await).0, strings(&["Pod shop/b"]));
+
+    // The CRD gets installed: the kind is listed again and its objects arrive.
+    server.with(|c| {
+        c.set_served("Gateway", true);
+        c.apply(gateway("waypoint"));
+    });
+    let u = next(&mut rx).await;
+    assert_eq!(summary(&u).0, strings(&["Gateway shop/waypoint"]));
+    assert_eq!(
+        u.applied[0].1.to_string(),
+        "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/waypoint"
+    );
+    server.apply(gateway("second"));
+    assert_eq!(
+        summary(&next(&mut rx).await).0,
+        strings(&["Gateway shop/second"])
+    );
+    server
+        .wait_for("a kind still missing to be listed again", |c| {
+            c.lists("AuthorizationPolicy") >= 3
+        })
+        .await;
+
+    // And removed again: its objects go.
+    server.with(|c| c.set_served("Gateway", false));
+    let u = next(&mut rx).await;
+    assert_eq!(
+        summary(&u).1,
+        strings(&["Gateway shop/second", "Gateway shop/waypoint"])
+    );
+}
+
+/// Over plain HTTP and over TLS (which also proves kube builds its rustls config with the
+/// workspace's ring provider).
+#[tokio::test]
+async fn no_server_is_an_error_at_start() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    for scheme in ["http", "https"] {
+        let uri = format!("{scheme}://{addr}").parse().expect("uri");
+        let client = kube::Client::try_from(kube::Config::new(uri)).expect("client");
+        let err = watch_cluster(client, options())
+            .await
+            .expect_err("nothing listens there");
+        let message = err.to_string();
+        assert!(message.starts_with("cannot list "), "{message}");
+        assert!(message.contains("is the API server reachable"), "{message}");
+    }
+}

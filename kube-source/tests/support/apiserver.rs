@@ -1,0 +1,756 @@
+//! A stand-in for the Kubernetes API server, over real HTTP on 127.0.0.1: the list/watch
+//! protocol for the kinds the mesh reads, and TokenReview. Tests script it through [`Cluster`].
+//!
+//! What it does as kube-apiserver does:
+//! - One revision counter for everything (etcd's); every write bumps it and becomes the
+//!   object's `metadata.resourceVersion`.
+//! - `GET /api/v1/pods` (and the other collections over all namespaces) answers a `PodList`
+//!   with `metadata.resourceVersion`; `limit` pages it with a `continue` token. Items of core
+//!   lists omit `apiVersion` and `kind`; items of custom resources carry them.
+//! - `?watch=true&resourceVersion=N` answers 200 and a stream of newline-delimited events
+//!   after N: `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` (only with
+//!   `allowWatchBookmarks=true`), and ends after `timeoutSeconds`. A watch from before the
+//!   compacted history gets one `ERROR` event carrying a `Status` with code 410 (reason
+//!   `Expired`, "too old resource version"), as the watch cache sends it, or a plain 410
+//!   answer when [`Cluster::stale_watch_as_http_410`] is set (the etcd path).
+//! - A kind that is not served (CRD not installed) answers 404 with a `Status`.
+//! - `POST /apis/authentication.k8s.io/v1/tokenreviews` answers 201 with a TokenReview
+//!   whose status is filled from [`Cluster::tokens`].
+//!
+//! Simplified: a continued list pages over the current objects, not a snapshot.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// How long [`ApiServer::wait_for`] waits before failing the test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The collections served, as the mesh reads them: kind, apiVersion, plural, namespaced.
+const KINDS: &[(&str, &str, &str, bool)] = &[
+    ("Namespace", "v1", "namespaces", false),
+    ("Pod", "v1", "pods", true),
+    ("Service", "v1", "services", true),
+    ("ServiceAccount", "v1", "serviceaccounts", true),
+    ("Gateway", "gateway.networking.k8s.io/v1", "gateways", true),
+    (
+        "AuthorizationPolicy",
+        "security.istio.io/v1",
+        "authorizationpolicies",
+        true,
+    ),
+    (
+        "PeerAuthentication",
+        "security.istio.io/v1",
+        "peerauthentications",
+        true,
+    ),
+    (
+        "RequestAuthentication",
+        "security.istio.io/v1",
+        "requestauthentications",
+        true,
+    ),
+];
+
+/// A running fake API server; dropping it stops it.
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    cluster: Mutex<Cluster>,
+    /// Bumped after every change to `cluster` (writes, requests): open watches and
+    /// [`ApiServer::wait_for`] look again.
+    changed: watch::Sender<()>,
+}
+
+/// A service account a token stands for.
+#[derive(Debug, Clone)]
+pub struct TokenUser {
+    pub namespace: String,
+    pub service_account: String,
+    /// Audiences the token was issued for.
+    pub audiences: Vec<String>,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+}
+
+/// The server's state, scripted by tests.
+#[derive(Default)]
+pub struct Cluster {
+    revision: u64,
+    collections: BTreeMap<&'static str, Collection>,
+    /// Answer a watch from a compacted resourceVersion with HTTP 410 instead of an `ERROR`
+    /// event in a 200 stream.
+    pub stale_watch_as_http_410: bool,
+    /// The next continued list page gets 410, as when its token expired between pages.
+    pub expire_next_continue: bool,
+    /// Bearer tokens TokenReview accepts.
+    pub tokens: HashMap<String, TokenUser>,
+    /// Answer TokenReview with 403 (meshd lacks `create` on tokenreviews).
+    pub token_review_forbidden: bool,
+    /// TokenReviews received.
+    pub token_reviews: usize,
+    open_watches: usize,
+}
+
+struct Collection {
+    api_version: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+    /// False: 404, as when the CRD is not installed.
+    served: bool,
+    objects: BTreeMap<(String, String), Value>,
+    /// Events after `compacted`, with their revision.
+    history: Vec<(u64, Value)>,
+    /// A watch from before this revision gets 410.
+    compacted: u64,
+    /// Bumping these ends every open watch: with a 410, normally, or after a bookmark.
+    expire_generation: u64,
+    close_generation: u64,
+    bookmark_generation: u64,
+    /// The resourceVersion of each watch request, in order.
+    watches: Vec<String>,
+    lists: usize,
+}
+
+impl ApiServer {
+    pub async fn start() -> ApiServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake API server");
+        let addr = listener.local_addr().expect("local addr");
+        let mut cluster = Cluster::default();
+        for &(kind, api_version, plural, namespaced) in KINDS {
+            cluster.collections.insert(
+                kind,
+                Collection {
+                    api_version,
+                    plural,
+                    namespaced,
+                    served: true,
+                    objects: BTreeMap::new(),
+                    history: Vec::new(),
+                    compacted: 0,
+                    expire_generation: 0,
+                    close_generation: 0,
+                    bookmark_generation: 0,
+                    watches: Vec::new(),
+                    lists: 0,
+                },
+            );
+        }
+        let shared = Arc::new(Shared {
+            cluster: Mutex::new(cluster),
+            changed: watch::channel(()).0,
+        });
+        let task = tokio::spawn(serve(listener, shared.clone()));
+        ApiServer { addr, shared, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A `kube::Client` for this server (plain HTTP, no credentials).
+    pub fn client(&self) -> kube::Client {
+        let uri = self.url().parse().expect("fixture URL");
+        kube::Client::try_from(kube::Config::new(uri)).expect("kube client for the fixture")
+    }
+
+    /// Changes the cluster in one step (watchers see all of it at once), then wakes watchers.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Cluster) -> R) -> R {
+        let out = f(&mut self.shared.lock());
+        self.shared.changed.send_replace(());
+        out
+    }
+
+    pub fn apply(&self, object: Value) -> u64 {
+        self.with(|c| c.apply(object))
+    }
+
+    pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> u64 {
+        self.with(|c| c.delete(kind, namespace, name))
+    }
+
+    /// Waits until `done` holds, failing the test after [`WAIT`].
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&Cluster) -> bool) {
+        let mut changed = self.shared.changed.subscribe();
+        let wait = async {
+            loop {
+                changed.borrow_and_update();
+                if done(&self.shared.lock()) {
+                    return;
+                }
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(WAIT, wait).await.is_err() {
+            panic!("timed out waiting for {what}");
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Cluster> {
+        self.cluster.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Cluster {
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn collection(&mut self, kind: &str) -> &mut Collection {
+        self.collections
+            .get_mut(kind)
+            .unwrap_or_else(|| panic!("the fixture does not serve {kind}"))
+    }
+
+    /// Creates or replaces an object (`ADDED` or `MODIFIED`); returns its resourceVersion.
+    pub fn apply(&mut self, mut object: Value) -> u64 {
+        let kind = object["kind"]
+            .as_str()
+            .expect("object has a kind")
+            .to_string();
+        self.revision += 1;
+        let revision = self.revision;
+        let collection = self.collection(&kind);
+        object["apiVersion"] = collection.api_version.into();
+        object["metadata"]["resourceVersion"] = revision.to_string().into();
+        if collection.namespaced && object["metadata"]["namespace"].is_null() {
+            object["metadata"]["namespace"] = "default".into();
+        }
+        let key = object_key(&object);
+        let event = if collection.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        collection.objects.insert(key, object.clone());
+        collection
+            .history
+            .push((revision, json!({"type": event, "object": object})));
+        revision
+    }
+
+    /// Deletes an object (`DELETED`, carrying its last state); returns the new revision.
+    pub fn delete(&mut self, kind: &str, namespace: &str, name: &str) -> u64 {
+        self.revision += 1;
+        let revision = self.revision;
+        let collection = self.collection(kind);
+        let mut object = collection
+            .objects
+            .remove(&(namespace.to_string(), name.to_string()))
+            .unwrap_or_else(|| panic!("no {kind} {namespace}/{name} to delete"));
+        object["metadata"]["resourceVersion"] = revision.to_string().into();
+        collection
+            .history
+            .push((revision, json!({"type": "DELETED", "object": object})));
+        revision
+    }
+
+    /// Drops the kind's event history: a watch from an older resourceVersion gets 410. Open
+    /// watches carry on (and miss what was dropped).
+    pub fn compact(&mut self, kind: &str) {
+        let revision = self.revision;
+        let collection = self.collection(kind);
+        collection.history.clear();
+        collection.compacted = revision;
+    }
+
+    /// [`Cluster::compact`], and the kind's open watches end with a 410 `ERROR` event.
+    pub fn expire(&mut self, kind: &str) {
+        self.compact(kind);
+        self.collection(kind).expire_generation += 1;
+    }
+
+    /// Sends a `BOOKMARK` at the current revision to the kind's open watches.
+    pub fn bookmark(&mut self, kind: &str) {
+        self.collection(kind).bookmark_generation += 1;
+    }
+
+    /// Ends the kind's open watches normally, as `timeoutSeconds` does.
+    pub fn close_watches(&mut self, kind: &str) {
+        self.collection(kind).close_generation += 1;
+    }
+
+    /// Stops or starts serving a kind (a CRD removed or installed). Its objects stay stored.
+    pub fn set_served(&mut self, kind: &str, served: bool) {
+        let collection = self.collection(kind);
+        collection.served = served;
+        collection.close_generation += 1;
+    }
+
+    /// The resourceVersion of each watch request for `kind`, in order.
+    pub fn watches(&self, kind: &str) -> &[String] {
+        self.collections
+            .get(kind)
+            .map_or(&[], |c| c.watches.as_slice())
+    }
+
+    /// Watch streams open now, over all kinds.
+    pub fn open_watches(&self) -> usize {
+        self.open_watches
+    }
+
+    /// List requests (pages) for `kind`, answered or 404.
+    pub fn lists(&self, kind: &str) -> usize {
+        self.collections.get(kind).map_or(0, |c| c.lists)
+    }
+}
+
+fn object_key(object: &Value) -> (String, String) {
+    let meta = &object["metadata"];
+    let field = |f: &str| meta[f].as_str().unwrap_or_default().to_string();
+    (field("namespace"), field("name"))
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    })
+}
+
+fn too_old(requested: u64, compacted: u64) -> Value {
+    status(
+        410,
+        "Expired",
+        &format!("too old resource version: {requested} ({compacted})"),
+    )
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_response(code: u16, reason: &str, message: &str) -> Response<Body> {
+    let status_code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status_code, &status(code, reason, message))
+}
+
+async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// `a=1&b=x%3Ay` into a map.
+fn query(uri: &http::Uri) -> HashMap<String, String> {
+    let decode = |s: &str| {
+        let bytes = s.replace('+', " ").into_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let query = query(req.uri());
+    if req.method() == Method::POST && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error_response(400, "BadRequest", "unreadable body"),
+        };
+        let response = token_review(&mut shared.lock(), &body);
+        shared.changed.send_replace(());
+        return response;
+    }
+    if req.method() != Method::GET {
+        return error_response(
+            405,
+            "MethodNotAllowed",
+            "the fixture only lists and watches",
+        );
+    }
+    let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let kind = {
+        let mut cluster = shared.lock();
+        let found = cluster
+            .collections
+            .iter()
+            .find(|(_, c)| {
+                let prefix = if c.api_version.contains('/') {
+                    format!("/apis/{}", c.api_version)
+                } else {
+                    format!("/api/{}", c.api_version)
+                };
+                path == format!("{prefix}/{}", c.plural)
+            })
+            .map(|(kind, c)| (*kind, c.served));
+        if let (Some((kind, false)), false) = (found, watching) {
+            cluster.collection(kind).lists += 1;
+        }
+        found
+    };
+    let kind = match kind {
+        Some((kind, true)) => kind,
+        _ => {
+            shared.changed.send_replace(());
+            return error_response(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+    };
+    let response = if watching {
+        watch_response(shared, kind, &query)
+    } else {
+        list_response(&mut shared.lock(), kind, &query)
+    };
+    shared.changed.send_replace(());
+    response
+}
+
+fn list_response(
+    cluster: &mut Cluster,
+    kind: &str,
+    query: &HashMap<String, String>,
+) -> Response<Body> {
+    let revision = cluster.revision;
+    cluster.collection(kind).lists += 1;
+    let (list_revision, offset) = match query.get("continue") {
+        Some(token) => {
+            let parsed = token
+                .split_once('.')
+                .and_then(|(r, o)| Some((r.parse::<u64>().ok()?, o.parse::<usize>().ok()?)));
+            let expire = std::mem::take(&mut cluster.expire_next_continue);
+            let compacted = cluster.collection(kind).compacted;
+            match parsed {
+                Some((r, _)) if r < compacted || expire => {
+                    return error_response(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent list \
+                         result. You can start a new list without the continue parameter.",
+                    );
+                }
+                Some(p) => p,
+                None => return error_response(400, "BadRequest", "bad continue token"),
+            }
+        }
+        None => (revision, 0),
+    };
+    let collection = cluster.collection(kind);
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let custom = collection.api_version.contains('/');
+    let items: Vec<Value> = collection
+        .objects
+        .values()
+        .skip(offset)
+        .take(limit)
+        .map(|o| {
+            let mut o = o.clone();
+            if let (false, Value::Object(map)) = (custom, &mut o) {
+                map.remove("apiVersion");
+                map.remove("kind");
+            }
+            o
+        })
+        .collect();
+    let mut metadata = json!({"resourceVersion": list_revision.to_string()});
+    let end = offset.saturating_add(limit);
+    if end < collection.objects.len() {
+        metadata["continue"] = format!("{list_revision}.{end}").into();
+    }
+    let list = json!({
+        "kind": format!("{kind}List"),
+        "apiVersion": collection.api_version,
+        "metadata": metadata,
+        "items": items,
+    });
+    json_response(StatusCode::OK, &list)
+}
+
+fn watch_response(
+    shared: &Arc<Shared>,
+    kind: &'static str,
+    query: &HashMap<String, String>,
+) -> Response<Body> {
+    let mut cluster = shared.lock();
+    let revision = cluster.revision;
+    let as_http_410 = cluster.stale_watch_as_http_410;
+    let requested = query.get("resourceVersion").cloned().unwrap_or_default();
+    let collection = cluster.collection(kind);
+    collection.watches.push(requested.clone());
+    let cursor = match requested.as_str() {
+        "" | "0" => revision,
+        v => match v.parse::<u64>() {
+            Ok(v) => v,
+            Err(_) => return error_response(400, "BadRequest", "bad resourceVersion"),
+        },
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    if cursor < collection.compacted {
+        let status = too_old(cursor, collection.compacted);
+        if as_http_410 {
+            return json_response(StatusCode::GONE, &status);
+        }
+        let line = json!({"type": "ERROR", "object": status});
+        let _ = tx.try_send(Bytes::from(format!("{line}\n")));
+    } else {
+        let watcher = Watcher {
+            kind,
+            cursor,
+            bookmarks: query
+                .get("allowWatchBookmarks")
+                .is_some_and(|b| b == "true"),
+            expire_generation: collection.expire_generation,
+            close_generation: collection.close_generation,
+            bookmark_generation: collection.bookmark_generation,
+        };
+        let timeout = query
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .map_or(Duration::from_secs(290), Duration::from_secs);
+        tokio::spawn(watcher.run(shared.clone(), tx, timeout));
+    }
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let bytes = rx.recv().await?;
+        Some((Ok::<_, Infallible>(Frame::data(bytes)), rx))
+    });
+    let mut response = Response::new(StreamBody::new(stream).boxed());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// One open watch.
+struct Watcher {
+    kind: &'static str,
+    /// Events after this revision are still to send.
+    cursor: u64,
+    bookmarks: bool,
+    expire_generation: u64,
+    close_generation: u64,
+    bookmark_generation: u64,
+}
+
+impl Watcher {
+    async fn run(mut self, shared: Arc<Shared>, tx: mpsc::Sender<Bytes>, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = shared.changed.subscribe();
+        shared.lock().open_watches += 1;
+        self.stream(&shared, &tx, deadline, &mut changed).await;
+        shared.lock().open_watches -= 1;
+        shared.changed.send_replace(());
+    }
+
+    async fn stream(
+        &mut self,
+        shared: &Shared,
+        tx: &mpsc::Sender<Bytes>,
+        deadline: tokio::time::Instant,
+        changed: &mut watch::Receiver<()>,
+    ) {
+        loop {
+            changed.borrow_and_update();
+            let (lines, end) = self.step(&mut shared.lock());
+            for line in lines {
+                if tx.send(Bytes::from(format!("{line}\n"))).await.is_err() {
+                    return;
+                }
+            }
+            if end {
+                return;
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tx.closed() => return,
+            }
+        }
+    }
+
+    /// The lines to send now, and whether the stream ends after them.
+    fn step(&mut self, cluster: &mut Cluster) -> (Vec<Value>, bool) {
+        let revision = cluster.revision;
+        let c = cluster.collection(self.kind);
+        if !c.served {
+            return (Vec::new(), true);
+        }
+        if c.expire_generation != self.expire_generation {
+            let line = json!({"type": "ERROR", "object": too_old(self.cursor, c.compacted)});
+            return (vec![line], true);
+        }
+        let mut lines = Vec::new();
+        for (rev, event) in &c.history {
+            if *rev > self.cursor {
+                lines.push(event.clone());
+                self.cursor = *rev;
+            }
+        }
+        if c.bookmark_generation != self.bookmark_generation {
+            self.bookmark_generation = c.bookmark_generation;
+            if self.bookmarks {
+                self.cursor = self.cursor.max(revision);
+                lines.push(json!({"type": "BOOKMARK", "object": {
+                    "kind": self.kind, "apiVersion": c.api_version,
+                    "metadata": {"resourceVersion": self.cursor.to_string()},
+                }}));
+            }
+        }
+        (lines, c.close_generation != self.close_generation)
+    }
+}
+
+fn token_review(cluster: &mut Cluster, body: &[u8]) -> Response<Body> {
+    if cluster.token_review_forbidden {
+        return error_response(
+            403,
+            "Forbidden",
+            "tokenreviews.authentication.k8s.io is forbidden: User \
+             \"system:serviceaccount:istio-system:meshd\" cannot create resource \
+             \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope",
+        );
+    }
+    let Ok(review) = serde_json::from_slice::<Value>(body) else {
+        return error_response(400, "BadRequest", "TokenReview is not JSON");
+    };
+    cluster.token_reviews += 1;
+    let token = review["spec"]["token"].as_str().unwrap_or_default();
+    let wanted: Vec<String> = review["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = match cluster.tokens.get(token) {
+        None => {
+            let error = "[invalid bearer token, square/go-jose: error in cryptographic primitive]";
+            json!({"user": {}, "error": error})
+        }
+        Some(user) => {
+            let audiences: Vec<&String> = if wanted.is_empty() {
+                user.audiences.iter().collect()
+            } else {
+                wanted
+                    .iter()
+                    .filter(|a| user.audiences.contains(a))
+                    .collect()
+            };
+            if audiences.is_empty() {
+                json!({"user": {}, "error": format!(
+                    "[invalid bearer token, token audiences {:?} is invalid for the target \
+                     audiences {:?}]",
+                    user.audiences, wanted)})
+            } else {
+                let mut extra = serde_json::Map::new();
+                if let Some(pod) = &user.pod {
+                    extra.insert("authentication.kubernetes.io/pod-name".into(), json!([pod]));
+                    extra.insert(
+                        "authentication.kubernetes.io/pod-uid".into(),
+                        json!(["0d4c9d4e-uid"]),
+                    );
+                }
+                if let Some(node) = &user.node {
+                    extra.insert(
+                        "authentication.kubernetes.io/node-name".into(),
+                        json!([node]),
+                    );
+                }
+                let ns = &user.namespace;
+                json!({
+                    "authenticated": true,
+                    "user": {
+                        "username": format!("system:serviceaccount:{ns}:{}", user.service_account),
+                        "uid": "5b6f3c2a-uid",
+                        "groups": [
+                            "system:serviceaccounts",
+                            format!("system:serviceaccounts:{ns}"),
+                            "system:authenticated",
+                        ],
+                        "extra": extra,
+                    },
+                    "audiences": audiences,
+                })
+            }
+        }
+    };
+    let answer = json!({
+        "kind": "TokenReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": null},
+        "spec": review["spec"].clone(),
+        "status": status,
+    });
+    json_response(StatusCode::CREATED, &answer)
+}
