@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # The benchmark harness: direct vs through the ztunnels, alternating rounds (needs root).
-# Arguments go to the harness, e.g. --short, --rounds 3, --out results.json.
+# Arguments go to the harness, e.g. --short, --rounds 3, --out results.json; `--xds-scale`
+# first runs the control-plane scale benchmark instead (docs/BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
 need_tools
-cargo build --release -p ztunnel -p e2e --bins
+cargo build --release -p ztunnel -p control-plane -p e2e --bins
+if [[ "${1:-}" == "--xds-scale" ]]; then
+    # The control plane at scale: 10,000 pods, 1,000 services, 1,000 policies, 100 clients.
+    shift
+    exec target/release/xds_scale "$@"
+fi
 exec target/release/bench "$@"

@@ -89,6 +89,19 @@ pub async fn authenticate(
     auth.authenticate(bearer(header)?).await
 }
 
+impl AuthError {
+    /// The gRPC status for a refused caller: `UNAVAILABLE` when the token could not be checked
+    /// (the client should retry), `UNAUTHENTICATED` otherwise.
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            AuthError::Unavailable(_) => {
+                tonic::Status::unavailable(format!("cannot check the token now: {self}"))
+            }
+            _ => tonic::Status::unauthenticated(format!("authentication failed: {self}")),
+        }
+    }
+}
+
 /// The token from an `authorization` header value.
 pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
     let v = header.ok_or(AuthError::Missing)?;

@@ -191,9 +191,7 @@ impl IstioCertificateService for CaService {
             Err(e) => {
                 self.metrics.auth_failures.inc();
                 tracing::warn!(%peer, error = %e, "certificate request refused: not authenticated");
-                return Err(Status::unauthenticated(format!(
-                    "authentication failed: {e}"
-                )));
+                return Err(e.status());
             }
         };
         let req = request.into_inner();
@@ -244,16 +242,13 @@ impl CaService {
             .transpose()?;
         // Signing verifies the CSR and reads its identity; the certificate is only returned
         // once the caller is found to be allowed that identity.
-        let signed = self
-            .ca
-            .sign_csr(&req.csr, ttl)
-            .map_err(|e| {
-                let chain: Vec<String> =
-                    std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                        .map(ToString::to_string)
-                        .collect();
-                Status::invalid_argument(format!("bad CSR: {}", chain.join(": ")))
-            })?;
+        let signed = self.ca.sign_csr(&req.csr, ttl).map_err(|e| {
+            let chain: Vec<String> =
+                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect();
+            Status::invalid_argument(format!("bad CSR: {}", chain.join(": ")))
+        })?;
         let identity =
             requested_identity(signed.identity(), impersonated).map_err(|r| r.status())?;
         let snapshot = self.snapshots.borrow().clone();

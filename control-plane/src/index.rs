@@ -61,7 +61,11 @@ impl Index {
     }
 
     /// Every object of `kind` in `namespace`, ordered by name.
-    pub fn of_kind_in<'a>(&'a self, kind: Kind, namespace: &'a str) -> impl Iterator<Item = &'a Object> {
+    pub fn of_kind_in<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Object> {
         let start = ObjectKey {
             kind,
             namespace: namespace.to_string(),
@@ -74,17 +78,19 @@ impl Index {
     }
 
     pub fn pods_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Pod> {
-        self.of_kind_in(Kind::Pod, namespace).filter_map(|o| match o {
-            Object::Pod(p) => Some(p),
-            _ => None,
-        })
+        self.of_kind_in(Kind::Pod, namespace)
+            .filter_map(|o| match o {
+                Object::Pod(p) => Some(p),
+                _ => None,
+            })
     }
 
     pub fn services_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Service> {
-        self.of_kind_in(Kind::Service, namespace).filter_map(|o| match o {
-            Object::Service(s) => Some(s),
-            _ => None,
-        })
+        self.of_kind_in(Kind::Service, namespace)
+            .filter_map(|o| match o {
+                Object::Service(s) => Some(s),
+                _ => None,
+            })
     }
 
     pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {

@@ -20,10 +20,7 @@ fuzz_target!(|data: &[u8]| {
         None => String::new(),
     };
     let mut xds = XdsState::new();
-    let rejected = xds.apply_addresses(
-        &[(name.clone(), a.clone()), ("other".to_string(), a)],
-        &[],
-    );
+    let rejected = xds.apply_addresses(&[(name.clone(), a.clone()), ("other".to_string(), a)], &[]);
     for (_, e) in &rejected {
         let _ = e.to_string();
     }

@@ -32,7 +32,7 @@
 //!    `deleted` the keys gone, `errors` the complete current list. New errors are logged at
 //!    warn, skipped kinds at debug.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::fs;
 use std::hash::{DefaultHasher, Hasher};
@@ -73,7 +73,7 @@ impl fmt::Display for Origin {
 
 /// Something wrong in the manifests, located for an editor:
 /// `examples/app.yaml:14: spec.ports[0].port: invalid type: string "http", expected u16`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 #[error("{}", describe(.file, .line, .field, .message))]
 pub struct ManifestError {
     pub file: PathBuf,
@@ -256,7 +256,10 @@ impl ManifestDir {
             .cloned()
             .collect();
         drop(merged);
-        for e in errors.iter().filter(|e| !self.errors.contains(e)) {
+        // A set: a file of many bad documents has as many errors, and a list lookup per error
+        // made each refresh quadratic in them.
+        let known: HashSet<&ManifestError> = self.errors.iter().collect();
+        for e in errors.iter().filter(|e| !known.contains(e)) {
             warn!("{e}");
         }
         if applied.is_empty() && deleted.is_empty() && errors == self.errors {

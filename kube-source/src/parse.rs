@@ -12,7 +12,9 @@
 //! 2. A `List` (`kind: List`, or `PodList`... with `items`), as `kubectl get -o yaml` prints
 //!    it, yields one outcome per item, in order. Items of a `FooList` that omit `kind` and
 //!    `apiVersion` (as the API server sends them) take `Foo` and the list's `apiVersion`.
-//!    A List inside a List is an error.
+//!    A List inside a List is an error. Each item is decoded from the whole document (that is
+//!    what keeps its lines), so a List costs its objects times the document's size: past
+//!    [`LIST_REREAD_BUDGET`] it is one error, not a parse that stalls the source for minutes.
 //! 3. A missing `apiVersion` or `kind` is an error; a kind the mesh does not read
 //!    (Deployment, ConfigMap, ...) is [`Parsed::Skipped`], not an error.
 //! 4. A missing or empty `metadata.name` is an error (no key: the object cannot be named).
@@ -78,19 +80,25 @@ fn describe(line: &Option<usize>, field: &Option<String>, message: &str) -> Stri
     out
 }
 
+/// The most YAML text a List's items may make the parser read again (rule 2), a few seconds
+/// of parsing at worst. Without it a List of 1000 small pods (450 KB) is 450 MB of parsing,
+/// tens of seconds, and each further item makes every item dearer.
+pub(crate) const LIST_REREAD_BUDGET: usize = 64 << 20;
+
 /// Parses one YAML document (the text between two `---` lines). A document with nothing but
 /// blank lines and comments yields nothing; a List yields one outcome per item.
 pub fn parse_yaml_document(doc: &str) -> Vec<Result<Parsed, ParseError>> {
     if !doc.lines().any(is_content_line) {
         return Vec::new();
     }
-    parse_with(|| serde_yaml::Deserializer::from_str(doc))
+    parse_with(|| serde_yaml::Deserializer::from_str(doc), doc.len())
 }
 
 /// Parses one object (or List) as the API server sends it. Errors have no line, and no
 /// field path except for the envelope fields checked here.
 pub fn parse_json_object(value: &serde_json::Value) -> Vec<Result<Parsed, ParseError>> {
-    parse_with(|| value)
+    // Skipping the items before the one decoded is cheap in a `Value`: no budget needed.
+    parse_with(|| value, 0)
 }
 
 /// Whether a line holds YAML content (not blank, not only a comment).
@@ -146,8 +154,8 @@ impl Envelope {
 }
 
 /// The one parsing path: `new_de` makes a fresh deserializer over the same input each time
-/// it is called (once for the envelope, once per typed item).
-fn parse_with<'de, D, F>(new_de: F) -> Vec<Result<Parsed, ParseError>>
+/// it is called (once for the envelope, once per typed item); each call reads `reread` bytes.
+fn parse_with<'de, D, F>(new_de: F, reread: usize) -> Vec<Result<Parsed, ParseError>>
 where
     F: Fn() -> D,
     D: Deserializer<'de>,
@@ -168,6 +176,22 @@ where
     }
     let item_kind = envelope.kind.strip_suffix("List").unwrap_or_default();
     let items = envelope.items.as_deref().unwrap_or_default();
+    let decoded = items
+        .iter()
+        .filter(|item| {
+            let (api_version, kind) = item_type(&envelope, item_kind, item);
+            Kind::from_type(api_version, kind).is_some()
+        })
+        .count();
+    if decoded.saturating_mul(reread) > LIST_REREAD_BUDGET {
+        return vec![Err(ParseError::plain(
+            "items".to_string(),
+            &format!(
+                "a List of {decoded} objects in {reread} bytes is too large to read item by item; \
+                 split it into one document per object (separated by `---` lines)"
+            ),
+        ))];
+    }
     items
         .iter()
         .enumerate()
@@ -178,14 +202,19 @@ where
                     "a List inside a List is not supported",
                 ));
             }
-            let (api_version, kind) = if item.kind.is_empty() && item.api_version.is_empty() {
-                (envelope.api_version.as_str(), item_kind)
-            } else {
-                (item.api_version.as_str(), item.kind.as_str())
-            };
+            let (api_version, kind) = item_type(&envelope, item_kind, item);
             parse_item(&new_de, Some(i), api_version, kind, &item.metadata)
         })
         .collect()
+}
+
+/// A List item's `apiVersion` and `kind`: its own, or the List's when it has neither.
+fn item_type<'a>(list: &'a Envelope, item_kind: &'a str, item: &'a Envelope) -> (&'a str, &'a str) {
+    if item.kind.is_empty() && item.api_version.is_empty() {
+        (list.api_version.as_str(), item_kind)
+    } else {
+        (item.api_version.as_str(), item.kind.as_str())
+    }
 }
 
 /// Rules 3 to 6 for one object: the document itself (`item` None) or `items[item]`.

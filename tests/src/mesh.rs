@@ -233,7 +233,8 @@ impl Mesh {
         run(host
             .command(&self.bins.ztunnel)
             .args(["redirect", "install"]))?;
-        meshd.exempt_from_capture(host)?;
+        // No exemption for meshd: ztunnel marks its xDS and CA sockets (PACKET_MARK), so
+        // capture skips them, as it does in a pod.
         let mut source = meshd.ztunnel_env(node, Duration::from_secs(15))?;
         source.push(("INSTANCE_IP", host.ip.to_string().into()));
         source.push(("NODE_NAME", node.into()));

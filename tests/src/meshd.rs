@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::mesh::{Binaries, http_get};
-use crate::netns::{Host, run};
+use crate::netns::Host;
 
 /// xDS and CA (TLS, gRPC), as istiod.
 pub const GRPC_PORT: u16 = 15012;
@@ -182,19 +182,6 @@ impl Meshd {
             ("ALT_CA_HOSTNAME", HOSTNAME.into()),
             ("AUTH_TOKEN", token.into()),
         ])
-    }
-
-    /// Leaves ztunnel's connections to meshd out of `host`'s capture. Workaround: ztunnel's
-    /// xDS and CA sockets do not carry `PACKET_MARK` yet, so capture would send them to
-    /// ztunnel's own 15001, which does not listen before ztunnel has config, and ztunnel would
-    /// never start. Must follow `ztunnel redirect install`, which replaces the table.
-    pub fn exempt_from_capture(&self, host: &Host) -> anyhow::Result<()> {
-        let rule = format!(
-            "insert rule inet istio-ambient-nat istio-output ip daddr {} tcp dport {GRPC_PORT} accept",
-            self.host.ip
-        );
-        run(host.command("nft").args(rule.split(' '))).context("exempting meshd from capture")?;
-        Ok(())
     }
 }
 

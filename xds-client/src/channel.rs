@@ -82,6 +82,9 @@ pub struct GrpcTarget {
     pub token: Option<Token>,
     /// Extra metadata on every call (lower-case names), e.g. `clusterid`.
     pub headers: Vec<(String, String)>,
+    /// `SO_MARK` for the connection, so a proxy's own traffic capture skips it (ztunnel's
+    /// `PACKET_MARK`); `None` leaves the socket unmarked.
+    pub mark: Option<u32>,
 }
 
 impl std::fmt::Debug for GrpcTarget {
@@ -138,6 +141,7 @@ pub async fn connect(target: &GrpcTarget) -> Result<Channel, ChannelError> {
     let connector = TlsConnect {
         tls: TlsConnector::from(Arc::new(tls)),
         server_name,
+        mark: target.mark,
     };
     let endpoint = Endpoint::from(uri)
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -153,11 +157,32 @@ pub async fn connect(target: &GrpcTarget) -> Result<Channel, ChannelError> {
         })
 }
 
-/// Dials TCP, then TLS with a fixed server name.
+/// Dials TCP (marked when asked), then TLS with a fixed server name.
 #[derive(Clone)]
 struct TlsConnect {
     tls: TlsConnector,
     server_name: ServerName<'static>,
+    mark: Option<u32>,
+}
+
+/// Connects to the first address of `host:port` that answers, with `mark` set before connect.
+async fn dial(host: &str, port: u16, mark: Option<u32>) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(mark) = mark {
+            socket2::SockRef::from(&socket).set_mark(mark)?;
+        }
+        match socket.connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host}: no address"))))
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -174,11 +199,12 @@ impl tower_service::Service<Uri> for TlsConnect {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
         let name = self.server_name.clone();
+        let mark = self.mark;
         Box::pin(async move {
             let host = uri.host().ok_or("address has no host")?;
             let host = host.trim_matches(['[', ']']).to_string();
             let port = uri.port_u16().ok_or("address has no port")?;
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = dial(&host, port, mark).await?;
             tcp.set_nodelay(true)?;
             let stream = tls.connect(name, tcp).await?;
             // No ALPN at all is tolerated (HTTP/2 with prior knowledge); anything else is not.

@@ -318,6 +318,8 @@ fn grpc_target(
         server_name,
         token: Some(Token::from_env_value(&args.auth_token)),
         headers,
+        // Marked like every socket ztunnel opens, so its own capture rules skip it.
+        mark: Some(args.packet_mark),
     })
 }
 

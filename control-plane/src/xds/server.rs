@@ -64,7 +64,7 @@ impl AggregatedDiscoveryService for AdsService {
             .await
             .map_err(|e| {
                 tracing::warn!(%peer, error = %e, "xDS client refused");
-                Status::unauthenticated(format!("authentication failed: {e}"))
+                e.status()
             })?;
         let client = self
             .clients

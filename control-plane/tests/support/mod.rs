@@ -151,6 +151,7 @@ impl Meshd {
             server_name: Some("istiod.istio-system.svc".into()),
             token: token.map(Token::Literal),
             headers: vec![("clusterid".into(), "Kubernetes".into())],
+            mark: None,
         }
     }
 

@@ -170,6 +170,33 @@ fn outcomes() {
     }
 }
 
+/// Each item of a List is decoded from the whole document, so a List of a few thousand pods
+/// took minutes (seen while fuzzing `manifest_document`); past the budget it is one error.
+#[test]
+fn list_past_the_reread_budget_is_one_error() {
+    let mut doc = String::from("apiVersion: v1\nkind: PodList\nitems:\n");
+    for i in 0..3000 {
+        doc.push_str(&format!("- metadata: {{name: p{i}}}\n"));
+    }
+    assert!(3000 * doc.len() > LIST_REREAD_BUDGET);
+    assert_eq!(
+        summaries(&doc),
+        [format!(
+            "error items: a List of 3000 objects in {} bytes is too large to read item by item; \
+             split it into one document per object (separated by `---` lines)",
+            doc.len()
+        )]
+    );
+    // Kinds the mesh does not read are not decoded, so they cost nothing.
+    let skipped = doc.replace("kind: PodList", "kind: List").replace(
+        "- metadata",
+        "- apiVersion: apps/v1\n  kind: Deployment\n  metadata",
+    );
+    let outcomes = summaries(&skipped);
+    assert_eq!(outcomes.len(), 3000);
+    assert_eq!(outcomes[0], "skipped apps/v1 Deployment p0");
+}
+
 #[test]
 fn typed_fields() {
     let doc = "\

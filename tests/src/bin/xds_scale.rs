@@ -357,6 +357,7 @@ impl XdsClient {
             server_name: Some("istiod.istio-system.svc".into()),
             token: Some(Token::File(token_path)),
             headers: vec![("clusterid".into(), "Kubernetes".into())],
+            mark: None,
         };
         let node_msg = proto::core::Node {
             id: format!(

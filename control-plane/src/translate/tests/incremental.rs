@@ -13,7 +13,11 @@ fn sorted(mut v: Vec<(ObjectKey, String)>) -> Vec<(ObjectKey, String)> {
 fn assert_same(step: &str, incremental: &Translation, index: &Index) {
     let full = translate(index, &Options::default());
     assert_eq!(incremental.resources, full.resources, "{step}: resources");
-    assert_eq!(sorted(incremental.errors.clone()), sorted(full.errors), "{step}: errors");
+    assert_eq!(
+        sorted(incremental.errors.clone()),
+        sorted(full.errors),
+        "{step}: errors"
+    );
     assert_eq!(
         sorted(incremental.warnings.clone()),
         sorted(full.warnings),
@@ -46,7 +50,12 @@ fn namespace_scoped_changes_match_a_full_translation() {
     let only = |ns: &str| Scope::Namespaces(BTreeSet::from([ns.to_string()]));
 
     // A pod's IP changes in a.
-    idx.apply(Object::Pod(pod("a", "web-0", "10.0.0.9", &[("app", "web")])));
+    idx.apply(Object::Pod(pod(
+        "a",
+        "web-0",
+        "10.0.0.9",
+        &[("app", "web")],
+    )));
     assert_same("pod edit", &t.translate(&idx, &only("a")), &idx);
     // A policy in b starts selecting b's pods.
     idx.apply(policy("b", "web", "web"));
@@ -54,7 +63,11 @@ fn namespace_scoped_changes_match_a_full_translation() {
     // A service goes, a bad pod arrives (an error kept across later calls).
     idx.delete(&key(Kind::Service, "b", "web"));
     idx.apply(Object::Pod(pod("b", "bad", "not-an-ip", &[])));
-    assert_same("service deleted, bad pod", &t.translate(&idx, &only("b")), &idx);
+    assert_same(
+        "service deleted, bad pod",
+        &t.translate(&idx, &only("b")),
+        &idx,
+    );
     // A change elsewhere leaves b's error in place.
     idx.apply(Object::Pod(pod("a", "db-0", "10.0.0.3", &[("app", "db")])));
     assert_same("other namespace", &t.translate(&idx, &only("a")), &idx);
