@@ -12,9 +12,11 @@
 //! 2. A `List` (`kind: List`, or `PodList`... with `items`), as `kubectl get -o yaml` prints
 //!    it, yields one outcome per item, in order. Items of a `FooList` that omit `kind` and
 //!    `apiVersion` (as the API server sends them) take `Foo` and the list's `apiVersion`.
-//!    A List inside a List is an error. Each item is decoded from the whole document (that is
-//!    what keeps its lines), so a List costs its objects times the document's size: past
-//!    [`LIST_REREAD_BUDGET`] it is one error, not a parse that stalls the source for minutes.
+//!    A List inside a List is an error. All items are decoded in one pass; only when one of
+//!    them fails is each item decoded again on its own from the whole document (that is what
+//!    keeps lines and tells the good items from the bad), which costs the items times the
+//!    document's size: past [`LIST_REREAD_BUDGET`] the List yields the first error alone,
+//!    not a parse that stalls the source for minutes.
 //! 3. A missing `apiVersion` or `kind` is an error; a kind the mesh does not read
 //!    (Deployment, ConfigMap, ...) is [`Parsed::Skipped`], not an error.
 //! 4. A missing or empty `metadata.name` is an error (no key: the object cannot be named).
@@ -80,9 +82,10 @@ fn describe(line: &Option<usize>, field: &Option<String>, message: &str) -> Stri
     out
 }
 
-/// The most YAML text a List's items may make the parser read again (rule 2), a few seconds
-/// of parsing at worst. Without it a List of 1000 small pods (450 KB) is 450 MB of parsing,
-/// tens of seconds, and each further item makes every item dearer.
+/// The most YAML text a broken List's items may make the parser read again to locate its
+/// errors (rule 2), a few seconds of parsing at worst: a List of about 110 pods of 5 KB.
+/// Without it a List of 1000 small pods (450 KB) is 450 MB of parsing, tens of seconds, and
+/// each further item makes every item dearer. A List whose items all decode is read once.
 pub(crate) const LIST_REREAD_BUDGET: usize = 64 << 20;
 
 /// Parses one YAML document (the text between two `---` lines). A document with nothing but
@@ -172,27 +175,18 @@ where
             metadata,
             ..
         } = &envelope;
-        return vec![parse_item(&new_de, None, api_version, kind, metadata)];
+        let outcome = check_item(None, api_version, kind, metadata).and_then(|c| match c {
+            Checked::Skipped(s) => Ok(s),
+            Checked::Decode(key) => decode_kind(&new_de, None, key.kind)
+                .map(|object| finish(key.clone(), object))
+                .map_err(|e| ParseError::decode(Some(key), &e)),
+        });
+        return vec![outcome];
     }
     let item_kind = envelope.kind.strip_suffix("List").unwrap_or_default();
     let items = envelope.items.as_deref().unwrap_or_default();
-    let decoded = items
-        .iter()
-        .filter(|item| {
-            let (api_version, kind) = item_type(&envelope, item_kind, item);
-            Kind::from_type(api_version, kind).is_some()
-        })
-        .count();
-    if decoded.saturating_mul(reread) > LIST_REREAD_BUDGET {
-        return vec![Err(ParseError::plain(
-            "items".to_string(),
-            &format!(
-                "a List of {decoded} objects in {reread} bytes is too large to read item by item; \
-                 split it into one document per object (separated by `---` lines)"
-            ),
-        ))];
-    }
-    items
+    // What each item is: its checks (rules 3 to 5) and the kind to decode it as.
+    let checked: Vec<Result<Checked, ParseError>> = items
         .iter()
         .enumerate()
         .map(|(i, item)| {
@@ -203,7 +197,54 @@ where
                 ));
             }
             let (api_version, kind) = item_type(&envelope, item_kind, item);
-            parse_item(&new_de, Some(i), api_version, kind, &item.metadata)
+            check_item(Some(i), api_version, kind, &item.metadata)
+        })
+        .collect();
+    let kinds: Vec<Option<Kind>> = checked
+        .iter()
+        .map(|c| match c {
+            Ok(Checked::Decode(key)) => Some(key.kind),
+            _ => None,
+        })
+        .collect();
+    // The common case, a List whose items all decode: one pass over the document.
+    let first_error = match decode_items(new_de(), &kinds) {
+        Ok(objects) => {
+            return checked
+                .into_iter()
+                .zip(objects)
+                .map(|(c, object)| match (c?, object) {
+                    (Checked::Decode(key), Some(object)) => Ok(finish(key, object)),
+                    (Checked::Skipped(s), _) => Ok(s),
+                    // `kinds` asked for every `Decode` item, so this is not reached.
+                    (Checked::Decode(key), None) => Err(ParseError::plain(
+                        "items".to_string(),
+                        &format!("{key} was not decoded"),
+                    )),
+                })
+                .collect();
+        }
+        Err(e) => e,
+    };
+    let decoded = kinds.iter().flatten().count();
+    if decoded.saturating_mul(reread) > LIST_REREAD_BUDGET {
+        let mut error = ParseError::decode(None, &first_error);
+        error.message = format!(
+            "{}; this List of {decoded} objects in {reread} bytes is too large to locate \
+             every error item by item, so none of its objects is applied: fix this one, or \
+             split it into one document per object (separated by `---` lines)",
+            error.message
+        );
+        return vec![Err(error)];
+    }
+    checked
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| match c? {
+            Checked::Skipped(s) => Ok(s),
+            Checked::Decode(key) => decode_kind(&new_de, Some(i), key.kind)
+                .map(|object| finish(key.clone(), object))
+                .map_err(|e| ParseError::decode(Some(key), &e)),
         })
         .collect()
 }
@@ -217,19 +258,19 @@ fn item_type<'a>(list: &'a Envelope, item_kind: &'a str, item: &'a Envelope) -> 
     }
 }
 
-/// Rules 3 to 6 for one object: the document itself (`item` None) or `items[item]`.
-fn parse_item<'de, D, F>(
-    new_de: &F,
+/// Rules 3 to 5 for one object, the document itself (`item` None) or `items[item]`: what to
+/// decode it as, or why not.
+enum Checked {
+    Decode(ObjectKey),
+    Skipped(Parsed),
+}
+
+fn check_item(
     item: Option<usize>,
     api_version: &str,
     kind_name: &str,
     meta: &EnvelopeMeta,
-) -> Result<Parsed, ParseError>
-where
-    F: Fn() -> D,
-    D: Deserializer<'de>,
-    D::Error: DecodeError,
-{
+) -> Result<Checked, ParseError> {
     let field = |name: &str| match item {
         Some(i) => format!("items[{i}].{name}"),
         None => name.to_string(),
@@ -244,11 +285,11 @@ where
         return Err(ParseError::plain(field("kind"), "missing field `kind`"));
     }
     let Some(kind) = Kind::from_type(api_version, kind_name) else {
-        return Ok(Parsed::Skipped {
+        return Ok(Checked::Skipped(Parsed::Skipped {
             api_version: api_version.to_string(),
             kind: kind_name.to_string(),
             name: meta.name.clone(),
-        });
+        }));
     };
     if meta.name.is_empty() {
         return Err(ParseError::plain(
@@ -261,13 +302,15 @@ where
         (true, true) => "default".to_string(),
         (true, false) => meta.namespace.clone(),
     };
-    let key = ObjectKey {
+    Ok(Checked::Decode(ObjectKey {
         kind,
         namespace,
         name: meta.name.clone(),
-    };
-    let mut object =
-        decode_kind(new_de, item, kind).map_err(|e| ParseError::decode(Some(key.clone()), &e))?;
+    }))
+}
+
+/// Rule 5 applied to a decoded object: the namespace its key says.
+fn finish(key: ObjectKey, mut object: Object) -> Parsed {
     if object.meta().namespace != key.namespace {
         object.meta_mut().namespace = key.namespace.clone();
         // Keep a policy's raw value saying the same as its metadata.
@@ -278,10 +321,10 @@ where
             _ => None,
         };
         if let Some(serde_yaml::Value::Mapping(m)) = raw_meta {
-            m.insert("namespace".into(), key.namespace.clone().into());
+            m.insert("namespace".into(), key.namespace.into());
         }
     }
-    Ok(Parsed::Object(object))
+    Parsed::Object(object)
 }
 
 /// An Istio security resource's envelope: only `metadata` is checked here.
@@ -338,40 +381,117 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for At<T> {
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
         match self.item {
             None => T::deserialize(d),
-            Some(index) => d.deserialize_map(ItemsVisitor::<T> {
-                index,
-                marker: PhantomData,
+            Some(index) => d.deserialize_map(ItemsVisitor {
+                seed: Nth::<T> {
+                    index,
+                    marker: PhantomData,
+                },
             }),
         }
     }
 }
 
-/// Finds `items` in a List and hands it to [`NthVisitor`].
-struct ItemsVisitor<T> {
-    index: usize,
-    marker: PhantomData<fn() -> T>,
+/// Finds `items` in a List and decodes it with `seed`, skipping the other fields.
+struct ItemsVisitor<S> {
+    seed: S,
 }
 
-impl<'de, T: Deserialize<'de>> Visitor<'de> for ItemsVisitor<T> {
-    type Value = T;
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for ItemsVisitor<S> {
+    type Value = S::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a List")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<S::Value, A::Error> {
+        let mut seed = Some(self.seed);
         let mut found = None;
         while let Some(key) = map.next_key::<String>()? {
-            if key == "items" && found.is_none() {
-                found = Some(map.next_value_seed(Nth::<T> {
-                    index: self.index,
-                    marker: PhantomData,
-                })?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            match seed.take() {
+                Some(s) if key == "items" => found = Some(map.next_value_seed(s)?),
+                other => {
+                    seed = other;
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
         found.ok_or_else(|| de::Error::missing_field("items"))
+    }
+}
+
+/// Decodes every item of a List in one pass: `kinds[i]` is what to decode `items[i]` as, or
+/// None to skip it.
+fn decode_items<'de, D: Deserializer<'de>>(
+    d: D,
+    kinds: &[Option<Kind>],
+) -> Result<Vec<Option<Object>>, D::Error> {
+    d.deserialize_map(ItemsVisitor {
+        seed: AllItems { kinds },
+    })
+}
+
+struct AllItems<'k> {
+    kinds: &'k [Option<Kind>],
+}
+
+impl<'de> DeserializeSeed<'de> for AllItems<'_> {
+    type Value = Vec<Option<Object>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AllItems<'_> {
+    type Value = Vec<Option<Object>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a sequence of {} items", self.kinds.len())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(self.kinds.len());
+        for (i, kind) in self.kinds.iter().enumerate() {
+            match seq.next_element_seed(OneItem { kind: *kind })? {
+                Some(object) => out.push(object),
+                None => return Err(de::Error::invalid_length(i, &self)),
+            }
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(out)
+    }
+}
+
+/// One List item decoded as `kind`, or skipped.
+struct OneItem {
+    kind: Option<Kind>,
+}
+
+impl<'de> DeserializeSeed<'de> for OneItem {
+    type Value = Option<Object>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let Some(kind) = self.kind else {
+            IgnoredAny::deserialize(d)?;
+            return Ok(None);
+        };
+        let policy = |d: D| -> Result<RawPolicy, D::Error> {
+            let value = serde_yaml::Value::deserialize(d)?;
+            let metadata = PolicyEnvelope::deserialize(&value)
+                .map_err(de::Error::custom)?
+                .metadata;
+            Ok(RawPolicy { metadata, value })
+        };
+        Ok(Some(match kind {
+            Kind::Namespace => Object::Namespace(Deserialize::deserialize(d)?),
+            Kind::Pod => Object::Pod(Deserialize::deserialize(d)?),
+            Kind::Service => Object::Service(Deserialize::deserialize(d)?),
+            Kind::ServiceAccount => Object::ServiceAccount(Deserialize::deserialize(d)?),
+            Kind::Gateway => Object::Gateway(Deserialize::deserialize(d)?),
+            Kind::AuthorizationPolicy => Object::AuthorizationPolicy(policy(d)?),
+            Kind::PeerAuthentication => Object::PeerAuthentication(policy(d)?),
+            Kind::RequestAuthentication => Object::RequestAuthentication(policy(d)?),
+        }))
     }
 }
 
