@@ -285,10 +285,7 @@ mod tests {
     fn who_may_hold_what() {
         let policy = CaPolicy::default();
         let mut snap = Snapshot::default();
-        snap.identities_by_node.insert(
-            "node-a".into(),
-            [("shop".to_string(), "cart".to_string())].into(),
-        );
+        snap.identities.add("node-a", "shop", "cart");
         let ztunnel_a = caller("istio-system", "ztunnel", Some("node-a"));
         let ztunnel_b = caller("istio-system", "ztunnel", Some("node-b"));
         let unbound = caller("istio-system", "ztunnel", None);

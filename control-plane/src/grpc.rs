@@ -2,8 +2,9 @@
 //!
 //! TLS is rustls with a serving certificate from the mesh CA (DNS names such as
 //! `istiod.istio-system.svc`), renewed in place at half its lifetime; clients authenticate
-//! with bearer tokens, not certificates. gRPC calls are routed by path to tonic's generated
-//! services; anything else gets `UNIMPLEMENTED`.
+//! with bearer tokens, not certificates. gRPC calls are routed by path: the CA to tonic's
+//! generated service, delta ADS to `xds` (which frames its responses itself); anything else
+//! gets `UNIMPLEMENTED`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +18,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use proto::citadel::istio_certificate_service_server::IstioCertificateServiceServer;
-use proto::discovery::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
@@ -70,7 +70,7 @@ pub fn server_config(cert: ServingCert) -> Result<Arc<rustls::ServerConfig>, rus
 /// Routes gRPC calls by path to the services behind the port.
 #[derive(Clone)]
 struct Router {
-    ads: AggregatedDiscoveryServiceServer<AdsService>,
+    ads: AdsService,
     ca: IstioCertificateServiceServer<CaService>,
     peer: SocketAddr,
 }
@@ -90,8 +90,9 @@ impl Service<http::Request<Incoming>> for Router {
         req.extensions_mut().insert(PeerAddr(self.peer));
         let path = req.uri().path();
         if path.starts_with("/envoy.service.discovery.v3.AggregatedDiscoveryService/") {
-            let mut ads = self.ads.clone();
-            Box::pin(async move { ads.call(req).await })
+            let ads = self.ads.clone();
+            let peer = self.peer;
+            Box::pin(async move { Ok(ads.call(req, peer, MAX_MESSAGE).await) })
         } else if path.starts_with("/istio.v1.auth.IstioCertificateService/") {
             let mut ca = self.ca.clone();
             Box::pin(async move { ca.call(req).await })
@@ -112,9 +113,6 @@ pub async fn serve(
     ca: CaService,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let ads = AggregatedDiscoveryServiceServer::new(ads)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
     let ca = IstioCertificateServiceServer::new(ca);
     let mut backoff = Duration::from_millis(5);
     // Owning the connection tasks means stopping this future closes every connection too.

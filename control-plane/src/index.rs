@@ -3,7 +3,7 @@
 //! Keyed by kind first, so each kind is one contiguous range: translation walks a kind
 //! without filtering the rest.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use kube_source::{
@@ -165,28 +165,6 @@ impl Index {
                 _ => None,
             })
     }
-
-    /// `(namespace, service account)` of every pod scheduled on `node`: the identities a
-    /// node's ztunnel may ask certificates for.
-    pub fn identities_on_node(&self, node: &str) -> BTreeSet<(String, String)> {
-        self.pods()
-            .filter(|p| !node.is_empty() && p.spec.node_name == node)
-            .map(|p| {
-                (
-                    p.metadata.namespace.clone(),
-                    p.service_account().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// The nodes pods are scheduled on.
-    pub fn nodes(&self) -> BTreeSet<String> {
-        self.pods()
-            .map(|p| p.spec.node_name.clone())
-            .filter(|n| !n.is_empty())
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -209,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn kinds_are_ranges_and_nodes_hold_identities() {
+    fn kinds_are_ranges() {
         let mut idx = Index::new();
         assert!(idx.apply(pod("a", "p1", "web", "n1")));
         assert!(!idx.apply(pod("a", "p1", "web", "n1")), "unchanged apply");
@@ -224,17 +202,11 @@ mod tests {
         assert_eq!(idx.pods().count(), 3);
         assert_eq!(idx.namespaces().count(), 1);
         assert!(idx.namespace("a").is_some());
-        let on_n1: Vec<_> = idx.identities_on_node("n1").into_iter().collect();
-        assert_eq!(
-            on_n1,
-            vec![
-                ("a".to_string(), "web".to_string()),
-                ("b".to_string(), "default".to_string())
-            ]
-        );
-        assert!(idx.identities_on_node("").is_empty());
-        assert_eq!(idx.nodes().len(), 2);
         assert!(idx.delete(&pod("b", "p3", "db", "n2").key()));
-        assert!(idx.identities_on_node("n2").is_empty());
+        assert!(
+            !idx.delete(&pod("b", "p3", "db", "n2").key()),
+            "already gone"
+        );
+        assert_eq!(idx.pods().count(), 2);
     }
 }

@@ -7,8 +7,9 @@
 //! 2. Only the namespaces touched since the last translation are translated again, unless a
 //!    change can reach across namespaces (a Namespace, a Gateway, anything in the root
 //!    namespace): then everything is.
-//! 3. A translation that produces the same resources and node identities as the last one
-//!    publishes nothing.
+//! 3. A translation that changes no resource and no node's identities publishes nothing.
+//!    What changed is tracked as it happens (the translator's changed names, the identity
+//!    counts per node), never by comparing everything, so a one-pod change costs O(1) here.
 //! 4. The current problems (unreadable documents, untranslatable objects) are kept whole,
 //!    each named by file and line when the object came from a manifest; new ones are logged.
 
@@ -16,13 +17,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube_source::{Kind, ObjectKey, Origin, Update};
+use kube_source::{Kind, Object, ObjectKey, Origin, Update};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::index::Index;
 use crate::metrics::Metrics;
-use crate::snapshot::{Delta, Snapshot, SnapshotTx};
+use crate::snapshot::{Delta, NodeIdentities, Snapshot, SnapshotTx};
 use crate::translate::{self, Options, Scope, Translator};
 
 /// Longest a stream of changes can hold back a push.
@@ -31,7 +32,7 @@ pub const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 /// Shared list of current config problems, for `/debug/config_errors`.
 pub type ConfigErrors = Arc<Mutex<Vec<String>>>;
 
-/// Told the scheduled nodes after each publish (meshd writes local secrets for new ones).
+/// Told the scheduled nodes when they change (meshd writes local secrets for new ones).
 pub type NodesHook = Box<dyn Fn(&BTreeSet<String>) + Send>;
 
 /// Runs until the source closes its channel.
@@ -41,7 +42,7 @@ pub struct Pipeline {
     pub snapshots: SnapshotTx,
     pub metrics: Metrics,
     pub errors: ConfigErrors,
-    /// Called with the scheduled nodes after each publish (local secrets for new nodes).
+    /// Called with the scheduled nodes whenever that set changes (local secrets for new nodes).
     pub on_nodes: NodesHook,
 }
 
@@ -57,6 +58,7 @@ impl Pipeline {
         let mut version = 0u64;
         let mut last: Option<Arc<Snapshot>> = None;
         let mut changed_at = Some(Instant::now());
+        let mut known_nodes = BTreeSet::new();
         loop {
             if let Some(first) = changed_at {
                 // Rule 1: fold in whatever else arrives within the debounce window.
@@ -76,19 +78,18 @@ impl Pipeline {
                     .translation
                     .observe(started.elapsed().as_secs_f64());
                 state.report(&t, &self.errors, &self.metrics);
-                let identities = identities_by_node(&state.index);
-                let unchanged = last.as_ref().is_some_and(|l| {
-                    l.resources == t.resources && l.identities_by_node == identities
-                });
-                if !unchanged {
-                    let delta = last
-                        .as_ref()
-                        .map(|l| Delta::between(l.version, &l.resources, &t.resources));
+                // Rule 3: the translator names what changed; no walk over every resource.
+                let identities_changed = std::mem::take(&mut state.identities_changed);
+                if last.is_none() || !t.unchanged() || identities_changed {
+                    let delta = last.as_ref().map(|l| Delta {
+                        from: l.version,
+                        names: t.changed,
+                    });
                     version += 1;
                     let snapshot = Arc::new(Snapshot {
                         version,
                         resources: t.resources,
-                        identities_by_node: identities,
+                        identities: state.identities.clone(),
                         changed_at: Some(first),
                         delta,
                     });
@@ -101,7 +102,12 @@ impl Pipeline {
                         "config published"
                     );
                     self.snapshots.send_replace(snapshot.clone());
-                    (self.on_nodes)(&state.index.nodes());
+                    let nodes: BTreeSet<String> =
+                        state.identities.nodes().map(str::to_string).collect();
+                    if nodes != known_nodes {
+                        (self.on_nodes)(&nodes);
+                        known_nodes = nodes;
+                    }
                     last = Some(snapshot);
                 }
                 changed_at = None;
@@ -127,6 +133,10 @@ struct State {
     origins: HashMap<ObjectKey, Origin>,
     source_errors: Vec<String>,
     reported: BTreeSet<String>,
+    /// Who may hold which identity, kept pod by pod.
+    identities: NodeIdentities,
+    /// Whether `identities` changed since the last publish.
+    identities_changed: bool,
 }
 
 impl Default for State {
@@ -138,6 +148,8 @@ impl Default for State {
             origins: HashMap::new(),
             source_errors: Vec::new(),
             reported: BTreeSet::new(),
+            identities: NodeIdentities::default(),
+            identities_changed: false,
         }
     }
 }
@@ -162,16 +174,21 @@ impl State {
         let mut changed = false;
         for (object, origin) in u.applied {
             let key = object.key();
+            let before = self.index.get(&key).and_then(placement);
+            let after = placement(&object);
             if self.index.apply(object) {
                 self.touch(&key);
+                self.place(before, after);
                 changed = true;
             }
             self.origins.insert(key, origin);
         }
         for key in &u.deleted {
             self.origins.remove(key);
+            let before = self.index.get(key).and_then(placement);
             if self.index.delete(key) {
                 self.touch(key);
+                self.place(before, None);
                 changed = true;
             }
         }
@@ -181,6 +198,19 @@ impl State {
             changed = true;
         }
         changed
+    }
+
+    /// Moves one pod's identity count from where it was to where it is.
+    fn place(&mut self, before: Option<Placement>, after: Option<Placement>) {
+        if before == after {
+            return;
+        }
+        if let Some((node, ns, sa)) = before {
+            self.identities_changed |= self.identities.remove(&node, &ns, &sa);
+        }
+        if let Some((node, ns, sa)) = after {
+            self.identities_changed |= self.identities.add(&node, &ns, &sa);
+        }
     }
 
     /// Rule 3: keeps the full list current and logs what is new.
@@ -209,16 +239,106 @@ impl State {
     }
 }
 
-fn identities_by_node(index: &Index) -> HashMap<String, BTreeSet<(String, String)>> {
-    let mut out: HashMap<String, BTreeSet<(String, String)>> = HashMap::new();
-    for pod in index.pods() {
-        if pod.spec.node_name.is_empty() {
-            continue;
-        }
-        out.entry(pod.spec.node_name.clone()).or_default().insert((
+/// A scheduled pod's node, namespace and service account.
+type Placement = (String, String, String);
+
+fn placement(object: &Object) -> Option<Placement> {
+    match object {
+        Object::Pod(pod) if !pod.spec.node_name.is_empty() => Some((
+            pod.spec.node_name.clone(),
             pod.metadata.namespace.clone(),
             pod.service_account().to_string(),
-        ));
+        )),
+        _ => None,
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_source::{Meta, Pod};
+    use std::path::PathBuf;
+
+    fn pod(ns: &str, name: &str, sa: &str, node: &str) -> (Object, Origin) {
+        let mut p = Pod {
+            metadata: Meta {
+                name: name.into(),
+                namespace: ns.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        p.spec.service_account_name = sa.into();
+        p.spec.node_name = node.into();
+        let origin = Origin {
+            file: PathBuf::from("pods.yaml"),
+            line: 1,
+        };
+        (Object::Pod(p), origin)
+    }
+
+    fn applied(objects: Vec<(Object, Origin)>) -> Update {
+        Update {
+            applied: objects,
+            ..Default::default()
+        }
+    }
+
+    /// Which identities each node may hold, as the CA asks, after each step of pods arriving,
+    /// moving and leaving: counted per pod, so a node keeps an identity while any of its pods
+    /// has it, and a step that changes none of them is not an identity change.
+    #[test]
+    fn node_identities_follow_pods() {
+        let mut state = State::default();
+        let holds = |s: &State, node: &str, ns: &str, sa: &str| s.identities.holds(node, ns, sa);
+
+        state.apply(applied(vec![
+            pod("shop", "cart-1", "cart", "n1"),
+            pod("shop", "cart-2", "cart", "n1"),
+            pod("shop", "web-1", "", "n1"),
+            pod("shop", "pending", "cart", ""),
+        ]));
+        assert!(std::mem::take(&mut state.identities_changed));
+        assert!(holds(&state, "n1", "shop", "cart"));
+        assert!(
+            holds(&state, "n1", "shop", "default"),
+            "no serviceAccountName: default"
+        );
+        assert!(
+            !holds(&state, "", "shop", "cart"),
+            "an unscheduled pod gives no node anything"
+        );
+        assert_eq!(state.identities.nodes().collect::<Vec<_>>(), ["n1"]);
+
+        // A second pod of the same identity leaves: the node still holds it, nothing changed.
+        state.apply(Update {
+            deleted: vec![pod("shop", "cart-2", "", "").0.key()],
+            ..Default::default()
+        });
+        assert!(!std::mem::take(&mut state.identities_changed));
+        assert!(holds(&state, "n1", "shop", "cart"));
+
+        // The last one moves to n2: n1 loses the identity, n2 gains it.
+        state.apply(applied(vec![pod("shop", "cart-1", "cart", "n2")]));
+        assert!(std::mem::take(&mut state.identities_changed));
+        assert!(!holds(&state, "n1", "shop", "cart"));
+        assert!(holds(&state, "n2", "shop", "cart"));
+
+        // A change that keeps node and account (a new label, say) is no identity change.
+        let (mut relabeled, origin) = pod("shop", "cart-1", "cart", "n2");
+        relabeled
+            .meta_mut()
+            .labels
+            .insert("version".into(), "v2".into());
+        state.apply(applied(vec![(relabeled, origin)]));
+        assert!(!std::mem::take(&mut state.identities_changed));
+
+        // The node's last pod goes: the node goes with it.
+        state.apply(Update {
+            deleted: vec![pod("shop", "web-1", "", "").0.key()],
+            ..Default::default()
+        });
+        assert!(std::mem::take(&mut state.identities_changed));
+        assert_eq!(state.identities.nodes().collect::<Vec<_>>(), ["n2"]);
+    }
 }

@@ -6,17 +6,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// One xDS resource, encoded once and shared by every client it is sent to.
+/// One xDS resource, encoded once and shared by every client it is sent to. Every field is
+/// shared, so a clone is a few reference counts: the translator, each published snapshot and
+/// every client's session hold the same bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     /// Workload: its uid; Service: `namespace/hostname`; Authorization: `namespace/name`.
-    /// Shared (`Arc`): every client's session holds it, so 100 clients cost one copy.
     pub name: Arc<str>,
     /// Other names a client may subscribe by: `<network>/<IP>` per address.
-    pub aliases: Vec<String>,
+    pub aliases: Arc<[String]>,
     /// Hex of a hash of the encoded body: equal bodies, equal versions, across restarts.
     pub version: Arc<str>,
-    pub body: prost_types::Any,
+    pub body: Arc<prost_types::Any>,
 }
 
 impl Resource {
@@ -26,13 +27,18 @@ impl Resource {
         let version = content_version(&value);
         Resource {
             name: name.into(),
-            aliases,
+            aliases: aliases.into(),
             version: version.into(),
-            body: prost_types::Any {
+            body: Arc::new(prost_types::Any {
                 type_url: M::type_url(),
                 value,
-            },
+            }),
         }
+    }
+
+    /// Same name, version and aliases: what a client holding one needs no update for.
+    pub fn same_as(&self, other: &Resource) -> bool {
+        self.name == other.name && self.version == other.version && self.aliases == other.aliases
     }
 }
 
@@ -45,8 +51,8 @@ pub fn content_version(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Every resource of one type URL, by name.
-pub type ResourceSet = BTreeMap<String, Resource>;
+/// Every resource of one type URL, by name (the resource's own shared name).
+pub type ResourceSet = BTreeMap<Arc<str>, Resource>;
 
 /// Everything meshd serves, by type URL.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -68,11 +74,11 @@ impl Resources {
     }
 
     pub fn insert_address(&mut self, r: Resource) {
-        self.addresses.insert(r.name.to_string(), r);
+        self.addresses.insert(r.name.clone(), r);
     }
 
     pub fn insert_authorization(&mut self, r: Resource) {
-        self.authorizations.insert(r.name.to_string(), r);
+        self.authorizations.insert(r.name.clone(), r);
     }
 }
 

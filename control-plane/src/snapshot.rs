@@ -2,7 +2,7 @@
 //! resources and the identities each node may hold. Readers take an `Arc` and never block
 //! the publisher.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -15,8 +15,8 @@ pub struct Snapshot {
     /// Increases with every publish; sent as `system_version_info`.
     pub version: u64,
     pub resources: Resources,
-    /// Node name -> `(namespace, service account)` of the pods scheduled there.
-    pub identities_by_node: HashMap<String, BTreeSet<(String, String)>>,
+    /// The identities each node's proxy may hold certificates for.
+    pub identities: NodeIdentities,
     /// When the first change folded into this snapshot arrived (for convergence time).
     pub changed_at: Option<Instant>,
     /// What changed since the previous snapshot, so each client's update costs O(changes)
@@ -29,24 +29,22 @@ pub struct Snapshot {
 pub struct Delta {
     pub from: u64,
     /// Type URL -> names.
-    pub names: HashMap<String, Vec<String>>,
+    pub names: HashMap<String, Vec<Arc<str>>>,
 }
 
 impl Delta {
-    /// The names that differ between `old` and `new`, per type.
+    /// The names that differ between `old` and `new`, per type, by walking both. The
+    /// pipeline gets the same from the translator without the walk (`Translation::changed`).
     pub fn between(from: u64, old: &Resources, new: &Resources) -> Delta {
         let mut names = HashMap::new();
         for type_url in [proto::ADDRESS_TYPE_URL, proto::AUTHORIZATION_TYPE_URL] {
             let (Some(a), Some(b)) = (old.by_type(type_url), new.by_type(type_url)) else {
                 continue;
             };
-            let mut changed: Vec<String> = b
+            let mut changed: Vec<Arc<str>> = b
                 .values()
-                .filter(|r| {
-                    a.get(&*r.name)
-                        .is_none_or(|o| o.version != r.version || o.aliases != r.aliases)
-                })
-                .map(|r| r.name.to_string())
+                .filter(|r| a.get(&*r.name).is_none_or(|o| !o.same_as(r)))
+                .map(|r| r.name.clone())
                 .collect();
             changed.extend(a.keys().filter(|n| !b.contains_key(*n)).cloned());
             names.insert(type_url.to_string(), changed);
@@ -58,9 +56,62 @@ impl Delta {
 impl Snapshot {
     /// Whether a pod with this namespace and service account runs on `node`.
     pub fn node_holds(&self, node: &str, namespace: &str, service_account: &str) -> bool {
-        self.identities_by_node
-            .get(node)
-            .is_some_and(|ids| ids.contains(&(namespace.to_string(), service_account.to_string())))
+        self.identities.holds(node, namespace, service_account)
+    }
+}
+
+/// Node name -> the `(namespace, service account)` of the pods scheduled there, each counted
+/// by its pods. Kept up to date pod by pod; a snapshot's copy shares every node's table (a
+/// copy is one reference count per node) and a change copies only its node's.
+#[derive(Debug, Clone, Default)]
+pub struct NodeIdentities {
+    nodes: HashMap<String, Arc<IdentityCounts>>,
+}
+
+/// `(namespace, service account)` -> pods with that identity, on one node.
+type IdentityCounts = BTreeMap<(String, String), usize>;
+
+impl NodeIdentities {
+    /// Counts a pod; true when its identity is new on that node.
+    pub fn add(&mut self, node: &str, namespace: &str, service_account: &str) -> bool {
+        let ids = Arc::make_mut(self.nodes.entry(node.to_string()).or_default());
+        let count = ids
+            .entry((namespace.to_string(), service_account.to_string()))
+            .or_default();
+        *count += 1;
+        *count == 1
+    }
+
+    /// Uncounts a pod; true when it was the last of its identity on that node.
+    pub fn remove(&mut self, node: &str, namespace: &str, service_account: &str) -> bool {
+        let Some(ids) = self.nodes.get_mut(node) else {
+            return false;
+        };
+        let key = (namespace.to_string(), service_account.to_string());
+        let ids = Arc::make_mut(ids);
+        let gone = match ids.get_mut(&key) {
+            Some(1) => ids.remove(&key).is_some(),
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+            None => false,
+        };
+        if ids.is_empty() {
+            self.nodes.remove(node);
+        }
+        gone
+    }
+
+    pub fn holds(&self, node: &str, namespace: &str, service_account: &str) -> bool {
+        self.nodes.get(node).is_some_and(|ids| {
+            ids.contains_key(&(namespace.to_string(), service_account.to_string()))
+        })
+    }
+
+    /// The nodes with at least one pod.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
     }
 }
 

@@ -284,3 +284,66 @@ async fn bad_or_missing_tokens_are_refused() {
     }
     assert!(meshd.get("/debug/connections").await.trim() == "[]");
 }
+
+/// What a raw gRPC client (tonic's generated one, as a foreign client would be) is told: the
+/// status codes come through meshd's own response framing.
+#[tokio::test]
+async fn raw_calls_get_istiods_status_codes() {
+    use proto::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use proto::discovery::{DeltaDiscoveryRequest, DiscoveryRequest};
+
+    let meshd = Meshd::start("raw", &manifests(1)).await;
+    let open = |target: &xds_client::GrpcTarget, type_url: &str| {
+        target
+            .request(futures_util::stream::iter([DeltaDiscoveryRequest {
+                type_url: type_url.into(),
+                ..Default::default()
+            }]))
+            .unwrap()
+    };
+    let good = meshd.target(Some(meshd.node_token("node-a")));
+    let channel = xds_client::connect(&good).await.unwrap();
+    let mut ads = AggregatedDiscoveryServiceClient::new(channel);
+
+    // Served: the first response names the type and carries the workload.
+    let mut stream = ads
+        .delta_aggregated_resources(open(&good, proto::ADDRESS_TYPE_URL))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.type_url, proto::ADDRESS_TYPE_URL);
+    assert!(!first.resources.is_empty(), "{first:?}");
+
+    // A type meshd does not serve ends the stream with INVALID_ARGUMENT.
+    let mut stream = ads
+        .delta_aggregated_resources(open(
+            &good,
+            "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = stream.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("is not served here"),
+        "{status:?}"
+    );
+
+    // No token: UNAUTHENTICATED, before any stream is set up.
+    let anonymous = meshd.target(None);
+    let status = ads
+        .delta_aggregated_resources(open(&anonymous, proto::ADDRESS_TYPE_URL))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    // State-of-the-world ADS: UNIMPLEMENTED, as meshd serves delta xDS only.
+    let sotw = good
+        .request(futures_util::stream::iter([DiscoveryRequest::default()]))
+        .unwrap();
+    let status = ads.stream_aggregated_resources(sotw).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("delta xDS only"), "{status:?}");
+}

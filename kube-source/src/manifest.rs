@@ -13,7 +13,8 @@
 //!    is within [`RACY_WINDOW`] of the last read (an edit in the same clock tick keeps the
 //!    mtime). What was read is hashed; the file is parsed again only if the hash changed and,
 //!    after the first refresh, only once two reads in a row agree, so a half-written file is
-//!    never taken for the new content.
+//!    not taken for the new content; [`watch`] makes the second read [`SETTLE`] after the
+//!    first. A later write changes the size or mtime, so a file taken too early is read again.
 //! 3. Documents: a file splits on lines that are exactly `---` (spaces and a `# comment` may
 //!    follow). Each document is parsed by [`parse_yaml_document`]; its error lines are offset
 //!    to file lines, and its objects carry an [`Origin`]: the file and the document's first
@@ -26,13 +27,14 @@
 //!    from a file that parsed are deleted; a deleted file deletes its objects (a directory
 //!    that cannot be read keeps its files' objects).
 //! 5. The same key defined twice (across files or within one): the first in path order wins;
-//!    the later one is an error naming both places.
+//!    the later one is an error naming both places. Each key's definitions are kept, so a
+//!    refresh merges only the keys of the files it parsed again.
 //! 6. An [`Update`] is produced only when something changed: `applied` holds new objects and
 //!    changed ones (a move to another file or line counts as a change, so origins stay right),
 //!    `deleted` the keys gone, `errors` the complete current list. New errors are logged at
 //!    warn, skipped kinds at debug.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::hash::{DefaultHasher, Hasher};
@@ -49,6 +51,11 @@ use crate::parse::{Parsed, is_content_line, parse_yaml_document};
 /// How long after a read a file's mtime cannot be trusted to reveal the next edit (git's
 /// "racy" files): a file modified this recently is read and hashed on every refresh.
 const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// How long after a changed file is read it is read again to confirm the change (rule 2):
+/// long enough for a writer to finish (editors and `kubectl` replace a file in one rename,
+/// `cp` or `git` write it in a burst), short enough not to delay every edit by a poll.
+pub const SETTLE: Duration = Duration::from_millis(5);
 
 /// Updates [`watch`] may queue before the poller waits for the consumer.
 const CHANNEL_CAPACITY: usize = 16;
@@ -118,10 +125,25 @@ pub struct ManifestDir {
     walk_errors: Vec<ManifestError>,
     /// The objects last reported, merged over all files.
     objects: BTreeMap<ObjectKey, (Object, Origin)>,
+    /// Every definition of each key, as (file, position in the file's objects); the first is
+    /// the one that counts (rule 5). Kept up to date file by file, so an edit to one file
+    /// costs that file, not the directory.
+    definitions: HashMap<ObjectKey, BTreeSet<(PathBuf, usize)>>,
+    /// The keys defined more than once.
+    duplicated: BTreeSet<ObjectKey>,
     /// The errors last reported.
     errors: Vec<ManifestError>,
     /// Set by the first refresh: later ones wait for changed files to settle (rule 2).
     started: bool,
+}
+
+/// What a refresh of one file found.
+enum FileChange {
+    None,
+    /// Only its errors may have changed (it could not be read, and keeps its objects).
+    Errors,
+    /// It was parsed again; these are the keys it defined before.
+    Parsed(Vec<ObjectKey>),
 }
 
 /// One file as last read.
@@ -154,9 +176,17 @@ impl ManifestDir {
             files: BTreeMap::new(),
             walk_errors: Vec::new(),
             objects: BTreeMap::new(),
+            definitions: HashMap::new(),
+            duplicated: BTreeSet::new(),
             errors: Vec::new(),
             started: false,
         }
+    }
+
+    /// Whether a changed file waits for a second read to agree (rule 2): the next refresh
+    /// should come after [`SETTLE`], not a whole poll interval.
+    pub fn settling(&self) -> bool {
+        self.files.values().any(|f| f.pending.is_some())
     }
 
     pub fn dir(&self) -> &Path {
@@ -196,66 +226,127 @@ impl ManifestDir {
                 message: format!("cannot read directory: {e}"),
             })
             .collect();
-        let mut dirty = walk_errors != self.walk_errors;
+        let mut errors_changed = walk_errors != self.walk_errors;
         self.walk_errors = walk_errors;
 
-        let before = self.files.len();
-        self.files.retain(|path, _| {
-            walk.files.contains(path) || walk.unreadable.iter().any(|(d, _)| path.starts_with(d))
-        });
-        dirty |= self.files.len() != before;
+        // Files whose objects may have changed, with the keys they defined before.
+        let mut reparsed: Vec<(PathBuf, Vec<ObjectKey>)> = Vec::new();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|path| {
+                !walk.files.contains(*path)
+                    && !walk.unreadable.iter().any(|(d, _)| path.starts_with(d))
+            })
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(state) = self.files.remove(&path) {
+                errors_changed |= !state.errors.is_empty();
+                reparsed.push((path, state.objects.iter().map(|(o, _)| o.key()).collect()));
+            }
+        }
         for path in walk.files {
             let state = self
                 .files
                 .entry(path.clone())
                 .or_insert_with(FileState::new);
-            dirty |= state.refresh(&path, settle);
+            match state.refresh(&path, settle) {
+                FileChange::None => {}
+                FileChange::Errors => errors_changed = true,
+                FileChange::Parsed(before) => {
+                    errors_changed = true;
+                    reparsed.push((path, before));
+                }
+            }
         }
-        if dirty { self.merge() } else { None }
+        if reparsed.is_empty() && !errors_changed {
+            return None;
+        }
+        self.merge(reparsed)
     }
 
-    /// Merges the files' objects (rule 5) and compares with what was last reported (rule 6).
-    fn merge(&mut self) -> Option<Update> {
-        // Borrowed while comparing; only what changed is cloned (a one-object edit in a large
-        // directory must not copy every object).
-        let mut merged: BTreeMap<ObjectKey, (&Object, &Origin)> = BTreeMap::new();
+    /// Rule 5 for the keys the `reparsed` files defined before or define now, then rule 6.
+    fn merge(&mut self, reparsed: Vec<(PathBuf, Vec<ObjectKey>)>) -> Option<Update> {
+        let mut affected: BTreeSet<ObjectKey> = BTreeSet::new();
+        for (path, before) in reparsed {
+            for key in before {
+                if let Some(defs) = self.definitions.get_mut(&key) {
+                    defs.retain(|(p, _)| *p != path);
+                    if defs.is_empty() {
+                        self.definitions.remove(&key);
+                    }
+                }
+                affected.insert(key);
+            }
+            let Some(state) = self.files.get(&path) else {
+                continue;
+            };
+            for (i, (object, _)) in state.objects.iter().enumerate() {
+                let key = object.key();
+                self.definitions
+                    .entry(key.clone())
+                    .or_default()
+                    .insert((path.clone(), i));
+                affected.insert(key);
+            }
+        }
+
+        let mut applied: Vec<(Object, Origin)> = Vec::new();
+        let mut deleted: Vec<ObjectKey> = Vec::new();
+        for key in affected {
+            let defs = self.definitions.get(&key);
+            if defs.is_some_and(|d| d.len() > 1) {
+                self.duplicated.insert(key.clone());
+            } else {
+                self.duplicated.remove(&key);
+            }
+            match defs
+                .and_then(|d| d.first())
+                .and_then(|d| self.definition(d))
+            {
+                Some((object, origin)) => {
+                    let same = self
+                        .objects
+                        .get(&key)
+                        .is_some_and(|(o, or)| o == object && or == origin);
+                    if !same {
+                        applied.push((object.clone(), origin.clone()));
+                    }
+                }
+                None => {
+                    if self.objects.contains_key(&key) {
+                        deleted.push(key);
+                    }
+                }
+            }
+        }
+
         let mut errors = self.walk_errors.clone();
         for state in self.files.values() {
             errors.extend(state.errors.iter().cloned());
-            for (object, origin) in &state.objects {
-                let key = object.key();
-                if let Some((_, first)) = merged.get(&key) {
-                    errors.push(ManifestError {
-                        file: origin.file.clone(),
-                        line: origin.line,
-                        field: None,
-                        message: format!(
-                            "{key} is already defined at {first}; this definition is ignored"
-                        ),
-                    });
-                } else {
-                    merged.insert(key, (object, origin));
-                }
+        }
+        for key in &self.duplicated {
+            let Some(defs) = self.definitions.get(key) else {
+                continue;
+            };
+            let mut defs = defs.iter().filter_map(|d| self.definition(d));
+            let Some((_, first)) = defs.next() else {
+                continue;
+            };
+            for (_, origin) in defs {
+                errors.push(ManifestError {
+                    file: origin.file.clone(),
+                    line: origin.line,
+                    field: None,
+                    message: format!(
+                        "{key} is already defined at {first}; this definition is ignored"
+                    ),
+                });
             }
         }
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
 
-        let applied: Vec<(Object, Origin)> = merged
-            .iter()
-            .filter(|(key, (object, origin))| {
-                self.objects
-                    .get(*key)
-                    .is_none_or(|(o, or)| o != *object || or != *origin)
-            })
-            .map(|(_, (object, origin))| ((*object).clone(), (*origin).clone()))
-            .collect();
-        let deleted: Vec<ObjectKey> = self
-            .objects
-            .keys()
-            .filter(|key| !merged.contains_key(*key))
-            .cloned()
-            .collect();
-        drop(merged);
         // A set: a file of many bad documents has as many errors, and a list lookup per error
         // made each refresh quadratic in them.
         let known: HashSet<&ManifestError> = self.errors.iter().collect();
@@ -286,6 +377,12 @@ impl ManifestDir {
             errors: self.errors.clone(),
         })
     }
+
+    /// The object and origin a definition points at.
+    fn definition(&self, (path, i): &(PathBuf, usize)) -> Option<(&Object, &Origin)> {
+        let (object, origin) = self.files.get(path)?.objects.get(*i)?;
+        Some((object, origin))
+    }
 }
 
 impl FileState {
@@ -300,8 +397,8 @@ impl FileState {
         }
     }
 
-    /// Rule 2: reads and parses the file if it changed; true when its objects or errors did.
-    fn refresh(&mut self, path: &Path, settle: bool) -> bool {
+    /// Rule 2: reads and parses the file if it changed.
+    fn refresh(&mut self, path: &Path, settle: bool) -> FileChange {
         let stamp = match fs::metadata(path) {
             Ok(m) => Stamp {
                 len: m.len(),
@@ -314,7 +411,7 @@ impl FileState {
             .and_then(|m| m.checked_add(RACY_WINDOW))
             .is_none_or(|trusted_after| trusted_after > self.read_at);
         if self.pending.is_none() && self.stamp == Some(stamp) && !racy {
-            return false;
+            return FileChange::None;
         }
         let read_at = SystemTime::now();
         let bytes = match fs::read(path) {
@@ -328,20 +425,19 @@ impl FileState {
         let hash = hasher.finish();
         if self.parsed == Some(hash) {
             self.pending = None;
-            return false;
+            return FileChange::None;
         }
         if settle && self.pending != Some(hash) {
             self.pending = Some(hash);
-            return false;
+            return FileChange::None;
         }
         self.pending = None;
         self.parsed = Some(hash);
-        self.apply(parse_file(path, &bytes));
-        true
+        FileChange::Parsed(self.apply(parse_file(path, &bytes)))
     }
 
     /// A file that cannot be read keeps its objects (rule 4) and is read again next time.
-    fn unreadable(&mut self, path: &Path, e: &io::Error) -> bool {
+    fn unreadable(&mut self, path: &Path, e: &io::Error) -> FileChange {
         let errors = vec![ManifestError {
             file: path.to_path_buf(),
             line: 0,
@@ -351,24 +447,31 @@ impl FileState {
         self.stamp = None;
         self.parsed = None;
         self.pending = None;
-        let changed = errors != self.errors;
+        if errors == self.errors {
+            return FileChange::None;
+        }
         self.errors = errors;
-        changed
+        FileChange::Errors
     }
 
-    /// Rule 4: the new objects, then the old ones the errors protect.
-    fn apply(&mut self, parse: FileParse) {
+    /// Rule 4: the new objects, then the old ones the errors protect. Returns the keys the
+    /// file defined before.
+    fn apply(&mut self, parse: FileParse) -> Vec<ObjectKey> {
+        let before: Vec<(Object, Origin)> = std::mem::take(&mut self.objects);
+        let before_keys: Vec<ObjectKey> = before.iter().map(|(o, _)| o.key()).collect();
         let defined: BTreeSet<ObjectKey> = parse.objects.iter().map(|(o, _)| o.key()).collect();
-        let kept: Vec<(Object, Origin)> = std::mem::take(&mut self.objects)
+        let kept: Vec<(Object, Origin)> = before
             .into_iter()
-            .filter(|(o, _)| {
-                let key = o.key();
-                !defined.contains(&key) && (parse.broken || parse.error_keys.contains(&key))
+            .zip(&before_keys)
+            .filter(|(_, key)| {
+                !defined.contains(*key) && (parse.broken || parse.error_keys.contains(*key))
             })
+            .map(|(o, _)| o)
             .collect();
         self.objects = parse.objects;
         self.objects.extend(kept);
         self.errors = parse.errors;
+        before_keys
     }
 }
 
@@ -575,12 +678,10 @@ pub async fn watch(dir: PathBuf, poll: Duration) -> io::Result<(Update, mpsc::Re
 /// The watch task. `tx` carries updates to the one consumer; its bounded capacity is the
 /// backpressure that pauses polling, and its closing is the signal to stop.
 async fn poll_loop(mut source: ManifestDir, poll: Duration, tx: mpsc::Sender<Update>) {
-    let mut ticker = tokio::time::interval(poll);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    let mut wait = poll;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = tx.closed() => return,
         }
         let refreshed = tokio::task::spawn_blocking(move || {
@@ -595,6 +696,12 @@ async fn poll_loop(mut source: ManifestDir, poll: Duration, tx: mpsc::Sender<Upd
                 warn!(error = %e, "manifest poller stopped");
                 return;
             }
+        };
+        // A changed file is confirmed by a second read soon after, not a poll later.
+        wait = if source.settling() {
+            SETTLE.min(poll)
+        } else {
+            poll
         };
         let Some(update) = update else { continue };
         if tx.send(update).await.is_err() {

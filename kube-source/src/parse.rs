@@ -176,7 +176,7 @@ where
             ..
         } = &envelope;
         let outcome = check_item(None, api_version, kind, metadata).and_then(|c| match c {
-            Checked::Skipped(s) => Ok(s),
+            Checked::Skipped(s) => Ok(*s),
             Checked::Decode(key) => decode_kind(&new_de, None, key.kind)
                 .map(|object| finish(key.clone(), object))
                 .map_err(|e| ParseError::decode(Some(key), &e)),
@@ -215,7 +215,7 @@ where
                 .zip(objects)
                 .map(|(c, object)| match (c?, object) {
                     (Checked::Decode(key), Some(object)) => Ok(finish(key, object)),
-                    (Checked::Skipped(s), _) => Ok(s),
+                    (Checked::Skipped(s), _) => Ok(*s),
                     // `kinds` asked for every `Decode` item, so this is not reached.
                     (Checked::Decode(key), None) => Err(ParseError::plain(
                         "items".to_string(),
@@ -241,7 +241,7 @@ where
         .into_iter()
         .enumerate()
         .map(|(i, c)| match c? {
-            Checked::Skipped(s) => Ok(s),
+            Checked::Skipped(s) => Ok(*s),
             Checked::Decode(key) => decode_kind(&new_de, Some(i), key.kind)
                 .map(|object| finish(key.clone(), object))
                 .map_err(|e| ParseError::decode(Some(key), &e)),
@@ -262,7 +262,8 @@ fn item_type<'a>(list: &'a Envelope, item_kind: &'a str, item: &'a Envelope) -> 
 /// decode it as, or why not.
 enum Checked {
     Decode(ObjectKey),
-    Skipped(Parsed),
+    /// Boxed: skipped kinds are rare, and the key is what most items carry.
+    Skipped(Box<Parsed>),
 }
 
 fn check_item(
@@ -285,11 +286,11 @@ fn check_item(
         return Err(ParseError::plain(field("kind"), "missing field `kind`"));
     }
     let Some(kind) = Kind::from_type(api_version, kind_name) else {
-        return Ok(Checked::Skipped(Parsed::Skipped {
+        return Ok(Checked::Skipped(Box::new(Parsed::Skipped {
             api_version: api_version.to_string(),
             kind: kind_name.to_string(),
             name: meta.name.clone(),
-        }));
+        })));
     };
     if meta.name.is_empty() {
         return Err(ParseError::plain(

@@ -44,12 +44,12 @@ pub fn workload_resource(mut workload: Workload, aliases: Vec<String>) -> Resour
     value.extend_from_slice(&body);
     Resource {
         name: name.into(),
-        aliases,
+        aliases: aliases.into(),
         version: content_version(&value).into(),
-        body: prost_types::Any {
+        body: std::sync::Arc::new(prost_types::Any {
             type_url: proto::ADDRESS_TYPE_URL.to_string(),
             value,
-        },
+        }),
     }
 }
 

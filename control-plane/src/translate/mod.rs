@@ -18,13 +18,14 @@
 //! Warnings about a namespace-wide binding (a namespace's waypoint that does not exist) are
 //! reported once for the Namespace, not once per pod.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{AddrParseError, IpAddr};
+use std::sync::Arc;
 
 use kube_source::{Kind, Namespace, ObjectKey};
 
 use crate::index::Index;
-use crate::resources::{Resource, Resources};
+use crate::resources::{Resource, ResourceSet, Resources};
 
 mod authorization;
 mod encode;
@@ -73,10 +74,20 @@ impl Default for Options {
 #[derive(Debug, Clone, Default)]
 pub struct Translation {
     pub resources: Resources,
+    /// Names (type URL -> names) added, changed or removed since the previous call of the
+    /// same [`Translator`]; every name on its first call.
+    pub changed: HashMap<String, Vec<Arc<str>>>,
     /// Objects left out, with the reason (e.g. an AuthorizationPolicy Istio would reject).
     pub errors: Vec<(ObjectKey, String)>,
     /// Objects translated with a caveat (e.g. L7 rules dropped for ztunnel).
     pub warnings: Vec<(ObjectKey, String)>,
+}
+
+impl Translation {
+    /// Whether anything served changed since the previous call.
+    pub fn unchanged(&self) -> bool {
+        self.changed.values().all(Vec::is_empty)
+    }
 }
 
 /// Why one object was left out.
@@ -125,13 +136,16 @@ struct NamespaceOutput {
 }
 
 /// A translation that remembers what it can reuse: each policy's parse (the costliest step,
-/// redone only when the object changes) and each namespace's Address resources, so a change
-/// inside one namespace costs that namespace, not the mesh.
+/// redone only when the object changes), each namespace's Address resources, and the whole
+/// published set, patched in place, so a change inside one namespace costs that namespace,
+/// not the mesh, and the names that changed fall out without comparing every resource.
 #[derive(Debug)]
 pub struct Translator {
     opts: Options,
     policies: policy::Memo,
     namespaces: BTreeMap<String, NamespaceOutput>,
+    /// What the last call returned.
+    resources: Resources,
 }
 
 impl Translator {
@@ -140,6 +154,7 @@ impl Translator {
             opts,
             policies: policy::Memo::default(),
             namespaces: BTreeMap::new(),
+            resources: Resources::default(),
         }
     }
 
@@ -163,32 +178,75 @@ impl Translator {
             bindings: parsed.bindings(&opts.root_namespace),
         };
         let redo: BTreeSet<String> = match scope {
-            Scope::All => {
-                self.namespaces.clear();
-                index
-                    .services()
-                    .map(|s| s.metadata.namespace.clone())
-                    .chain(index.pods().map(|p| p.metadata.namespace.clone()))
-                    .collect()
-            }
+            // Every namespace with something to translate, and every one that had something.
+            Scope::All => index
+                .services()
+                .map(|s| s.metadata.namespace.clone())
+                .chain(index.pods().map(|p| p.metadata.namespace.clone()))
+                .chain(self.namespaces.keys().cloned())
+                .collect(),
             Scope::Namespaces(set) => set.clone(),
         };
+        // Authorizations are few (one per policy) and come whole from `policy::parse`.
+        let mut changed_policies = Vec::new();
+        diff_sets(
+            &self.resources.authorizations,
+            &out.resources.authorizations,
+            &mut changed_policies,
+        );
+        self.resources.authorizations = std::mem::take(&mut out.resources.authorizations);
+        let mut changed_addresses = Vec::new();
         for ns in redo {
-            let o = translate_namespace(index, &cat, &ns);
-            if o.addresses.is_empty() && o.errors.is_empty() && o.warnings.is_empty() {
-                self.namespaces.remove(&ns);
-            } else {
-                self.namespaces.insert(ns, o);
+            let new = translate_namespace(index, &cat, &ns);
+            let old = self.namespaces.remove(&ns).unwrap_or_default();
+            patch(
+                &mut self.resources.addresses,
+                &old.addresses,
+                &new.addresses,
+                &mut changed_addresses,
+            );
+            if !(new.addresses.is_empty() && new.errors.is_empty() && new.warnings.is_empty()) {
+                self.namespaces.insert(ns, new);
             }
         }
         for o in self.namespaces.values() {
-            for r in &o.addresses {
-                out.resources.insert_address(r.clone());
-            }
             out.errors.extend(o.errors.iter().cloned());
             out.warnings.extend(o.warnings.iter().cloned());
         }
+        out.resources = self.resources.clone();
+        out.changed = HashMap::from([
+            (proto::ADDRESS_TYPE_URL.to_string(), changed_addresses),
+            (proto::AUTHORIZATION_TYPE_URL.to_string(), changed_policies),
+        ]);
         out
+    }
+}
+
+/// Appends to `changed` the names that differ between `old` and `new`.
+fn diff_sets(old: &ResourceSet, new: &ResourceSet, changed: &mut Vec<Arc<str>>) {
+    changed.extend(
+        new.values()
+            .filter(|r| old.get(&*r.name).is_none_or(|o| !o.same_as(r)))
+            .map(|r| r.name.clone()),
+    );
+    changed.extend(old.keys().filter(|n| !new.contains_key(*n)).cloned());
+}
+
+/// Replaces one namespace's resources in `set` (`old` by `new`), appending to `changed` the
+/// names that were added, changed or removed. Names are unique to their namespace (a uid or
+/// `namespace/hostname`), so no other namespace's resource is touched.
+fn patch(set: &mut ResourceSet, old: &[Resource], new: &[Resource], changed: &mut Vec<Arc<str>>) {
+    let kept: HashSet<&str> = new.iter().map(|r| &*r.name).collect();
+    for r in old.iter().filter(|r| !kept.contains(&*r.name)) {
+        if set.remove(&*r.name).is_some() {
+            changed.push(r.name.clone());
+        }
+    }
+    for r in new {
+        if set.get(&*r.name).is_none_or(|o| !o.same_as(r)) {
+            changed.push(r.name.clone());
+        }
+        set.insert(r.name.clone(), r.clone());
     }
 }
 

@@ -1,6 +1,7 @@
 //! The delta ADS server: per-client sessions fed by published snapshots.
 
 mod clients;
+mod framing;
 mod server;
 pub mod session;
 

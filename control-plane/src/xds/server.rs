@@ -5,26 +5,24 @@
 //! snapshots arrive through a `watch`, so a client that falls behind skips straight to the
 //! latest state instead of queueing every intermediate one.
 
-use std::pin::Pin;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures_util::Stream;
-use proto::discovery::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use proto::discovery::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use hyper::body::Incoming;
+use proto::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use tokio::sync::mpsc;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::codec::Codec;
+use tonic::metadata::MetadataMap;
+use tonic::{Status, Streaming};
+use tonic_prost::ProstCodec;
 
 use super::clients::{ClientInfo, Clients};
+use super::framing;
 use super::session::Ack;
 use crate::auth::{Authenticator, authenticate};
-use crate::grpc::PeerAddr;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotRx};
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Responses buffered per client before its task waits for the client to read.
 const SEND_BUFFER: usize = 16;
@@ -37,50 +35,60 @@ pub struct AdsService {
     pub metrics: Metrics,
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
+/// The gRPC method served; every other ADS method is `UNIMPLEMENTED`.
+pub const DELTA_ADS_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-    async fn stream_aggregated_resources(
+impl AdsService {
+    /// Serves one call to the ADS service. Requests are decoded by tonic; responses are
+    /// framed by [`framing`] (see there why not by tonic).
+    pub async fn call(
         &self,
-        _request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "meshd serves delta xDS only (DeltaAggregatedResources), as istiod does for ztunnel",
-        ))
-    }
-
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let peer = request
-            .extensions()
-            .get::<PeerAddr>()
-            .map_or_else(|| "unknown".to_string(), |p| p.0.to_string());
-        let caller = authenticate(self.auth.as_ref(), request.metadata())
-            .await
-            .map_err(|e| {
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+        max_message: usize,
+    ) -> http::Response<tonic::body::Body> {
+        if request.uri().path() != DELTA_ADS_PATH {
+            return Status::unimplemented(format!(
+                "{}: meshd serves delta xDS only (DeltaAggregatedResources), as istiod does \
+                 for ztunnel",
+                request.uri().path()
+            ))
+            .into_http();
+        }
+        let (parts, body) = request.into_parts();
+        let metadata = MetadataMap::from_headers(parts.headers);
+        let caller = match authenticate(self.auth.as_ref(), &metadata).await {
+            Ok(caller) => caller,
+            Err(e) => {
                 tracing::warn!(%peer, error = %e, "xDS client refused");
-                e.status()
-            })?;
+                return e.status().into_http();
+            }
+        };
         let client = self
             .clients
-            .add(peer, caller.account(), caller.node.clone());
-        let (tx, mut rx) = mpsc::channel(SEND_BUFFER);
-        let stream = request.into_inner();
+            .add(peer.to_string(), caller.account(), caller.node.clone());
+        let requests = Streaming::new_request(
+            ProstCodec::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default().decoder(),
+            body,
+            None,
+            Some(max_message),
+        );
+        let (tx, rx) = mpsc::channel(SEND_BUFFER);
         tokio::spawn(run(
             client,
-            stream,
+            requests,
             tx,
             self.snapshots.clone(),
             self.clients.clone(),
             self.metrics.clone(),
         ));
-        let out = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        Ok(Response::new(Box::pin(out)))
+        let mut response = http::Response::new(framing::body(rx, max_message));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        response
     }
 }
 

@@ -232,7 +232,7 @@ fn diff(
     type_url: &str,
     state: &mut TypeState,
     set: &ResourceSet,
-    only: Option<&[String]>,
+    only: Option<&[Arc<str>]>,
     system_version: &str,
     nonce: &mut u64,
 ) -> Option<DeltaDiscoveryResponse> {
@@ -244,11 +244,11 @@ fn diff(
     match only {
         Some(names) => {
             for name in names {
-                match set.get(name).filter(|r| state.wants(r)) {
+                match set.get(&**name).filter(|r| state.wants(r)) {
                     Some(r) if stale(r, state) => sent.push(r),
                     Some(_) => {}
                     None => {
-                        if let Some((held, _)) = state.held.get_key_value(name.as_str()) {
+                        if let Some((held, _)) = state.held.get_key_value(&**name) {
                             removed.push(held.clone());
                         }
                     }
@@ -274,9 +274,9 @@ fn diff(
         state.held.insert(r.name.clone(), r.version.clone());
         resources.push(WireResource {
             name: r.name.to_string(),
-            aliases: r.aliases.clone(),
+            aliases: r.aliases.to_vec(),
             version: r.version.to_string(),
-            resource: Some(r.body.clone()),
+            resource: Some((*r.body).clone()),
             ..Default::default()
         });
     }

@@ -45,6 +45,11 @@ impl TempDir {
         fs::remove_file(self.path(rel)).expect("remove file");
     }
 
+    /// An origin as displayed, with the directory left out.
+    fn show_origin(&self, o: &Origin) -> String {
+        o.to_string().replace(&format!("{}/", self.0.display()), "")
+    }
+
     /// An error as displayed, with the directory left out.
     fn show(&self, e: &ManifestError) -> String {
         e.to_string().replace(&format!("{}/", self.0.display()), "")
@@ -586,6 +591,78 @@ fn bad_edits_keep_what_they_held() {
         assert_eq!(settle(&mut d).map(|u| summary(&dir, &u)), want, "{name}");
     }
     assert!(d.objects().is_empty());
+}
+
+/// Rule 5 across edits: only the files an edit touches are merged again, and the winner of a
+/// key defined twice follows the edits (the later definition takes over when the first goes).
+#[test]
+fn duplicates_follow_edits() {
+    const WEB: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: n1\n";
+    const DB: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: db\n";
+    let web_n2 = WEB.replace("n1", "n2");
+    let dir = TempDir::new("dups");
+    dir.write("a.yaml", WEB);
+    dir.write("b.yaml", [web_n2.as_str(), DB].join("---\n"));
+    let mut d = ManifestDir::new(&dir.0);
+    let first = d.refresh().expect("first refresh reports");
+    assert_eq!(
+        summary(&dir, &first),
+        (
+            vec!["Pod default/db".to_string(), "Pod default/web".to_string()],
+            vec![],
+            vec![
+                "b.yaml:1: Pod default/web is already defined at a.yaml:1; this definition \
+                  is ignored"
+                    .to_string()
+            ],
+        )
+    );
+    let node = |d: &ManifestDir| match &d.objects()[&ObjectKey {
+        kind: Kind::Pod,
+        namespace: "default".into(),
+        name: "web".into(),
+    }] {
+        (Object::Pod(p), origin) => (p.spec.node_name.clone(), dir.show_origin(origin)),
+        _ => unreachable!("a pod"),
+    };
+    assert_eq!(node(&d), ("n1".to_string(), "a.yaml:1".to_string()));
+
+    // An edit to the definition that loses is no update.
+    dir.write(
+        "b.yaml",
+        [web_n2.replace("n2", "n3").as_str(), DB].join("---\n"),
+    );
+    assert_eq!(settle(&mut d), None);
+    assert_eq!(node(&d), ("n1".to_string(), "a.yaml:1".to_string()));
+
+    // The first definition goes: the second takes over, and the error clears.
+    dir.write("a.yaml", DB.replace("name: db", "name: cache"));
+    let u = settle(&mut d).expect("a.yaml changed");
+    assert_eq!(
+        summary(&dir, &u),
+        (
+            vec![
+                "Pod default/cache".to_string(),
+                "Pod default/web".to_string()
+            ],
+            vec![],
+            vec![],
+        )
+    );
+    assert_eq!(node(&d), ("n3".to_string(), "b.yaml:1".to_string()));
+
+    // The file holding the only definition goes: so does the object.
+    dir.remove("b.yaml");
+    let u = settle(&mut d).expect("b.yaml removed");
+    assert_eq!(
+        summary(&dir, &u),
+        (
+            vec![],
+            vec!["Pod default/db".to_string(), "Pod default/web".to_string()],
+            vec![],
+        )
+    );
+    assert_eq!(keys(&d), ["Pod default/cache"]);
 }
 
 /// A file of many bad documents has as many errors; a refresh after an edit compared each new

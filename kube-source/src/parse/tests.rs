@@ -207,7 +207,7 @@ fn long_lists() {
                  - metadata: {name: p1, namespace: shop}\n  spec: {nodeName: [1]}\n\
                  - metadata: {name: p2, namespace: shop}\n";
     assert_eq!(
-        summaries(&short),
+        summaries(short),
         [
             "Pod shop/p0",
             "error [Pod shop/p1] line 6: items[1].spec.nodeName: invalid type: sequence, \

@@ -118,11 +118,13 @@ async fn measure(
     let pods = shape.namespaces * shape.pods_per_namespace;
     let loaded = Instant::now();
     wait_ready(meshd.monitoring, Duration::from_secs(300)).await?;
+    let rss_loaded = rss_kib(meshd.child.id()).unwrap_or(0);
     eprintln!(
-        "meshd: {pods} pods, {} services, {} policies loaded in {:?}",
+        "meshd: {pods} pods, {} services, {} policies loaded in {:?}; RSS {} MiB before any client",
         shape.namespaces * shape.services_per_namespace,
         shape.namespaces * shape.policies_per_namespace,
-        loaded.elapsed()
+        loaded.elapsed(),
+        rss_loaded / 1024
     );
     let secrets = dir.join("secrets");
     let receipts: Receipts = Arc::default();
@@ -233,6 +235,7 @@ async fn measure(
         "resources_per_one_pod_change_max": resources_per_change.iter().max(),
         "meshd_rss_mib": rss as f64 / 1024.0,
         "meshd_rss_mib_right_after_sync": rss_synced as f64 / 1024.0,
+        "meshd_rss_mib_before_clients": rss_loaded as f64 / 1024.0,
         "meshd_translation_seconds": monitoring,
     }))
 }
@@ -294,7 +297,11 @@ impl Meshd {
             .args(["--grpc-addr", &grpc.to_string()])
             .args(["--monitoring-addr", &monitoring.to_string()])
             .args(["--poll", "20ms", "--debounce", "10ms"])
-            .env("RUST_LOG", "warn")
+            // MESHD_LOG=info shows each publish with its translation time.
+            .env(
+                "RUST_LOG",
+                std::env::var("MESHD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -74,7 +74,7 @@ fn peer_authentication_strict_namespace() {
         let w = workload(&t, ns, name).expect(name);
         assert_eq!(w.authorization_policies, want, "{ns}/{name}");
     }
-    let keys: Vec<&String> = t.resources.authorizations.keys().collect();
+    let keys: Vec<&str> = t.resources.authorizations.keys().map(|k| &**k).collect();
     assert_eq!(
         keys,
         [
@@ -116,12 +116,7 @@ fn policy_errors_and_warnings() {
             "metadata: {name: mesh, namespace: istio-system}\nspec: {mtls: {mode: PERMISSIVE}}",
         ),
     ]);
-    let published: Vec<&str> = t
-        .resources
-        .authorizations
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let published: Vec<&str> = t.resources.authorizations.keys().map(|k| &**k).collect();
     assert_eq!(published, ["a/good", "a/l7", STRICT_KEY]);
     let errors: Vec<&str> = t.errors.iter().map(|(k, _)| k.name.as_str()).collect();
     assert_eq!(errors, ["bad-port", "istio_converted_static_strict"]);

@@ -152,8 +152,8 @@ fn service_resources() {
         assert_eq!(s.hostname, format!("{name}.{ns}.svc.cluster.local"));
         assert_eq!(s.ip_families, families as i32, "{name}");
         assert_eq!(s.addresses.len(), aliases.len(), "{name}");
-        let r = &t.resources.addresses[&format!("{ns}/{}", s.hostname)];
-        assert_eq!(r.aliases, aliases, "{name}");
+        let r = &t.resources.addresses[format!("{ns}/{}", s.hostname).as_str()];
+        assert_eq!(&*r.aliases, aliases, "{name}");
         assert_eq!(
             s.load_balancing,
             if lb { prefer_close.clone() } else { None },

@@ -192,7 +192,7 @@ fn workload_fields_as_istiod_sets_them() {
     };
     assert_eq!(workload(&t, "shop", "cart-7d9c8b6f5-abcde"), Some(want));
     let r = &t.resources.addresses["Kubernetes//Pod/shop/cart-7d9c8b6f5-abcde"];
-    assert_eq!(r.aliases, vec!["/10.0.0.7", "/fd00::7"]);
+    assert_eq!(&*r.aliases, ["/10.0.0.7", "/fd00::7"]);
     assert!(t.errors.is_empty() && t.warnings.is_empty(), "{t:?}");
 }
 
@@ -253,7 +253,7 @@ fn one_changed_pod_changes_one_version() {
             .addresses
             .iter()
             .chain(&t.resources.authorizations)
-            .map(|(k, r)| (k.clone(), r.version.to_string()))
+            .map(|(k, r)| (k.to_string(), r.version.to_string()))
             .collect()
     };
     let (b, a) = (versions(&before), versions(&after));
