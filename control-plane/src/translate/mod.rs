@@ -127,6 +127,16 @@ pub enum Scope {
     Namespaces(BTreeSet<String>),
 }
 
+impl Scope {
+    /// Whether objects of `namespace` may have changed.
+    pub fn includes(&self, namespace: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Namespaces(set) => set.contains(namespace),
+        }
+    }
+}
+
 /// What one namespace's Services and Pods produced.
 #[derive(Debug, Default)]
 struct NamespaceOutput {
@@ -166,7 +176,7 @@ impl Translator {
     pub fn translate(&mut self, index: &Index, scope: &Scope) -> Translation {
         let opts = &self.opts;
         let mut out = Translation::default();
-        let parsed = policy::parse(index, opts, &mut out, &mut self.policies);
+        let parsed = policy::parse(index, opts, scope, &mut out, &mut self.policies);
         let cat = Catalog {
             opts,
             namespaces: index

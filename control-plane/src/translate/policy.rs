@@ -30,7 +30,7 @@ use kube_source::{Kind, ObjectKey, RawPolicy};
 
 use super::authorization::to_proto;
 use super::labels::{Labels, SelectorIndex};
-use super::{Options, Translation};
+use super::{Options, Scope, Translation};
 use crate::index::Index;
 use crate::resources::Resource;
 
@@ -74,7 +74,14 @@ fn has_target_refs(raw: &RawPolicy) -> bool {
 }
 
 /// Rules 1-3: translate every policy object, publish into `out`, keep what binds workloads.
-pub fn parse(index: &Index, opts: &Options, out: &mut Translation, memo: &mut Memo) -> Parsed {
+/// A memoized policy outside `scope` is known unchanged and not even compared.
+pub fn parse(
+    index: &Index,
+    opts: &Options,
+    scope: &Scope,
+    out: &mut Translation,
+    memo: &mut Memo,
+) -> Parsed {
     let root = opts.root_namespace.as_str();
     let mut parsed = Parsed::default();
 
@@ -101,7 +108,7 @@ pub fn parse(index: &Index, opts: &Options, out: &mut Translation, memo: &mut Me
         let fresh = memo
             .authorization
             .get(&key)
-            .is_some_and(|m| m.value == raw.value);
+            .is_some_and(|m| !scope.includes(&raw.metadata.namespace) || m.value == raw.value);
         if !fresh {
             let result = authorization_policy(Input::Value(&raw.value), root, &topts)
                 .map(|t| {
