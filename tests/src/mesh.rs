@@ -33,7 +33,7 @@ struct Built {
 const ZTUNNEL: Built = Built {
     bin: "ztunnel",
     package: "ztunnel",
-    sources: &["ztunnel", "xds-client", "hbone", "authz", "proto"],
+    sources: &["ztunnel", "xds-client", "zds", "hbone", "authz", "proto"],
 };
 
 const MESHD: Built = Built {
@@ -239,6 +239,38 @@ impl Mesh {
         source.push(("INSTANCE_IP", host.ip.to_string().into()));
         source.push(("NODE_NAME", node.into()));
         self.launch_ztunnel(host, workload_info, &source, env)
+    }
+
+    /// Starts a shared-mode ztunnel in `node` on the local `config` file and the test CA,
+    /// connecting to the node agent at `socket`. Returns at once: it serves nothing until the
+    /// agent hands it pods.
+    pub fn start_ztunnel_shared(
+        &mut self,
+        node: &Host,
+        config: &Path,
+        socket: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Ztunnel> {
+        let log = self.dir.join(format!("ztunnel-{}.log", node.ns));
+        let mut cmd = node.command(&self.bins.ztunnel);
+        cmd.env("PROXY_MODE", "shared")
+            .env("INPOD_UDS", socket)
+            .env("LOCAL_XDS_PATH", config)
+            .env("CA_CERTS_DIR", &self.ca_dir)
+            .env("LOCAL_XDS_POLL_INTERVAL", "200ms")
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .context("starting ztunnel")?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(Ztunnel { log, pid })
     }
 
     /// Starts ztunnel in `host` with `source` (where config and certificates come from) and

@@ -105,6 +105,15 @@ pub struct RunArgs {
     #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
     pub secret_ttl: Duration,
 
+    /// Shared mode: the node agent's ZDS socket.
+    #[arg(long, env = "INPOD_UDS", default_value = zds::DEFAULT_SOCKET)]
+    pub inpod_uds: PathBuf,
+
+    /// Shared mode: the trust domain of the pods' identities when the config does not give
+    /// one for the pod.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
     /// Mark set on every socket ztunnel opens so redirection skips them.
     #[arg(long, env = "PACKET_MARK", default_value_t = 1337)]
     pub packet_mark: u32,
@@ -154,6 +163,17 @@ pub struct WorkloadInfo {
     pub namespace: String,
     pub name: String,
     pub service_account: String,
+}
+
+/// `<namespace>/<pod>/<service-account>`, as `PROXY_WORKLOAD_INFO` spells it.
+impl std::fmt::Display for WorkloadInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.namespace, self.name, self.service_account
+        )
+    }
 }
 
 impl std::str::FromStr for WorkloadInfo {

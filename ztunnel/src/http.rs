@@ -42,7 +42,7 @@ where
 /// Binds an HTTP listener, naming the address in the error.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     use anyhow::Context;
-    crate::socket::listen(addr, None).with_context(|| format!("binding {addr}"))
+    crate::socket::listen(addr, None, None).with_context(|| format!("binding {addr}"))
 }
 
 pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {

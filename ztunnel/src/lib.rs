@@ -5,6 +5,7 @@ pub mod admin;
 pub mod ca_client;
 pub mod config;
 pub mod http;
+pub mod inpod;
 pub mod metrics;
 pub mod proxy;
 pub mod readiness;

@@ -146,18 +146,19 @@ impl LogControl for ReloadableFilter {
 }
 
 fn run(args: RunArgs, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
-    if args.proxy_mode != ProxyMode::Dedicated {
-        bail!(
-            "PROXY_MODE=shared needs the node agent (ZDS), which this build does not support yet; set PROXY_MODE=dedicated"
-        );
-    }
-    let info: WorkloadInfo = args
-        .proxy_workload_info
-        .as_deref()
-        .context("PROXY_WORKLOAD_INFO (or --proxy-workload-info) is required in dedicated mode")?
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let source = ConfigSource::from_args(&args, &info)?;
+    let info: Option<WorkloadInfo> = match args.proxy_mode {
+        ProxyMode::Shared => None,
+        ProxyMode::Dedicated => Some(
+            args.proxy_workload_info
+                .as_deref()
+                .context(
+                    "PROXY_WORKLOAD_INFO (or --proxy-workload-info) is required in dedicated mode",
+                )?
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
+    let source = ConfigSource::from_args(&args, info.as_ref())?;
     let certs = CertSource::from_args(&args)?;
     socket::raise_fd_limit();
 
@@ -170,7 +171,10 @@ fn run(args: RunArgs, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
             .enable_all()
             .build()?,
     };
-    runtime.block_on(serve(args, info, source, certs, logs))
+    match info {
+        Some(info) => runtime.block_on(serve(args, info, source, certs, logs)),
+        None => runtime.block_on(serve_shared(args, source, certs, logs)),
+    }
 }
 
 /// Where config comes from: the control plane, or a local file read before starting.
@@ -186,7 +190,8 @@ enum ConfigSource {
 }
 
 impl ConfigSource {
-    fn from_args(args: &RunArgs, info: &WorkloadInfo) -> anyhow::Result<Self> {
+    /// `info` is the dedicated workload; shared mode has none.
+    fn from_args(args: &RunArgs, info: Option<&WorkloadInfo>) -> anyhow::Result<Self> {
         if !args.xds_address.is_empty() {
             let target = grpc_target(
                 &args.xds_address,
@@ -202,12 +207,18 @@ impl ConfigSource {
                 .cloned()
                 .unwrap_or_else(|| args.cluster_id.clone());
             meta.insert("CLUSTER_ID".into(), cluster_id.clone());
+            // ztunnel's own pod: the dedicated workload's, or Istio's ztunnel DaemonSet's.
             let node = NodeIdentity {
-                pod_name: args.pod_name.clone().unwrap_or_else(|| info.name.clone()),
+                pod_name: args
+                    .pod_name
+                    .clone()
+                    .or_else(|| info.map(|i| i.name.clone()))
+                    .unwrap_or_else(|| "ztunnel".into()),
                 pod_namespace: args
                     .pod_namespace
                     .clone()
-                    .unwrap_or_else(|| info.namespace.clone()),
+                    .or_else(|| info.map(|i| i.namespace.clone()))
+                    .unwrap_or_else(|| "istio-system".into()),
                 instance_ip: args.instance_ip.clone(),
                 node_name: args.node_name.clone(),
                 cluster_id,
@@ -231,7 +242,9 @@ impl ConfigSource {
             }
         };
         // Offline, a missing or mismatched local workload is a startup error.
-        check_local(&state, info, &source.display().to_string())?;
+        if let Some(info) = info {
+            check_local(&state, info, &source.display().to_string())?;
+        }
         Ok(ConfigSource::Local {
             state,
             path: args.local_xds_path.clone(),
@@ -279,6 +292,34 @@ impl CertSource {
         Ok(CertSource::Remote {
             target,
             roots: TrustRoots::new(&roots)?,
+        })
+    }
+}
+
+impl CertSource {
+    /// The certificate manager over this source, and the trust roots. `impersonate`: a node
+    /// proxy asking for its pods' identities.
+    fn manager(
+        self,
+        lifetime: std::time::Duration,
+        impersonate: bool,
+    ) -> anyhow::Result<(Arc<CertManager>, TrustRoots)> {
+        Ok(match self {
+            CertSource::File { ca } => {
+                let roots = TrustRoots::new(ca.roots())?;
+                (
+                    CertManager::new(Arc::new(LocalCa { ca: *ca, lifetime })),
+                    roots,
+                )
+            }
+            CertSource::Remote { target, roots } => {
+                let source = RemoteCa {
+                    target,
+                    lifetime,
+                    impersonate,
+                };
+                (CertManager::new(Arc::new(source)), roots)
+            }
         })
     }
 }
@@ -353,35 +394,77 @@ fn check_local(
     )?)
 }
 
-async fn serve(
+/// Shared mode: every pod the node agent hands over ZDS, each in its own namespace.
+async fn serve_shared(
     args: RunArgs,
-    info: WorkloadInfo,
     source: ConfigSource,
     certs: CertSource,
     logs: Arc<dyn LogControl>,
 ) -> anyhow::Result<()> {
-    let ready = Ready::new(&["config", "certificate", "listeners"]);
+    let ready = Ready::new(&["config", ztunnel::inpod::client::READY_TASK]);
     let metrics = Arc::new(Metrics::new());
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let handle = StateHandle::default();
-    let (certs, roots) = match certs {
-        CertSource::File { ca } => {
-            let roots = TrustRoots::new(ca.roots())?;
-            let source = LocalCa {
-                ca: *ca,
-                lifetime: args.secret_ttl,
-            };
-            (CertManager::new(Arc::new(source)), roots)
+    // A node proxy asks for its pods' certificates (Istio's impersonation).
+    let (certs, roots) = certs.manager(args.secret_ttl, true)?;
+    endpoints(&args, &handle, &certs, &metrics, &ready, logs, &shutdown)?;
+    match source {
+        ConfigSource::Local { state, path } => {
+            handle.store(state);
+            if let Some(path) = path {
+                tokio::spawn(watch_config(
+                    path,
+                    handle.clone(),
+                    args.local_xds_poll_interval,
+                ));
+            }
         }
-        CertSource::Remote { target, roots } => {
-            let source = RemoteCa {
-                target,
-                lifetime: args.secret_ttl,
-                impersonate: false,
-            };
-            (CertManager::new(Arc::new(source)), roots)
+        ConfigSource::Xds { target, node } => {
+            tracing::info!(address = %target.address, node_id = %node.id, "config from xDS");
+            let client = xds::client(target, node, handle.clone(), metrics.xds.clone());
+            let mut synced = client.synced();
+            tokio::spawn(client.run());
+            synced
+                .wait_for(|s| *s)
+                .await
+                .context("xDS client stopped")?;
         }
+    }
+    ready.done("config");
+    let node = ztunnel::inpod::Node {
+        state: handle,
+        certs,
+        roots,
+        mark: args.packet_mark,
+        settings: args.h2_settings(),
+        metrics,
+        trust_domain: args.trust_domain.clone(),
+        ports: Ports::default(),
     };
+    tracing::info!(socket = %args.inpod_uds.display(), "shared mode: serving the pods the node agent hands over");
+    tokio::select! {
+        _ = ztunnel::inpod::run(args.inpod_uds.clone(), ztunnel::inpod::Pods::new(node), ready) => Ok(()),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        _ = shutdown.notified() => {
+            tracing::info!("shutting down (admin /quitquitquit)");
+            Ok(())
+        }
+    }
+}
+
+/// Admin (15000), metrics (15020) and readiness (15021).
+fn endpoints(
+    args: &RunArgs,
+    handle: &StateHandle,
+    certs: &Arc<CertManager>,
+    metrics: &Arc<Metrics>,
+    ready: &Ready,
+    logs: Arc<dyn LogControl>,
+    shutdown: &Arc<tokio::sync::Notify>,
+) -> anyhow::Result<()> {
     let admin = Arc::new(Admin {
         state: handle.clone(),
         certs: certs.clone(),
@@ -411,6 +494,22 @@ async fn serve(
         let probe = probe.clone();
         async move { probe.response(req.uri().path()) }
     }));
+    Ok(())
+}
+
+async fn serve(
+    args: RunArgs,
+    info: WorkloadInfo,
+    source: ConfigSource,
+    certs: CertSource,
+    logs: Arc<dyn LogControl>,
+) -> anyhow::Result<()> {
+    let ready = Ready::new(&["config", "certificate", "listeners"]);
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let handle = StateHandle::default();
+    let (certs, roots) = certs.manager(args.secret_ttl, false)?;
+    endpoints(&args, &handle, &certs, &metrics, &ready, logs, &shutdown)?;
 
     let identity = match source {
         ConfigSource::Local { state, path } => {
@@ -455,6 +554,7 @@ async fn serve(
         certs,
         roots,
         Some(args.packet_mark),
+        None,
         args.h2_settings(),
         metrics,
     );

@@ -22,6 +22,11 @@ impl Ready {
         self.lock().remove(task);
     }
 
+    /// Marks `task` pending again (shared mode: the node agent went away).
+    pub fn undo(&self, task: &'static str) {
+        self.lock().insert(task);
+    }
+
     pub fn pending(&self) -> Vec<&'static str> {
         self.lock().iter().copied().collect()
     }

@@ -81,7 +81,11 @@ fn run_errors_name_what_is_wrong() {
     let os = |s: &str| OsString::from(s);
     let dedicated = ("PROXY_MODE", os("dedicated"));
     let cases: Vec<(Vec<(&str, OsString)>, &str)> = vec![
-        (vec![], "PROXY_MODE=shared"),
+        // Shared mode (the default) needs config like any other.
+        (
+            vec![],
+            "LOCAL_XDS_PATH (or LOCAL_XDS, or --local-xds-path) is required",
+        ),
         (
             vec![
                 dedicated.clone(),

@@ -208,7 +208,7 @@ pub(super) async fn carry(ctx: Arc<ProxyContext>, admitted: Admitted) {
         mut log,
         registration,
     } = admitted;
-    let mut upstream = match socket::connect(addr, None, ctx.mark).await {
+    let mut upstream = match socket::connect(addr, None, ctx.mark, ctx.netns.as_deref()).await {
         Ok(u) => u,
         Err(source) => {
             responder.refuse(StatusCode::SERVICE_UNAVAILABLE);

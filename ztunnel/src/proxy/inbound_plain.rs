@@ -66,14 +66,7 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAd
         return;
     }
     let registration = ctx.registry.register(&local, peer, original, None);
-    passthrough(
-        ctx.mark,
-        tcp,
-        original,
-        log,
-        registration.revocation.revoked(),
-    )
-    .await;
+    passthrough(&ctx, tcp, original, log, registration.revocation.revoked()).await;
 }
 
 /// Records a denial in the log entry and the metrics.

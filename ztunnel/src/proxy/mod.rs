@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hbone::{CertManager, H2Settings, HBONE_PORT, Pool, SpiffeId, TrustRoots};
 use tokio::net::TcpListener;
+use zds::Netns;
 
 use crate::config::WorkloadInfo;
 use crate::metrics::Metrics;
@@ -43,16 +44,21 @@ impl Default for Ports {
     }
 }
 
-/// Everything the listeners share.
+/// One proxied workload: everything its listeners and connections share. Dedicated mode has
+/// one; shared mode one per pod, each with the pod's identity and network namespace, over the
+/// node-wide state, certificates and metrics.
 pub struct ProxyContext {
     pub state: StateHandle,
-    /// The workload this (dedicated) ztunnel serves.
+    /// The workload served.
     pub local: WorkloadInfo,
     pub identity: SpiffeId,
     pub certs: Arc<CertManager>,
     pub roots: TrustRoots,
     pub pool: Pool,
     pub mark: Option<u32>,
+    /// The pod's network namespace (shared mode): every socket of this workload is created
+    /// there. `None`: ztunnel's own (dedicated mode).
+    pub netns: Option<Arc<Netns>>,
     pub settings: H2Settings,
     pub metrics: Arc<Metrics>,
     /// Open inbound connections, re-checked when policy changes.
@@ -90,11 +96,15 @@ impl ProxyContext {
         certs: Arc<CertManager>,
         roots: TrustRoots,
         mark: Option<u32>,
+        netns: Option<Arc<Netns>>,
         settings: H2Settings,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let dialer: hbone::Dialer =
-            Arc::new(move |dst, local_ip| Box::pin(socket::connect(dst, local_ip, mark)));
+        let dial_ns = netns.clone();
+        let dialer: hbone::Dialer = Arc::new(move |dst, local_ip| {
+            let netns = dial_ns.clone();
+            Box::pin(async move { socket::connect(dst, local_ip, mark, netns.as_deref()).await })
+        });
         let pool = Pool::new(settings.clone(), dialer);
         Arc::new(ProxyContext {
             state,
@@ -104,6 +114,7 @@ impl ProxyContext {
             roots,
             pool,
             mark,
+            netns,
             settings,
             metrics,
             registry: Arc::new(policy::Registry::default()),
@@ -138,45 +149,73 @@ impl ProxyContext {
     }
 }
 
-/// Binds the three listeners and serves until the task is dropped.
-pub async fn run(ctx: Arc<ProxyContext>, ports: Ports, ready: Ready) -> Result<(), ProxyError> {
+/// A workload's listeners, being served. Dropping it closes the listeners (connections
+/// already accepted carry on until they end).
+pub struct Running {
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Waits until a listener stops (they run until dropped).
+    pub async fn wait(&mut self) {
+        self.tasks.join_next().await;
+    }
+}
+
+/// Fetches the workload's certificate, binds the three listeners (in its namespace) and
+/// starts serving them.
+pub async fn start(ctx: Arc<ProxyContext>, ports: Ports) -> Result<Running, ProxyError> {
     let handle = ctx.local_cert().await?;
     let tls = hbone::server_config(handle, &ctx.roots).map_err(ProxyError::Tls)?;
-    ready.done("certificate");
-    let mut loops = tokio::task::JoinSet::new();
-    for l in bind(ports.outbound, ctx.mark)? {
-        loops.spawn(accept_loop(l, ctx.clone(), outbound::serve));
+    let netns = ctx.netns.as_deref();
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in bind(ports.outbound, ctx.mark, netns)? {
+        tasks.spawn(accept_loop(l, ctx.clone(), outbound::serve));
     }
-    for l in bind(ports.inbound_plain, ctx.mark)? {
-        loops.spawn(accept_loop(l, ctx.clone(), inbound_plain::serve));
+    for l in bind(ports.inbound_plain, ctx.mark, netns)? {
+        tasks.spawn(accept_loop(l, ctx.clone(), inbound_plain::serve));
     }
-    for l in bind(ports.inbound_hbone, ctx.mark)? {
-        loops.spawn(inbound::accept_loop(l, ctx.clone(), tls.clone()));
+    for l in bind(ports.inbound_hbone, ctx.mark, netns)? {
+        tasks.spawn(inbound::accept_loop(l, ctx.clone(), tls.clone()));
     }
     tracing::info!(
+        workload = %ctx.local,
         identity = %ctx.identity,
+        netns = ctx.netns.as_ref().map_or("ztunnel's", |n| n.id()),
         outbound = ports.outbound,
         inbound_plain = ports.inbound_plain,
         inbound_hbone = ports.inbound_hbone,
-        "ztunnel ready"
+        "serving workload"
     );
-    loops.spawn(ctx.registry.clone().watch(ctx.state.clone()));
+    tasks.spawn(ctx.registry.clone().watch(ctx.state.clone()));
+    tasks.spawn(refresh_cert_expiry(ctx.clone()));
+    Ok(Running { tasks })
+}
+
+/// Dedicated mode: serves the one workload until the task is dropped.
+pub async fn run(ctx: Arc<ProxyContext>, ports: Ports, ready: Ready) -> Result<(), ProxyError> {
+    let mut running = start(ctx, ports).await?;
+    ready.done("certificate");
     ready.done("listeners");
-    loops.spawn(refresh_cert_expiry(ctx.clone()));
-    // The accept loops run until the process stops.
-    loops.join_next().await;
+    tracing::info!("ztunnel ready");
+    running.wait().await;
     Ok(())
 }
 
 /// Listeners on `port` for IPv4 and, where the namespace has it, IPv6.
-fn bind(port: u16, mark: Option<u32>) -> Result<Vec<TcpListener>, ProxyError> {
+fn bind(
+    port: u16,
+    mark: Option<u32>,
+    netns: Option<&Netns>,
+) -> Result<Vec<TcpListener>, ProxyError> {
     let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-    let mut listeners =
-        vec![socket::listen(v4, mark).map_err(|source| ProxyError::Bind { addr: v4, source })?];
+    let mut listeners = vec![
+        socket::listen(v4, mark, netns).map_err(|source| ProxyError::Bind { addr: v4, source })?,
+    ];
     let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-    match socket::listen(v6, mark) {
+    match socket::listen(v6, mark, netns) {
         Ok(l) => listeners.push(l),
-        Err(e) => tracing::info!(addr = %v6, error = %e, "no IPv6 listener; IPv4 only"),
+        Err(e) => tracing::debug!(addr = %v6, error = %e, "no IPv6 listener; IPv4 only"),
     }
     Ok(listeners)
 }
@@ -251,6 +290,7 @@ mod size_tests {
             "spiffe://cluster.local/ns/ns/sa/sa".parse().unwrap(),
             certs,
             roots,
+            None,
             None,
             H2Settings::default(),
             Arc::new(Metrics::new()),

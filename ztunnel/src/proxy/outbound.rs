@@ -34,7 +34,7 @@ pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: Sock
             }
         }
         Next::Passthrough(target) => {
-            passthrough(ctx.mark, tcp, target, log, std::future::pending()).await;
+            passthrough(&ctx, tcp, target, log, std::future::pending()).await;
         }
     }
 }
@@ -135,13 +135,13 @@ async fn setup(
 
 /// Plain TCP to `target`, bytes copied unchanged, until done or `stop` completes.
 pub(super) async fn passthrough(
-    mark: Option<u32>,
+    ctx: &ProxyContext,
     mut tcp: TcpStream,
     target: SocketAddr,
     mut log: ConnectionLog,
     stop: impl std::future::Future<Output = Option<String>>,
 ) {
-    let mut upstream = match socket::connect(target, None, mark).await {
+    let mut upstream = match socket::connect(target, None, ctx.mark, ctx.netns.as_deref()).await {
         Ok(u) => u,
         Err(e) => {
             reset_tcp(&tcp);

@@ -1,0 +1,267 @@
+//! End-to-end, shared mode: one ztunnel serving two pods, each in its own network namespace,
+//! handed over ZDS (the node agent's side is played here through the `zds` crate, the same
+//! protocol code the agent uses). Needs root.
+
+use std::path::Path;
+use std::time::Duration;
+
+use e2e::mesh::{Binaries, Mesh, wait_for_file};
+use e2e::netns::{Host, Net, run};
+use e2e::topology::{self, CLIENT_IP, SERVER_IP};
+use zds::message::{decode_ack, decode_hello, encode_request};
+use zds::{Ack, Conn, Listener, Netns, Request, WorkloadInfo};
+
+const T: Duration = Duration::from_secs(30);
+
+fn bins() -> Binaries {
+    Binaries::beside(env!("CARGO_BIN_EXE_meshapp")).expect("binaries")
+}
+
+/// The node agent's side of one connection.
+struct Agent {
+    conn: Conn,
+}
+
+impl Agent {
+    /// Accepts ztunnel's connection and checks its hello.
+    async fn accept(listener: &Listener) -> Agent {
+        let conn = tokio::time::timeout(T, listener.accept())
+            .await
+            .expect("ztunnel connects")
+            .expect("accept");
+        let hello = conn.recv().await.expect("hello").expect("not closed");
+        decode_hello(&hello.bytes, hello.fds).expect("a V1 hello");
+        Agent { conn }
+    }
+
+    /// Sends a request; returns ztunnel's ack.
+    async fn send(&self, request: &Request) -> Ack {
+        let (bytes, fd) = encode_request(request);
+        self.send_raw(&bytes, fd).await
+    }
+
+    async fn send_raw(&self, bytes: &[u8], fd: Option<std::os::fd::BorrowedFd<'_>>) -> Ack {
+        self.conn.send(bytes, fd).await.expect("send");
+        let got = tokio::time::timeout(T, self.conn.recv())
+            .await
+            .expect("an ack in time")
+            .expect("recv")
+            .expect("not closed before the ack");
+        decode_ack(&got.bytes, got.fds).expect("an ack")
+    }
+
+    /// Whether ztunnel closed the connection.
+    async fn closed(&self) -> bool {
+        matches!(
+            tokio::time::timeout(T, self.conn.recv()).await,
+            Ok(Ok(None)) | Ok(Err(_))
+        )
+    }
+}
+
+fn add(uid: &str, host: &Host, name: &str, sa: &str) -> Request {
+    Request::Add {
+        uid: uid.into(),
+        info: WorkloadInfo {
+            name: name.into(),
+            namespace: "demo".into(),
+            service_account: sa.into(),
+        },
+        netns: Netns::open(Path::new("/var/run/netns").join(&host.ns)).expect("pod netns"),
+    }
+}
+
+fn roundtrip(mesh: &Mesh, client: &Host, target: &str, message: &str) -> anyhow::Result<String> {
+    let out = mesh.run_app(
+        client,
+        &["roundtrip", "--connect", target, "--message", message],
+        Duration::from_secs(10),
+    )?;
+    Ok(out.trim().to_string())
+}
+
+/// One ztunnel, two pods: traffic between them is HBONE with each pod's own identity, the
+/// replay after a reconnect keeps them served, bad requests are NACKed with the reason, and
+/// a removed pod's listeners go while the other pod keeps working.
+#[test]
+fn one_ztunnel_serves_pods_in_their_namespaces() {
+    let mut net = Net::new("shared").expect("net");
+    let client = net.host("client", CLIENT_IP).expect("client");
+    let server = net.host("server", SERVER_IP).expect("server");
+    let node = net.host("node", "10.244.0.20").expect("node");
+    let mut mesh = Mesh::new("shared", bins()).expect("mesh");
+    for pod in [&client, &server] {
+        run(pod
+            .command(&mesh.bins.ztunnel)
+            .args(["redirect", "install"]))
+        .expect("capture");
+    }
+    let config = mesh
+        .write("mesh.yaml", &topology::config("server"))
+        .expect("config");
+    let socket = mesh.dir.join("ztunnel.sock");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = rt
+        .block_on(async { Listener::bind(&socket) })
+        .expect("bind");
+    let zt = mesh
+        .start_ztunnel_shared(&node, &config, &socket, &[])
+        .expect("ztunnel");
+
+    // The replay: both pods, then the snapshot.
+    let agent = rt.block_on(Agent::accept(&listener));
+    rt.block_on(async {
+        assert_eq!(
+            agent
+                .send(&add("uid-client", &client, "client", "client"))
+                .await,
+            Ack::Ok
+        );
+        assert_eq!(
+            agent
+                .send(&add("uid-server", &server, "server", "server"))
+                .await,
+            Ack::Ok
+        );
+        assert_eq!(agent.send(&Request::SnapshotSent).await, Ack::Ok);
+    });
+    zt.wait_for("ZDS snapshot received", T).expect("snapshot");
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (status, body) = mesh
+            .http_get(&node, "127.0.0.1:15021", "/healthz/ready")
+            .expect("readiness");
+        if status.contains("200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Pod to pod, through the one ztunnel, each side with its own identity.
+    let out = mesh
+        .spawn_app(&server, "echo", &["echo", "--listen", "0.0.0.0:8080"])
+        .expect("echo");
+    wait_for_file(&out, "listening", T).expect("echo up");
+    assert_eq!(
+        roundtrip(&mesh, &client, "10.244.0.2:8080", "hello shared").expect("roundtrip"),
+        "received: hello shared"
+    );
+    let log = zt
+        .wait_for("direction=\"inbound\"", T)
+        .expect("inbound log");
+    let inbound = log
+        .lines()
+        .find(|l| l.contains("direction=\"inbound\""))
+        .expect("inbound line");
+    assert!(
+        inbound.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client")
+            && inbound.contains("dst.identity=spiffe://cluster.local/ns/demo/sa/server"),
+        "{inbound}"
+    );
+    let outbound = log
+        .lines()
+        .find(|l| l.contains("direction=\"outbound\""))
+        .expect("outbound line");
+    assert!(
+        outbound.contains("dst.hbone_addr=10.244.0.2:15008"),
+        "{outbound}"
+    );
+
+    // Bad input: each NACKed with what is wrong; the protocol breach ends the connection.
+    rt.block_on(async {
+        let not_netns = std::fs::File::open("/dev/null").expect("a file");
+        let (bytes, _) = encode_request(&add("uid-x", &client, "x", "x"));
+        match agent
+            .send_raw(&bytes, Some(std::os::fd::AsFd::as_fd(&not_netns)))
+            .await
+        {
+            Ack::Nack(reason) => assert!(reason.contains("not a network namespace"), "{reason}"),
+            Ack::Ok => panic!("a file taken for a namespace"),
+        }
+    });
+    // The connection was dropped after that NACK; ztunnel reconnects and the replay names
+    // both pods again: nothing is restarted.
+    assert!(rt.block_on(agent.closed()));
+    let agent = rt.block_on(Agent::accept(&listener));
+    rt.block_on(async {
+        assert_eq!(
+            agent
+                .send(&add("uid-client", &client, "client", "client"))
+                .await,
+            Ack::Ok
+        );
+        assert_eq!(
+            agent
+                .send(&Request::Keep {
+                    uid: "uid-server".into()
+                })
+                .await,
+            Ack::Ok
+        );
+        assert_eq!(agent.send(&Request::SnapshotSent).await, Ack::Ok);
+        match agent
+            .send(&Request::Keep {
+                uid: "uid-server".into(),
+            })
+            .await
+        {
+            Ack::Nack(reason) => assert!(reason.contains("after SnapshotSent"), "{reason}"),
+            Ack::Ok => panic!("Keep after the snapshot accepted"),
+        }
+    });
+    assert!(rt.block_on(agent.closed()));
+    assert_eq!(
+        zt.log().matches("serving workload").count(),
+        2,
+        "the replays restarted no pod proxy:\n{}",
+        zt.log()
+    );
+    assert_eq!(
+        roundtrip(&mesh, &client, "10.244.0.2:8080", "still here").expect("roundtrip"),
+        "received: still here"
+    );
+
+    // The server pod goes: its listeners close, the client pod keeps its own.
+    let agent = rt.block_on(Agent::accept(&listener));
+    rt.block_on(async {
+        assert_eq!(
+            agent
+                .send(&add("uid-client", &client, "client", "client"))
+                .await,
+            Ack::Ok
+        );
+        assert_eq!(
+            agent
+                .send(&add("uid-server", &server, "server", "server"))
+                .await,
+            Ack::Ok
+        );
+        assert_eq!(agent.send(&Request::SnapshotSent).await, Ack::Ok);
+        assert_eq!(
+            agent
+                .send(&Request::Del {
+                    uid: "uid-server".into()
+                })
+                .await,
+            Ack::Ok
+        );
+    });
+    zt.wait_for("pod no longer served", T)
+        .expect("server removed");
+    // (Connections already open, such as the client's pooled HBONE connection to it, end
+    // on their own; only the listeners are checked here.)
+    let listening = run(server.command("ss").args(["-Htln"])).expect("ss");
+    let listening = String::from_utf8_lossy(&listening.stdout);
+    assert!(!listening.contains(":15008"), "{listening}");
+    let listening = run(client.command("ss").args(["-Htln"])).expect("ss");
+    let listening = String::from_utf8_lossy(&listening.stdout);
+    assert!(
+        listening.contains(":15001") && listening.contains(":15008"),
+        "{listening}"
+    );
+    drop(zt);
+}
