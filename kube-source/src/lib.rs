@@ -6,6 +6,7 @@
 // sources emit whole objects keyed by `ObjectKey`; consumers (meshd, the node agent) keep
 // their own index.
 
+pub mod ambient;
 mod cluster;
 mod manifest;
 mod objects;

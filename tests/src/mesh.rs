@@ -20,6 +20,7 @@ use crate::netns::{Host, run};
 pub struct Binaries {
     pub ztunnel: PathBuf,
     pub meshd: PathBuf,
+    pub node_agent: PathBuf,
     pub meshapp: PathBuf,
 }
 
@@ -33,7 +34,21 @@ struct Built {
 const ZTUNNEL: Built = Built {
     bin: "ztunnel",
     package: "ztunnel",
-    sources: &["ztunnel", "xds-client", "zds", "hbone", "authz", "proto"],
+    sources: &[
+        "ztunnel",
+        "xds-client",
+        "zds",
+        "capture",
+        "hbone",
+        "authz",
+        "proto",
+    ],
+};
+
+const NODE_AGENT: Built = Built {
+    bin: "node-agent",
+    package: "node-agent",
+    sources: &["node-agent", "capture", "zds", "kube-source", "proto"],
 };
 
 const MESHD: Built = Built {
@@ -51,6 +66,7 @@ impl Binaries {
         let bins = Binaries {
             ztunnel: meshapp.with_file_name("ztunnel"),
             meshd: meshapp.with_file_name("meshd"),
+            node_agent: meshapp.with_file_name("node-agent"),
             meshapp,
         };
         bins.ensure(&ZTUNNEL)?;
@@ -62,6 +78,12 @@ impl Binaries {
     pub fn meshd(&self) -> anyhow::Result<&Path> {
         self.ensure(&MESHD)?;
         Ok(&self.meshd)
+    }
+
+    /// `node-agent`, (re)built the same way.
+    pub fn node_agent(&self) -> anyhow::Result<&Path> {
+        self.ensure(&NODE_AGENT)?;
+        Ok(&self.node_agent)
     }
 
     fn ensure(&self, b: &Built) -> anyhow::Result<()> {

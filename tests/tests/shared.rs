@@ -265,3 +265,129 @@ fn one_ztunnel_serves_pods_in_their_namespaces() {
     );
     drop(zt);
 }
+
+fn manifests(dir: &Path, plain_ambient: bool, with_server: bool) {
+    let pod = |ns: &str, name: &str, ip: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  nodeName: node-a\n  serviceAccountName: {name}\nstatus:\n  podIPs:\n  - ip: {ip}\n"
+        )
+    };
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n  labels:\n    istio.io/dataplane-mode: ambient\n",
+    );
+    yaml += "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: plain\n";
+    if plain_ambient {
+        yaml += "  labels:\n    istio.io/dataplane-mode: ambient\n";
+    }
+    yaml += &pod("demo", "client", CLIENT_IP);
+    if with_server {
+        yaml += &pod("demo", "server", SERVER_IP);
+    }
+    yaml += &pod("plain", "legacy", LEGACY_IP);
+    // Written whole and renamed, as an editor would.
+    let tmp = dir.join(".mesh.yaml.tmp");
+    std::fs::write(&tmp, yaml).expect("write manifests");
+    std::fs::rename(&tmp, dir.join("mesh.yaml")).expect("rename manifests");
+}
+
+const LEGACY_IP: &str = "10.244.0.6";
+
+/// Whether `host` has the capture rules.
+fn captured(host: &Host) -> bool {
+    host.command("nft")
+        .args(["list", "table", "inet", capture::TABLE])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The node agent, from manifests: it captures the ambient pods of its node and hands them to
+/// the shared ztunnel; a pod of an unlabeled namespace is left alone until its namespace is
+/// labeled (then captured without restarting it); a pod that leaves is released.
+#[test]
+fn node_agent_captures_ambient_pods() {
+    let mut net = Net::new("agent").expect("net");
+    let client = net.host("client", CLIENT_IP).expect("client");
+    let server = net.host("server", SERVER_IP).expect("server");
+    let legacy = net.host("legacy", LEGACY_IP).expect("legacy");
+    let node = net.host("node", "10.244.0.20").expect("node");
+    let mut mesh = Mesh::new("agent", bins()).expect("mesh");
+    let manifest_dir = mesh.dir.join("manifests");
+    std::fs::create_dir_all(&manifest_dir).expect("manifest dir");
+    manifests(&manifest_dir, false, true);
+    let config = mesh
+        .write("mesh.yaml", &topology::config("server"))
+        .expect("config");
+    let socket = mesh.dir.join("ztunnel.sock");
+    let agent_bin = mesh.bins.node_agent().expect("node-agent").to_path_buf();
+    let agent_log = mesh.dir.join("node-agent.log");
+    let mut agent = node
+        .command(&agent_bin)
+        .arg("--manifests")
+        .arg(&manifest_dir)
+        .args(["--node", "node-a", "--poll", "50ms"])
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(std::fs::File::create(&agent_log).expect("log"))
+        .spawn()
+        .expect("node-agent");
+    wait_for_file(&agent_log, "node agent started", T).expect("agent up");
+    let zt = mesh
+        .start_ztunnel_shared(&node, &config, &socket, &[])
+        .expect("ztunnel");
+    zt.wait_for("ZDS snapshot received", T).expect("snapshot");
+    zt.wait_for_count("serving workload", 2, T)
+        .expect("two pods served");
+    assert!(captured(&client) && captured(&server));
+    assert!(
+        !captured(&legacy),
+        "a pod of an unlabeled namespace is not captured"
+    );
+
+    let out = mesh
+        .spawn_app(&server, "echo", &["echo", "--listen", "0.0.0.0:8080"])
+        .expect("echo");
+    wait_for_file(&out, "listening", T).expect("echo up");
+    assert_eq!(
+        roundtrip(&mesh, &client, "10.244.0.2:8080", "via the agent").expect("roundtrip"),
+        "received: via the agent"
+    );
+    let inbound = zt
+        .wait_for("direction=\"inbound\"", T)
+        .expect("inbound log");
+    assert!(
+        inbound.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client"),
+        "{inbound}"
+    );
+
+    // Labeling the namespace captures its running pod, which keeps running.
+    let (legacy_out, legacy_pid) = mesh
+        .spawn_app_pid(&legacy, "legacy", &["echo", "--listen", "0.0.0.0:8080"])
+        .expect("legacy app");
+    wait_for_file(&legacy_out, "listening", T).expect("legacy up");
+    manifests(&manifest_dir, true, true);
+    zt.wait_for("workload=plain/legacy/legacy", T)
+        .expect("legacy served");
+    assert!(captured(&legacy));
+    assert!(
+        Path::new(&format!("/proc/{legacy_pid}")).exists(),
+        "the pod's app was not restarted"
+    );
+    let agent_text = std::fs::read_to_string(&agent_log).expect("agent log");
+    assert!(agent_text.contains("pods captured"), "{agent_text}");
+
+    // The server pod leaves the manifests: released from ztunnel and its rules removed.
+    manifests(&manifest_dir, true, false);
+    zt.wait_for("pod no longer served", T)
+        .expect("server released");
+    let deadline = std::time::Instant::now() + T;
+    while captured(&server) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server rules not removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(captured(&client), "the other pods stay captured");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

@@ -126,21 +126,26 @@ pub fn decode_hello(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<(), DecodeError> 
     Ok(())
 }
 
+/// An `AddWorkload`'s bytes; the pod's namespace goes with it as the one descriptor.
+pub fn encode_add(uid: &str, info: &WorkloadInfo) -> Vec<u8> {
+    zds::WorkloadRequest {
+        payload: Some(zds::workload_request::Payload::Add(zds::AddWorkload {
+            uid: uid.to_string(),
+            workload_info: Some(zds::WorkloadInfo {
+                name: info.name.clone(),
+                namespace: info.namespace.clone(),
+                service_account: info.service_account.clone(),
+            }),
+        })),
+    }
+    .encode_to_vec()
+}
+
 /// A request as bytes plus the descriptor to send with it (rule 2).
 pub fn encode_request(request: &Request) -> (Vec<u8>, Option<BorrowedFd<'_>>) {
     use zds::workload_request::Payload;
     let (payload, fd) = match request {
-        Request::Add { uid, info, netns } => (
-            Payload::Add(zds::AddWorkload {
-                uid: uid.clone(),
-                workload_info: Some(zds::WorkloadInfo {
-                    name: info.name.clone(),
-                    namespace: info.namespace.clone(),
-                    service_account: info.service_account.clone(),
-                }),
-            }),
-            Some(netns.as_fd()),
-        ),
+        Request::Add { uid, info, netns } => return (encode_add(uid, info), Some(netns.as_fd())),
         Request::Keep { uid } => (Payload::Keep(zds::KeepWorkload { uid: uid.clone() }), None),
         Request::Del { uid } => (Payload::Del(zds::DelWorkload { uid: uid.clone() }), None),
         Request::SnapshotSent => (Payload::SnapshotSent(zds::SnapshotSent {}), None),

@@ -9,7 +9,6 @@ pub mod inpod;
 pub mod metrics;
 pub mod proxy;
 pub mod readiness;
-pub mod redirect;
 pub mod route;
 pub mod socket;
 pub mod state;

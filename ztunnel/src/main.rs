@@ -17,7 +17,7 @@ use ztunnel::readiness::Ready;
 use ztunnel::state::StateHandle;
 use ztunnel::state::local::LocalConfig;
 use ztunnel::xds::{NodeIdentity, env_with_prefix};
-use ztunnel::{http, redirect, socket, xds};
+use ztunnel::{http, socket, xds};
 
 #[derive(Parser)]
 #[command(name = "ztunnel", version, about = "Ambient-mode mesh proxy")]
@@ -85,8 +85,10 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Command::Redirect { action }) => {
             match action {
-                RedirectAction::Install { mark } => redirect::install(Ports::default(), mark)?,
-                RedirectAction::Remove => redirect::remove()?,
+                RedirectAction::Install { mark } => {
+                    capture::install(capture::Ports::default(), mark)?
+                }
+                RedirectAction::Remove => capture::remove()?,
             }
             Ok(())
         }

@@ -17,10 +17,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use kube_source::{Meta, Namespace, Pod};
 
-pub const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
-pub const DATAPLANE_MODE_AMBIENT: &str = "ambient";
-pub const DATAPLANE_MODE_NONE: &str = "none";
-pub const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
 pub const AMBIENT_REDIRECTION: &str = "ambient.istio.io/redirection";
 pub const AMBIENT_REDIRECTION_ENABLED: &str = "enabled";
 pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
@@ -48,26 +44,15 @@ const CANONICAL_REVISION: [&str; 3] = [
 
 pub type Labels = BTreeMap<String, String>;
 
-/// Rule 1: whether ztunnel captures this pod (tunnel protocol HBONE).
+/// Rule 1: whether ztunnel captures this pod (tunnel protocol HBONE): the labels' rule
+/// (shared with the node agent), or istio-cni saying it redirected the pod.
 pub fn ambient_enrolled(pod: &Pod, namespace: Option<&Namespace>) -> bool {
-    let m = &pod.metadata;
-    if m.annotations.get(AMBIENT_REDIRECTION).map(String::as_str)
+    pod.metadata
+        .annotations
+        .get(AMBIENT_REDIRECTION)
+        .map(String::as_str)
         == Some(AMBIENT_REDIRECTION_ENABLED)
-    {
-        return true;
-    }
-    let pod_mode = m.labels.get(DATAPLANE_MODE).map(String::as_str);
-    if pod_mode == Some(DATAPLANE_MODE_NONE)
-        || pod.spec.host_network
-        || m.annotations.contains_key(SIDECAR_STATUS)
-    {
-        return false;
-    }
-    pod_mode == Some(DATAPLANE_MODE_AMBIENT)
-        || namespace.is_some_and(|ns| {
-            ns.metadata.labels.get(DATAPLANE_MODE).map(String::as_str)
-                == Some(DATAPLANE_MODE_AMBIENT)
-        })
+        || kube_source::ambient::captured(pod, namespace)
 }
 
 /// Rule 2: `canonical_name`.

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hbone::{CertManager, H2Settings, HBONE_PORT, Pool, SpiffeId, TrustRoots};
+use hbone::{CertManager, H2Settings, Pool, SpiffeId, TrustRoots};
 use tokio::net::TcpListener;
 use zds::Netns;
 
@@ -26,23 +26,8 @@ use crate::readiness::Ready;
 use crate::socket;
 use crate::state::{State, StateHandle, Workload};
 
-/// Ports ztunnel listens on inside the workload's namespace.
-#[derive(Debug, Clone, Copy)]
-pub struct Ports {
-    pub outbound: u16,
-    pub inbound_plain: u16,
-    pub inbound_hbone: u16,
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Ports {
-            outbound: 15001,
-            inbound_plain: 15006,
-            inbound_hbone: HBONE_PORT,
-        }
-    }
-}
+/// Ports ztunnel listens on inside the workload's namespace (the ones capture sends to).
+pub use capture::Ports;
 
 /// One proxied workload: everything its listeners and connections share. Dedicated mode has
 /// one; shared mode one per pod, each with the pod's identity and network namespace, over the

@@ -1,4 +1,7 @@
-//! Traffic capture inside one workload's network namespace (dedicated mode), with nftables.
+//! Traffic capture inside one workload's network namespace, with nftables: what istio-cni's
+//! node agent installs in each ambient pod (shared mode, `node-agent`) and what `ztunnel
+//! redirect install` sets up for a dedicated ztunnel. The functions act on the calling
+//! thread's namespace; run them inside the pod's (`zds::Netns::run`) to reach a pod.
 //!
 //! Same semantics as istio-cni's in-pod rules (protocol.md 1.3), in its nftables naming
 //! (table `inet istio-ambient-nat`, chains `istio-prerouting` / `istio-output`):
@@ -8,13 +11,32 @@
 //! - outbound TCP, except to loopback, to the pod itself over `lo`, and except ztunnel's
 //!   own marked packets, goes to 15001.
 //!
-//! Dedicated mode delivers inbound connections from ztunnel's own address (no original
-//! source spoofing), so istio-cni's connmark/policy-routing rules are not needed here.
+//! ztunnel delivers inbound connections from the pod's own address (no original source
+//! spoofing), so istio-cni's connmark/policy-routing rules are not needed here.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::proxy::Ports;
+/// ztunnel's ports inside the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub outbound: u16,
+    pub inbound_plain: u16,
+    pub inbound_hbone: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            outbound: 15001,
+            inbound_plain: 15006,
+            inbound_hbone: 15008,
+        }
+    }
+}
+
+/// Istio's packet mark on ztunnel's sockets (`PACKET_MARK`), which capture lets through.
+pub const DEFAULT_MARK: u32 = 0x539;
 
 pub const TABLE: &str = "istio-ambient-nat";
 const STATS_PORT: u16 = 15020;
@@ -65,9 +87,19 @@ table inet {TABLE} {{
     )
 }
 
-/// Installs capture in the current network namespace.
+/// Installs capture in the current network namespace (replacing ours if there).
 pub fn install(ports: Ports, mark: u32) -> Result<(), RedirectError> {
     nft(&rules(ports, mark))
+}
+
+/// Whether our capture table is in the current network namespace.
+pub fn installed() -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", TABLE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Removes capture from the current network namespace (no error if it was not there).

@@ -1,0 +1,59 @@
+//! Finding a pod's network namespace: the one where the pod's IP is a local address.
+//!
+//! Candidates are the named namespaces (`/var/run/netns/*`, where `ip netns` and
+//! `meshctl local` keep pods) and every process's (`/proc/<pid>/ns/net`, where a container
+//! runtime's pods are), each namespace tried once. A namespace holds the IP when a socket
+//! there can bind it.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use zds::Netns;
+
+/// Where named namespaces live.
+pub const NETNS_DIR: &str = "/var/run/netns";
+
+/// The namespace holding any of `ips`, if one is found. Blocking (reads /proc, enters
+/// namespaces): call from a blocking task.
+pub fn find(ips: &[IpAddr]) -> Option<Netns> {
+    let own = Netns::current().ok().map(|n| n.id().to_string());
+    let mut seen: HashSet<String> = own.into_iter().collect();
+    candidates().find_map(|path| {
+        let ns = Netns::open(&path).ok()?;
+        if !seen.insert(ns.id().to_string()) {
+            return None;
+        }
+        holds(&ns, ips).then_some(ns)
+    })
+}
+
+/// Whether `ns` has one of `ips` as a local address.
+pub fn holds(ns: &Netns, ips: &[IpAddr]) -> bool {
+    ns.run(|| {
+        ips.iter()
+            .any(|ip| UdpSocket::bind(SocketAddr::new(*ip, 0)).is_ok())
+    })
+    .unwrap_or(false)
+}
+
+fn candidates() -> impl Iterator<Item = PathBuf> {
+    let named = entries(Path::new(NETNS_DIR)).into_iter();
+    let processes = entries(Path::new("/proc"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|p| p.join("ns").join("net"));
+    named.chain(processes)
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
