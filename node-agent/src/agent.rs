@@ -33,6 +33,8 @@ pub struct Config {
     /// The mark ztunnel sets on its sockets (`PACKET_MARK`), exempt from capture.
     pub mark: u32,
     pub ports: capture::Ports,
+    /// Where pods' network namespaces are looked for.
+    pub netns: crate::locate::Scope,
 }
 
 pub struct Agent {
@@ -144,10 +146,10 @@ impl Agent {
     /// Locates the pod's namespace and installs its capture rules there.
     async fn capture(&self, pod: &CapturedPod) -> Result<Arc<Netns>, String> {
         let ips = pod.ips.clone();
-        let (ports, mark) = (self.cfg.ports, self.cfg.mark);
+        let (ports, mark, scope) = (self.cfg.ports, self.cfg.mark, self.cfg.netns.clone());
         tokio::task::spawn_blocking(move || {
-            let netns =
-                locate::find(&ips).ok_or_else(|| format!("no network namespace holds {ips:?}"))?;
+            let netns = locate::find(&ips, &scope)
+                .ok_or_else(|| format!("no network namespace holds {ips:?}"))?;
             netns
                 .run(|| capture::install(ports, mark))
                 .map_err(|e| e.to_string())?

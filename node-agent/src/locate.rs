@@ -3,7 +3,8 @@
 //! Candidates are the named namespaces (`/var/run/netns/*`, where `ip netns` and
 //! `meshctl local` keep pods) and every process's (`/proc/<pid>/ns/net`, where a container
 //! runtime's pods are), each namespace tried once. A namespace holds the IP when a socket
-//! there can bind it.
+//! there can bind it. Where several isolated networks share one machine (local clusters,
+//! tests), [`Scope::Named`] limits the search to the named namespaces of one of them.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -14,12 +15,22 @@ use zds::Netns;
 /// Where named namespaces live.
 pub const NETNS_DIR: &str = "/var/run/netns";
 
+/// Where to look.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Every named namespace and every process's.
+    #[default]
+    All,
+    /// Only named namespaces whose name starts with this prefix.
+    Named(String),
+}
+
 /// The namespace holding any of `ips`, if one is found. Blocking (reads /proc, enters
 /// namespaces): call from a blocking task.
-pub fn find(ips: &[IpAddr]) -> Option<Netns> {
+pub fn find(ips: &[IpAddr], scope: &Scope) -> Option<Netns> {
     let own = Netns::current().ok().map(|n| n.id().to_string());
     let mut seen: HashSet<String> = own.into_iter().collect();
-    candidates().find_map(|path| {
+    candidates(scope).find_map(|path| {
         let ns = Netns::open(&path).ok()?;
         if !seen.insert(ns.id().to_string()) {
             return None;
@@ -37,10 +48,22 @@ pub fn holds(ns: &Netns, ips: &[IpAddr]) -> bool {
     .unwrap_or(false)
 }
 
-fn candidates() -> impl Iterator<Item = PathBuf> {
-    let named = entries(Path::new(NETNS_DIR)).into_iter();
+fn candidates(scope: &Scope) -> impl Iterator<Item = PathBuf> {
+    let prefix = match scope {
+        Scope::All => None,
+        Scope::Named(p) => Some(p.clone()),
+    };
+    let scan_processes = prefix.is_none();
+    let named = entries(Path::new(NETNS_DIR)).into_iter().filter(move |p| {
+        prefix.as_deref().is_none_or(|prefix| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+    });
     let processes = entries(Path::new("/proc"))
         .into_iter()
+        .filter(move |_| scan_processes)
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())

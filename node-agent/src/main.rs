@@ -32,6 +32,12 @@ struct Cli {
     #[arg(long, env = "PACKET_MARK", default_value_t = capture::DEFAULT_MARK)]
     packet_mark: u32,
 
+    /// Look for pods' network namespaces only among the named ones (`/var/run/netns`) whose
+    /// name starts with this (a local cluster beside others on one machine); by default every
+    /// named namespace and every process's.
+    #[arg(long)]
+    pod_netns_prefix: Option<String>,
+
     /// How often the manifest directory is checked for edits.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     poll: Duration,
@@ -90,6 +96,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node: cli.node,
             mark: cli.packet_mark,
             ports: capture::Ports::default(),
+            netns: match cli.pod_netns_prefix {
+                Some(p) => node_agent::locate::Scope::Named(p),
+                None => node_agent::locate::Scope::All,
+            },
         },
         tx,
     );

@@ -62,7 +62,8 @@ pub async fn serve(listener: Listener, mut commands: mpsc::Receiver<Command>) {
                         continue;
                     }
                 };
-                conns.retain(|c| !closed(c));
+                // Rule 4.
+                conns.retain(|c| !c.peer_gone());
                 match replay(&conn, &pods).await {
                     Ok(()) => {
                         tracing::info!(pods = pods.len(), connections = conns.len() + 1, "ztunnel connected; pods replayed");
@@ -147,15 +148,6 @@ async fn recv(conn: &Conn) -> Result<zds::Received, ConnError> {
         Ok(Ok(None)) => Err(ConnError::Closed),
         Ok(Ok(Some(r))) => Ok(r),
     }
-}
-
-/// Rule 4, without waiting.
-fn closed(conn: &Conn) -> bool {
-    use std::future::Future;
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let readable = std::pin::pin!(conn.readable());
-    readable.poll(&mut cx).is_ready()
 }
 
 fn log_ack(ack: &Ack, kind: &str, uid: &str) {

@@ -273,7 +273,10 @@ impl Mesh {
         socket: &Path,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Ztunnel> {
-        let log = self.dir.join(format!("ztunnel-{}.log", node.ns));
+        // One log per start: a restarted ztunnel must not overwrite its predecessor's.
+        let log = self
+            .dir
+            .join(format!("ztunnel-{}-{}.log", node.ns, self.children.len()));
         let mut cmd = node.command(&self.bins.ztunnel);
         cmd.env("PROXY_MODE", "shared")
             .env("INPOD_UDS", socket)

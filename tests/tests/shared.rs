@@ -292,6 +292,36 @@ fn manifests(dir: &Path, plain_ambient: bool, with_server: bool) {
 
 const LEGACY_IP: &str = "10.244.0.6";
 
+/// Starts `node-agent` for node-a in `node` on `manifest_dir`, serving ZDS at `socket`.
+fn start_agent(
+    mesh: &Mesh,
+    node: &Host,
+    manifest_dir: &Path,
+    socket: &Path,
+) -> (std::process::Child, std::path::PathBuf) {
+    let agent_bin = mesh.bins.node_agent().expect("node-agent").to_path_buf();
+    let log = mesh.dir.join("node-agent.log");
+    let child = node
+        .command(&agent_bin)
+        .arg("--manifests")
+        .arg(manifest_dir)
+        .args(["--node", "node-a", "--poll", "50ms"])
+        .arg("--socket")
+        .arg(socket)
+        // Other tests' hosts have the same addresses: look only among this test's.
+        .arg("--pod-netns-prefix")
+        .arg(
+            node.ns
+                .rsplit_once('.')
+                .map_or(node.ns.as_str(), |(p, _)| p),
+        )
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("node-agent");
+    wait_for_file(&log, "node agent started", T).expect("agent up");
+    (child, log)
+}
+
 /// Whether `host` has the capture rules.
 fn captured(host: &Host) -> bool {
     host.command("nft")
@@ -318,19 +348,7 @@ fn node_agent_captures_ambient_pods() {
         .write("mesh.yaml", &topology::config("server"))
         .expect("config");
     let socket = mesh.dir.join("ztunnel.sock");
-    let agent_bin = mesh.bins.node_agent().expect("node-agent").to_path_buf();
-    let agent_log = mesh.dir.join("node-agent.log");
-    let mut agent = node
-        .command(&agent_bin)
-        .arg("--manifests")
-        .arg(&manifest_dir)
-        .args(["--node", "node-a", "--poll", "50ms"])
-        .arg("--socket")
-        .arg(&socket)
-        .stderr(std::fs::File::create(&agent_log).expect("log"))
-        .spawn()
-        .expect("node-agent");
-    wait_for_file(&agent_log, "node agent started", T).expect("agent up");
+    let (mut agent, agent_log) = start_agent(&mesh, &node, &manifest_dir, &socket);
     let zt = mesh
         .start_ztunnel_shared(&node, &config, &socket, &[])
         .expect("ztunnel");
@@ -388,6 +406,102 @@ fn node_agent_captures_ambient_pods() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(captured(&client), "the other pods stay captured");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+/// A ztunnel killed outright is replaced with no manual step (the agent replays its pods to
+/// the new one); a ztunnel upgraded by starting the new one beside it and stopping the old
+/// drops no established connection: the old one stops accepting and carries what it has
+/// until it ends.
+#[test]
+fn restart_and_upgrade_keep_pods_served() {
+    let mut net = Net::new("upgrade").expect("net");
+    let client = net.host("client", CLIENT_IP).expect("client");
+    let server = net.host("server", SERVER_IP).expect("server");
+    let _legacy = net.host("legacy", LEGACY_IP).expect("legacy");
+    let node = net.host("node", "10.244.0.20").expect("node");
+    // The replacement runs beside the old one: its own admin and metrics ports.
+    let node_next = net.host("next", "10.244.0.21").expect("next");
+    let mut mesh = Mesh::new("upgrade", bins()).expect("mesh");
+    let manifest_dir = mesh.dir.join("manifests");
+    std::fs::create_dir_all(&manifest_dir).expect("manifest dir");
+    manifests(&manifest_dir, false, true);
+    let config = mesh
+        .write("mesh.yaml", &topology::config("server"))
+        .expect("config");
+    let socket = mesh.dir.join("ztunnel.sock");
+    let (mut agent, _agent_log) = start_agent(&mesh, &node, &manifest_dir, &socket);
+    let old = mesh
+        .start_ztunnel_shared(&node, &config, &socket, &[])
+        .expect("ztunnel");
+    old.wait_for_count("serving workload", 2, T)
+        .expect("pods served");
+    let out = mesh
+        .spawn_app(&server, "echo", &["echo", "--listen", "0.0.0.0:8080"])
+        .expect("echo");
+    wait_for_file(&out, "listening", T).expect("echo up");
+
+    // Upgrade: a connection exchanging data through the old ztunnel the whole time.
+    let long = mesh
+        .spawn_app(
+            &client,
+            "long",
+            &["pingpong", "--connect", "10.244.0.2:8080", "--secs", "4"],
+        )
+        .expect("long connection");
+    std::thread::sleep(Duration::from_millis(500));
+    let new = mesh
+        .start_ztunnel_shared(&node_next, &config, &socket, &[])
+        .expect("new ztunnel");
+    new.wait_for_count("serving workload", 2, T)
+        .expect("the new ztunnel serves both pods beside the old one");
+    run(std::process::Command::new("kill").args(["-TERM", &old.pid.to_string()])).expect("SIGTERM");
+    let draining = old.wait_for("draining", T).expect("old drains");
+    let carried: usize = draining
+        .lines()
+        .find(|l| l.contains("draining"))
+        .and_then(|l| l.split("active=").nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        carried >= 1,
+        "the old ztunnel was carrying the long connection: {draining}"
+    );
+    // New connections go to the new ztunnel while the old one still carries the long one.
+    assert_eq!(
+        roundtrip(&mesh, &client, "10.244.0.2:8080", "after the upgrade").expect("roundtrip"),
+        "received: after the upgrade"
+    );
+    new.wait_for("direction=\"inbound\"", T)
+        .expect("new carries new connections");
+    let done = wait_for_file(&long, "count", T).expect("the long connection completes");
+    assert!(done.contains("\"count\""), "{done}");
+    old.wait_for("drained; exiting", T)
+        .expect("old exits once drained");
+    assert!(
+        !old.log().contains("drain deadline passed"),
+        "{}",
+        old.log()
+    );
+
+    // Restart: the new ztunnel killed outright; a third one takes over from the replay.
+    run(std::process::Command::new("kill").args(["-KILL", &new.pid.to_string()])).expect("kill");
+    let third = mesh
+        .start_ztunnel_shared(&node, &config, &socket, &[])
+        .expect("third ztunnel");
+    third
+        .wait_for_count("serving workload", 2, T)
+        .expect("replayed to the restarted ztunnel");
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        match roundtrip(&mesh, &client, "10.244.0.2:8080", "after the restart") {
+            Ok(out) if out == "received: after the restart" => break,
+            other => assert!(std::time::Instant::now() < deadline, "{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = agent.kill();
     let _ = agent.wait();
 }

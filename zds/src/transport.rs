@@ -149,10 +149,14 @@ impl Conn {
         }
     }
 
-    /// Whether the peer has closed, without reading: for a side that must not read ahead
-    /// (the agent between requests). Resolves when the socket becomes readable or hangs up.
-    pub async fn readable(&self) -> io::Result<()> {
-        self.fd.readable().await
+    /// Whether the peer has closed (or sent something unasked), without waiting or taking a
+    /// message: for the agent between requests, as ztunnel never speaks unprompted.
+    pub fn peer_gone(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match rustix::net::recv(&self.fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok(_) => true,
+            Err(e) => e != rustix::io::Errno::AGAIN,
+        }
     }
 }
 
@@ -246,8 +250,11 @@ mod tests {
         assert!(long.truncated);
         assert_eq!(long.bytes.len(), MAX_MESSAGE);
 
+        // Nothing pending: not gone. Closed: gone.
+        assert!(!client.peer_gone());
         // Close: the other side reads the end.
         drop(server);
+        assert!(client.peer_gone());
         assert!(client.recv().await.unwrap().is_none());
         let _ = std::fs::remove_file(&path);
     }

@@ -114,6 +114,12 @@ pub struct RunArgs {
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
 
+    /// Shared mode, on SIGTERM: how long the connections being carried may go on after the
+    /// listeners close (a new ztunnel takes new ones). Istio's name; its default is 5 s and it
+    /// then resets them, where this waits for them to end.
+    #[arg(long, env = "CONNECTION_TERMINATION_DEADLINE", default_value = "1h", value_parser = parse_duration)]
+    pub connection_termination_deadline: Duration,
+
     /// Mark set on every socket ztunnel opens so redirection skips them.
     #[arg(long, env = "PACKET_MARK", default_value_t = 1337)]
     pub packet_mark: u32,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod ca_client;
 pub mod config;
+pub mod drain;
 pub mod http;
 pub mod inpod;
 pub mod metrics;

@@ -444,17 +444,28 @@ async fn serve_shared(
         ports: Ports::default(),
     };
     tracing::info!(socket = %args.inpod_uds.display(), "shared mode: serving the pods the node agent hands over");
+    let active = node.metrics.active.clone();
     tokio::select! {
-        _ = ztunnel::inpod::run(args.inpod_uds.clone(), ztunnel::inpod::Pods::new(node), ready) => Ok(()),
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            Ok(())
-        }
-        _ = shutdown.notified() => {
-            tracing::info!("shutting down (admin /quitquitquit)");
-            Ok(())
-        }
+        _ = ztunnel::inpod::run(args.inpod_uds.clone(), ztunnel::inpod::Pods::new(node), ready) => {}
+        _ = shutdown_signal() => {}
+        _ = shutdown.notified() => tracing::info!("shutdown asked (admin /quitquitquit)"),
     }
+    // Leaving the select dropped every pod's listeners and the agent connection: new
+    // connections go to the ztunnel that replaces this one. The open ones finish here.
+    let deadline = args.connection_termination_deadline;
+    tracing::info!(
+        active = active.count(),
+        ?deadline,
+        "draining: listeners closed, waiting for open connections to end"
+    );
+    match tokio::time::timeout(deadline, active.idle()).await {
+        Ok(()) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!(
+            active = active.count(),
+            "drain deadline passed; exiting with connections open"
+        ),
+    }
+    Ok(())
 }
 
 /// Admin (15000), metrics (15020) and readiness (15021).

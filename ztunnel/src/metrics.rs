@@ -270,6 +270,8 @@ pub struct Metrics {
     pub xds: xds_client::Metrics,
     /// Label sets seen so far, for the cardinality cap.
     seen: Mutex<HashSet<TrafficLabels>>,
+    /// Connections being carried (what a draining ztunnel waits for).
+    pub active: std::sync::Arc<crate::drain::Active>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -341,6 +343,7 @@ impl Metrics {
             cert_expiry.clone(),
         );
         Metrics {
+            active: Default::default(),
             registry,
             opened,
             closed,

@@ -101,8 +101,8 @@ impl ProxyContext {
             mark,
             netns,
             settings,
+            registry: Arc::new(policy::Registry::new(metrics.active.clone())),
             metrics,
-            registry: Arc::new(policy::Registry::default()),
             next_endpoint: AtomicUsize::new(0),
         })
     }

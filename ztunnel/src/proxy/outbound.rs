@@ -14,6 +14,7 @@ use crate::route::{Route, route};
 use crate::socket;
 
 pub(super) async fn serve(ctx: Arc<ProxyContext>, mut tcp: TcpStream, peer: SocketAddr) {
+    let _active = ctx.metrics.active.track();
     let log = ConnectionLog::new("outbound", peer, ctx.metrics.clone());
     // Boxed: routing, the certificate, the pool and the CONNECT are over before bytes flow, so
     // none of their state stays in this connection's task for its life (proxy::size_tests).

@@ -113,11 +113,13 @@ impl Revocation {
     }
 }
 
-/// Open inbound connections, for re-checking against new policy.
+/// Open inbound connections, for re-checking against new policy. Each is also counted as
+/// carried (`drain::Active`) while registered.
 #[derive(Default)]
 pub struct Registry {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Tracked>>,
+    active: Arc<crate::drain::Active>,
 }
 
 /// Keeps a connection registered; dropping it unregisters.
@@ -125,6 +127,7 @@ pub struct Registration {
     id: u64,
     registry: Arc<Registry>,
     pub revocation: Arc<Revocation>,
+    _active: crate::drain::ActiveGuard,
 }
 
 impl Drop for Registration {
@@ -140,6 +143,14 @@ impl Drop for Registration {
 }
 
 impl Registry {
+    /// A registry whose connections count in `active`.
+    pub fn new(active: Arc<crate::drain::Active>) -> Self {
+        Registry {
+            active,
+            ..Default::default()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tracked>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -168,6 +179,7 @@ impl Registry {
             id,
             registry: self.clone(),
             revocation: revoke,
+            _active: self.active.track(),
         }
     }
 
