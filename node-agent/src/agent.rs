@@ -10,7 +10,8 @@
 //! 3. Rules are installed before ztunnel hears of the pod, as istio-cni does: until ztunnel
 //!    binds its listeners, the pod's connections are refused rather than sent around the mesh.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,13 +103,19 @@ impl Agent {
         // Rule 2.
         self.unplaced.clear();
         let started = Instant::now();
+        let new: Vec<CapturedPod> = wanted
+            .into_values()
+            .filter(|p| !self.captured.contains_key(&p.uid))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let placed = self.capture(&new).await;
         let mut added = 0usize;
-        for (uid, pod) in wanted {
-            if self.captured.contains_key(&uid) {
-                continue;
-            }
-            match self.capture(&pod).await {
-                Ok(netns) => {
+        for pod in new {
+            let uid = pod.uid.clone();
+            match placed.get(&uid) {
+                Some(Ok(netns)) => {
                     let info = WorkloadInfo {
                         name: pod.name.clone(),
                         namespace: pod.namespace.clone(),
@@ -123,10 +130,14 @@ impl Agent {
                         })
                         .await;
                     tracing::info!(%uid, pod = %format_args!("{}/{}", pod.namespace, pod.name), netns = netns.id(), "pod captured");
-                    self.captured.insert(uid, (pod, netns));
+                    self.captured.insert(uid, (pod, netns.clone()));
                     added += 1;
                 }
-                Err(reason) => {
+                other => {
+                    let reason = match other {
+                        Some(Err(e)) => e.clone(),
+                        _ => format!("no network namespace holds {:?}", pod.ips),
+                    };
                     tracing::debug!(%uid, %reason, retry_in = ?RETRY, "pod not captured yet");
                     self.unplaced.insert(uid);
                 }
@@ -143,20 +154,26 @@ impl Agent {
         }
     }
 
-    /// Locates the pod's namespace and installs its capture rules there.
-    async fn capture(&self, pod: &CapturedPod) -> Result<Arc<Netns>, String> {
-        let ips = pod.ips.clone();
+    /// Locates the pods' namespaces (one pass) and installs each one's capture rules there.
+    async fn capture(&self, pods: &[CapturedPod]) -> HashMap<String, Result<Arc<Netns>, String>> {
+        let wanted: Vec<(String, Vec<IpAddr>)> = pods
+            .iter()
+            .map(|p| (p.uid.clone(), p.ips.clone()))
+            .collect();
         let (ports, mark, scope) = (self.cfg.ports, self.cfg.mark, self.cfg.netns.clone());
         tokio::task::spawn_blocking(move || {
-            let netns = locate::find(&ips, &scope)
-                .ok_or_else(|| format!("no network namespace holds {ips:?}"))?;
-            netns
-                .run(|| capture::install(ports, mark))
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("installing capture rules: {e}"))?;
-            Ok(Arc::new(netns))
+            locate::find_all(&wanted, &scope)
+                .into_iter()
+                .map(|(uid, netns)| {
+                    let installed = netns
+                        .run(|| capture::install(ports, mark))
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| format!("installing capture rules: {e}")));
+                    (uid.to_string(), installed.map(|()| Arc::new(netns)))
+                })
+                .collect()
         })
         .await
-        .map_err(|e| e.to_string())?
+        .unwrap_or_default()
     }
 }

@@ -6,7 +6,7 @@
 //! there can bind it. Where several isolated networks share one machine (local clusters,
 //! tests), [`Scope::Named`] limits the search to the named namespaces of one of them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
@@ -25,27 +25,44 @@ pub enum Scope {
     Named(String),
 }
 
-/// The namespace holding any of `ips`, if one is found. Blocking (reads /proc, enters
-/// namespaces): call from a blocking task.
-pub fn find(ips: &[IpAddr], scope: &Scope) -> Option<Netns> {
+/// The namespace of each pod (`uid -> its IPs`) that can be found, in one pass over the
+/// candidates: each namespace is entered once and tested for every pod's addresses. Blocking
+/// (reads /proc, enters namespaces): call from a blocking task.
+pub fn find_all<'a>(pods: &'a [(String, Vec<IpAddr>)], scope: &Scope) -> HashMap<&'a str, Netns> {
     let own = Netns::current().ok().map(|n| n.id().to_string());
     let mut seen: HashSet<String> = own.into_iter().collect();
-    candidates(scope).find_map(|path| {
-        let ns = Netns::open(&path).ok()?;
-        if !seen.insert(ns.id().to_string()) {
-            return None;
+    let mut found: HashMap<&str, Netns> = HashMap::new();
+    for path in candidates(scope) {
+        if found.len() == pods.len() {
+            break;
         }
-        holds(&ns, ips).then_some(ns)
-    })
+        let Ok(ns) = Netns::open(&path) else { continue };
+        if !seen.insert(ns.id().to_string()) {
+            continue;
+        }
+        let here: Vec<&str> = ns
+            .run(|| {
+                pods.iter()
+                    .filter(|(uid, ips)| !found.contains_key(uid.as_str()) && bindable(ips))
+                    .map(|(uid, _)| uid.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for uid in here {
+            // Two pods in one namespace (a misconfiguration, or host-network pods) each
+            // get their own descriptor of it.
+            if let Ok(copy) = ns.try_clone() {
+                found.insert(uid, copy);
+            }
+        }
+    }
+    found
 }
 
-/// Whether `ns` has one of `ips` as a local address.
-pub fn holds(ns: &Netns, ips: &[IpAddr]) -> bool {
-    ns.run(|| {
-        ips.iter()
-            .any(|ip| UdpSocket::bind(SocketAddr::new(*ip, 0)).is_ok())
-    })
-    .unwrap_or(false)
+/// Whether one of `ips` is a local address of the calling thread's namespace.
+fn bindable(ips: &[IpAddr]) -> bool {
+    ips.iter()
+        .any(|ip| UdpSocket::bind(SocketAddr::new(*ip, 0)).is_ok())
 }
 
 fn candidates(scope: &Scope) -> impl Iterator<Item = PathBuf> {

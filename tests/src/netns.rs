@@ -132,6 +132,33 @@ impl Net {
         })
     }
 
+    /// Adds `count` bare hosts `<role>-<i>` (no link to the segment: a veth pair within, holding
+    /// the address `addr(i)` as a /32): enough for a pod whose network namespace must exist
+    /// and own an address, in numbers. One `ip -batch` per namespace.
+    pub fn bare_hosts(
+        &mut self,
+        role: &str,
+        count: usize,
+        addr: impl Fn(usize) -> String,
+    ) -> anyhow::Result<Vec<Host>> {
+        let mut hosts = Vec::new();
+        for i in 0..count {
+            let ns = format!("{}.{role}-{i}", self.prefix);
+            let a = addr(i);
+            ip(&["netns", "add", &ns])?;
+            self.hosts.push(ns.clone());
+            batch(
+                &ns,
+                &format!(
+                    "link add d0 type veth peer name d1\naddr add {a}/32 dev d0\nlink set d1 up\nlink set d0 up\nlink set lo up\n"
+                ),
+            )?;
+            let ip: IpAddr = a.parse().context("bare host address")?;
+            hosts.push(Host { ns, ip, ip6: ip });
+        }
+        Ok(hosts)
+    }
+
     pub fn switch_ns(&self) -> &str {
         &self.switch
     }
@@ -161,6 +188,22 @@ impl Drop for Net {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// Runs `commands` (one `ip` command a line) in namespace `ns`.
+fn batch(ns: &str, commands: &str) -> anyhow::Result<()> {
+    let mut child = Command::new("ip")
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("ip -batch")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(commands.as_bytes())?;
+    }
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "ip -n {ns} -batch failed:\n{commands}");
+    Ok(())
 }
 
 fn cleanup(prefix: &str) {

@@ -505,3 +505,64 @@ fn restart_and_upgrade_keep_pods_served() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// 100 pods on one node: the agent captures them all and the one ztunnel serves each in its
+/// own namespace. Reports the time (a figure, not a threshold).
+#[test]
+fn hundred_pods_on_one_node() {
+    const PODS: usize = 100;
+    let mut net = Net::new("hundred").expect("net");
+    let node = net.host("node", "10.244.0.20").expect("node");
+    let ip = |i: usize| format!("10.245.{}.{}", i / 200, i % 200 + 1);
+    let made = std::time::Instant::now();
+    let pods = net.bare_hosts("pod", PODS, ip).expect("pod namespaces");
+    eprintln!("{PODS} pod namespaces made in {:?}", made.elapsed());
+    let mut mesh = Mesh::new("hundred", bins()).expect("mesh");
+    let manifest_dir = mesh.dir.join("manifests");
+    std::fs::create_dir_all(&manifest_dir).expect("manifest dir");
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: many\n  labels:\n    istio.io/dataplane-mode: ambient\n",
+    );
+    for (i, pod) in pods.iter().enumerate() {
+        yaml += &format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{i}\n  namespace: many\n  uid: uid-{i}\nspec:\n  nodeName: node-a\n  serviceAccountName: sa-{}\nstatus:\n  podIPs:\n  - ip: {}\n",
+            i % 10,
+            pod.ip
+        );
+    }
+    std::fs::write(manifest_dir.join("pods.yaml"), yaml).expect("manifests");
+    let config = mesh
+        .write("mesh.yaml", &topology::config("server"))
+        .expect("config");
+    let socket = mesh.dir.join("ztunnel.sock");
+    let zt = mesh
+        .start_ztunnel_shared(&node, &config, &socket, &[])
+        .expect("ztunnel");
+    mesh.bins
+        .node_agent()
+        .expect("node-agent built before the clock starts");
+    let started = std::time::Instant::now();
+    let (mut agent, agent_log) = start_agent(&mesh, &node, &manifest_dir, &socket);
+    zt.wait_for_count("serving workload", PODS, Duration::from_secs(120))
+        .expect("every pod served");
+    let took = started.elapsed();
+    eprintln!(
+        "{PODS} pods captured by node-agent and served by ztunnel in {took:?} ({:.0} pods/s, from the agent's start)",
+        PODS as f64 / took.as_secs_f64()
+    );
+    let agent_text = std::fs::read_to_string(&agent_log).expect("agent log");
+    let line = agent_text
+        .lines()
+        .find(|l| l.contains("pods captured"))
+        .expect("the agent reports its rate");
+    eprintln!("agent: {line}");
+    assert!(line.contains("added=100"), "{line}");
+    for pod in pods.iter().step_by(33) {
+        assert!(captured(pod), "{} has its rules", pod.ns);
+        let listening = run(pod.command("ss").args(["-Htln"])).expect("ss");
+        let listening = String::from_utf8_lossy(&listening.stdout).to_string();
+        assert!(listening.contains(":15008"), "{}: {listening}", pod.ns);
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

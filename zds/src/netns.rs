@@ -79,6 +79,14 @@ impl Netns {
         }
     }
 
+    /// Another descriptor of the same namespace.
+    pub fn try_clone(&self) -> Result<Netns, NetnsError> {
+        Ok(Netns {
+            fd: self.fd.try_clone().map_err(NetnsError::Inspect)?,
+            id: self.id.clone(),
+        })
+    }
+
     /// `net:[<inode>]`: equal for two descriptors of the same namespace (as `ip netns identify`
     /// and `/proc/<pid>/ns/net` show it).
     pub fn id(&self) -> &str {
