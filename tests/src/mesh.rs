@@ -21,6 +21,7 @@ pub struct Binaries {
     pub ztunnel: PathBuf,
     pub meshd: PathBuf,
     pub node_agent: PathBuf,
+    pub meshctl: PathBuf,
     pub meshapp: PathBuf,
 }
 
@@ -51,6 +52,12 @@ const NODE_AGENT: Built = Built {
     sources: &["node-agent", "capture", "zds", "kube-source", "proto"],
 };
 
+const MESHCTL: Built = Built {
+    bin: "meshctl",
+    package: "meshctl",
+    sources: &["meshctl", "kube-source", "zds"],
+};
+
 const MESHD: Built = Built {
     bin: "meshd",
     package: "control-plane",
@@ -67,6 +74,7 @@ impl Binaries {
             ztunnel: meshapp.with_file_name("ztunnel"),
             meshd: meshapp.with_file_name("meshd"),
             node_agent: meshapp.with_file_name("node-agent"),
+            meshctl: meshapp.with_file_name("meshctl"),
             meshapp,
         };
         bins.ensure(&ZTUNNEL)?;
@@ -78,6 +86,14 @@ impl Binaries {
     pub fn meshd(&self) -> anyhow::Result<&Path> {
         self.ensure(&MESHD)?;
         Ok(&self.meshd)
+    }
+
+    /// `meshctl` with everything it runs (`meshd`, `node-agent`, `ztunnel`), (re)built.
+    pub fn meshctl(&self) -> anyhow::Result<&Path> {
+        self.ensure(&MESHD)?;
+        self.ensure(&NODE_AGENT)?;
+        self.ensure(&MESHCTL)?;
+        Ok(&self.meshctl)
     }
 
     /// `node-agent`, (re)built the same way.
