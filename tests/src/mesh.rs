@@ -298,8 +298,18 @@ impl Mesh {
             .env("INPOD_UDS", socket)
             .env("LOCAL_XDS_PATH", config)
             .env("CA_CERTS_DIR", &self.ca_dir)
-            .env("LOCAL_XDS_POLL_INTERVAL", "200ms")
-            .env("RUST_LOG", "info");
+            .env("LOCAL_XDS_POLL_INTERVAL", "200ms");
+        self.spawn_ztunnel(cmd, env, log)
+    }
+
+    /// Spawns a prepared ztunnel command with `env` on top, its stderr to `log`.
+    fn spawn_ztunnel(
+        &mut self,
+        mut cmd: Command,
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> anyhow::Result<Ztunnel> {
+        cmd.env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -326,23 +336,11 @@ impl Mesh {
         let log = self.dir.join(format!("ztunnel-{}.log", host.ns));
         let mut cmd = host.command(&self.bins.ztunnel);
         cmd.env("PROXY_MODE", "dedicated")
-            .env("PROXY_WORKLOAD_INFO", workload_info)
-            .env("RUST_LOG", "info");
+            .env("PROXY_WORKLOAD_INFO", workload_info);
         for (k, v) in source {
             cmd.env(k, v);
         }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("starting ztunnel")?;
-        let pid = child.id();
-        self.children.push(child);
-        let z = Ztunnel { log, pid };
+        let z = self.spawn_ztunnel(cmd, env, log)?;
         z.wait_for("ztunnel ready", Duration::from_secs(15))?;
         Ok(z)
     }

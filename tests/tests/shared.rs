@@ -50,6 +50,14 @@ impl Agent {
         decode_ack(&got.bytes, got.fds).expect("an ack")
     }
 
+    /// A replay: each request acked, then the snapshot.
+    async fn replay(&self, requests: &[Request]) {
+        for r in requests {
+            assert_eq!(self.send(r).await, Ack::Ok, "{} {:?}", r.kind(), r.uid());
+        }
+        assert_eq!(self.send(&Request::SnapshotSent).await, Ack::Ok);
+    }
+
     /// Whether ztunnel closed the connection.
     async fn closed(&self) -> bool {
         matches!(
@@ -69,6 +77,14 @@ fn add(uid: &str, host: &Host, name: &str, sa: &str) -> Request {
         },
         netns: Netns::open(Path::new("/var/run/netns").join(&host.ns)).expect("pod netns"),
     }
+}
+
+/// An echo server on port 8080 of `host`, listening before this returns.
+fn serve_echo(mesh: &mut Mesh, host: &Host) {
+    let out = mesh
+        .spawn_app(host, "echo", &["echo", "--listen", "0.0.0.0:8080"])
+        .expect("echo");
+    wait_for_file(&out, "listening", T).expect("echo up");
 }
 
 fn roundtrip(mesh: &Mesh, client: &Host, target: &str, message: &str) -> anyhow::Result<String> {
@@ -110,20 +126,14 @@ fn one_ztunnel_serves_pods_in_their_namespaces() {
 
     // The replay: both pods, then the snapshot.
     let agent = rt.block_on(Agent::accept(&listener));
+    let both = || {
+        [
+            add("uid-client", &client, "client", "client"),
+            add("uid-server", &server, "server", "server"),
+        ]
+    };
     rt.block_on(async {
-        assert_eq!(
-            agent
-                .send(&add("uid-client", &client, "client", "client"))
-                .await,
-            Ack::Ok
-        );
-        assert_eq!(
-            agent
-                .send(&add("uid-server", &server, "server", "server"))
-                .await,
-            Ack::Ok
-        );
-        assert_eq!(agent.send(&Request::SnapshotSent).await, Ack::Ok);
+        agent.replay(&both()).await;
     });
     zt.wait_for("ZDS snapshot received", T).expect("snapshot");
     let deadline = std::time::Instant::now() + T;
@@ -142,10 +152,7 @@ fn one_ztunnel_serves_pods_in_their_namespaces() {
     }
 
     // Pod to pod, through the one ztunnel, each side with its own identity.
-    let out = mesh
-        .spawn_app(&server, "echo", &["echo", "--listen", "0.0.0.0:8080"])
-        .expect("echo");
-    wait_for_file(&out, "listening", T).expect("echo up");
+    serve_echo(&mut mesh, &server);
     assert_eq!(
         roundtrip(&mesh, &client, "10.244.0.2:8080", "hello shared").expect("roundtrip"),
         "received: hello shared"
@@ -228,19 +235,7 @@ fn one_ztunnel_serves_pods_in_their_namespaces() {
     // The server pod goes: its listeners close, the client pod keeps its own.
     let agent = rt.block_on(Agent::accept(&listener));
     rt.block_on(async {
-        assert_eq!(
-            agent
-                .send(&add("uid-client", &client, "client", "client"))
-                .await,
-            Ack::Ok
-        );
-        assert_eq!(
-            agent
-                .send(&add("uid-server", &server, "server", "server"))
-                .await,
-            Ack::Ok
-        );
-        assert_eq!(agent.send(&Request::SnapshotSent).await, Ack::Ok);
+        agent.replay(&both()).await;
         assert_eq!(
             agent
                 .send(&Request::Del {
@@ -292,6 +287,50 @@ fn manifests(dir: &Path, plain_ambient: bool, with_server: bool) {
 
 const LEGACY_IP: &str = "10.244.0.6";
 
+/// A node of three pods (client and server in ambient `demo`, legacy in unlabeled `plain`),
+/// their manifests, the ztunnel config and the ZDS socket's path. Nothing runs yet.
+struct AgentNode {
+    // Field order is drop order: processes (the mesh) before their namespaces.
+    mesh: Mesh,
+    client: Host,
+    server: Host,
+    legacy: Host,
+    node: Host,
+    manifest_dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    net: Net,
+}
+
+impl AgentNode {
+    fn new(test: &str) -> AgentNode {
+        let mut net = Net::new(test).expect("net");
+        let client = net.host("client", CLIENT_IP).expect("client");
+        let server = net.host("server", SERVER_IP).expect("server");
+        let legacy = net.host("legacy", LEGACY_IP).expect("legacy");
+        let node = net.host("node", "10.244.0.20").expect("node");
+        let mesh = Mesh::new(test, bins()).expect("mesh");
+        let manifest_dir = mesh.dir.join("manifests");
+        std::fs::create_dir_all(&manifest_dir).expect("manifest dir");
+        manifests(&manifest_dir, false, true);
+        let config = mesh
+            .write("mesh.yaml", &topology::config("server"))
+            .expect("config");
+        let socket = mesh.dir.join("ztunnel.sock");
+        AgentNode {
+            mesh,
+            client,
+            server,
+            legacy,
+            node,
+            manifest_dir,
+            config,
+            socket,
+            net,
+        }
+    }
+}
+
 /// Starts `node-agent` for node-a in `node` on `manifest_dir`, serving ZDS at `socket`.
 fn start_agent(
     mesh: &Mesh,
@@ -335,19 +374,17 @@ fn captured(host: &Host) -> bool {
 /// labeled (then captured without restarting it); a pod that leaves is released.
 #[test]
 fn node_agent_captures_ambient_pods() {
-    let mut net = Net::new("agent").expect("net");
-    let client = net.host("client", CLIENT_IP).expect("client");
-    let server = net.host("server", SERVER_IP).expect("server");
-    let legacy = net.host("legacy", LEGACY_IP).expect("legacy");
-    let node = net.host("node", "10.244.0.20").expect("node");
-    let mut mesh = Mesh::new("agent", bins()).expect("mesh");
-    let manifest_dir = mesh.dir.join("manifests");
-    std::fs::create_dir_all(&manifest_dir).expect("manifest dir");
-    manifests(&manifest_dir, false, true);
-    let config = mesh
-        .write("mesh.yaml", &topology::config("server"))
-        .expect("config");
-    let socket = mesh.dir.join("ztunnel.sock");
+    let AgentNode {
+        mut mesh,
+        client,
+        server,
+        legacy,
+        node,
+        manifest_dir,
+        config,
+        socket,
+        net: _net,
+    } = AgentNode::new("agent");
     let (mut agent, agent_log) = start_agent(&mesh, &node, &manifest_dir, &socket);
     let zt = mesh
         .start_ztunnel_shared(&node, &config, &socket, &[])
@@ -361,10 +398,7 @@ fn node_agent_captures_ambient_pods() {
         "a pod of an unlabeled namespace is not captured"
     );
 
-    let out = mesh
-        .spawn_app(&server, "echo", &["echo", "--listen", "0.0.0.0:8080"])
-        .expect("echo");
-    wait_for_file(&out, "listening", T).expect("echo up");
+    serve_echo(&mut mesh, &server);
     assert_eq!(
         roundtrip(&mesh, &client, "10.244.0.2:8080", "via the agent").expect("roundtrip"),
         "received: via the agent"
@@ -416,31 +450,26 @@ fn node_agent_captures_ambient_pods() {
 /// until it ends.
 #[test]
 fn restart_and_upgrade_keep_pods_served() {
-    let mut net = Net::new("upgrade").expect("net");
-    let client = net.host("client", CLIENT_IP).expect("client");
-    let server = net.host("server", SERVER_IP).expect("server");
-    let _legacy = net.host("legacy", LEGACY_IP).expect("legacy");
-    let node = net.host("node", "10.244.0.20").expect("node");
+    let AgentNode {
+        mut mesh,
+        client,
+        server,
+        node,
+        manifest_dir,
+        config,
+        socket,
+        mut net,
+        ..
+    } = AgentNode::new("upgrade");
     // The replacement runs beside the old one: its own admin and metrics ports.
     let node_next = net.host("next", "10.244.0.21").expect("next");
-    let mut mesh = Mesh::new("upgrade", bins()).expect("mesh");
-    let manifest_dir = mesh.dir.join("manifests");
-    std::fs::create_dir_all(&manifest_dir).expect("manifest dir");
-    manifests(&manifest_dir, false, true);
-    let config = mesh
-        .write("mesh.yaml", &topology::config("server"))
-        .expect("config");
-    let socket = mesh.dir.join("ztunnel.sock");
     let (mut agent, _agent_log) = start_agent(&mesh, &node, &manifest_dir, &socket);
     let old = mesh
         .start_ztunnel_shared(&node, &config, &socket, &[])
         .expect("ztunnel");
     old.wait_for_count("serving workload", 2, T)
         .expect("pods served");
-    let out = mesh
-        .spawn_app(&server, "echo", &["echo", "--listen", "0.0.0.0:8080"])
-        .expect("echo");
-    wait_for_file(&out, "listening", T).expect("echo up");
+    serve_echo(&mut mesh, &server);
 
     // Upgrade: a connection exchanging data through the old ztunnel the whole time.
     let long = mesh

@@ -143,7 +143,7 @@ impl Pods {
         );
         match tokio::time::timeout(START_TIMEOUT, proxy::start(ctx, node.ports)).await {
             Ok(Ok(running)) => Ok(running),
-            Ok(Err(e)) => Err(chain(&e)),
+            Ok(Err(e)) => Err(crate::proxy::access::error_chain(&e)),
             Err(_) => Err(format!(
                 "starting {info} took over {START_TIMEOUT:?} (is the CA reachable?)"
             )),
@@ -198,16 +198,4 @@ impl Pods {
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
-}
-
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
