@@ -10,9 +10,9 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 
 use libfuzzer_sys::fuzz_target;
-use ztunnel::inpod::session::Session;
 use zds::Request;
 use zds::message::{decode_ack, decode_hello, decode_request};
+use ztunnel::inpod::session::Session;
 
 fn fds(kind: u8) -> Vec<OwnedFd> {
     let open = |p: &str| File::open(p).map(OwnedFd::from).ok();
