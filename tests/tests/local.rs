@@ -48,7 +48,7 @@ fn pods_yaml(meshapp: &Path) -> String {
     };
     [
         pod("demo", "client", "node-a", "10.244.0.1", false),
-        pod("demo", "other", "node-a", "10.244.0.5", false),
+        pod("demo", "other", "node-a", "10.244.0.5", true),
         pod("demo", "server", "node-b", "10.244.0.2", true),
         pod("plain", "legacy", "node-b", "10.244.0.6", true),
     ]
@@ -149,6 +149,70 @@ fn local_cluster_from_manifests() {
         zt_b.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client"),
         "{zt_b}"
     );
+    // Both node proxies logged it: node-a's outbound names the server's identity.
+    let zt_a =
+        std::fs::read_to_string(state.join(NAME).join("logs/ztunnel-node-a.log")).expect("log");
+    assert!(
+        zt_a.lines().any(|l| l.contains("direction=\"outbound\"")
+            && l.contains("dst.identity=spiffe://cluster.local/ns/demo/sa/server")),
+        "{zt_a}"
+    );
+
+    // Same node: client -> other, both on node-a, through the one node proxy.
+    let (ok, out) = roundtrip(&bins, &state, "demo/client", "10.244.0.5:8080", "same node");
+    assert!(ok && out.contains("received: same node"), "{out}");
+    let zt_a =
+        std::fs::read_to_string(state.join(NAME).join("logs/ztunnel-node-a.log")).expect("log");
+    assert!(
+        zt_a.lines().any(|l| l.contains("direction=\"inbound\"")
+            && l.contains("dst.identity=spiffe://cluster.local/ns/demo/sa/other")
+            && l.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client")),
+        "{zt_a}"
+    );
+
+    // The link between the nodes carries TLS, never the application's bytes.
+    let pcap = dir.join("uplink.pcap");
+    let mut dump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{NAME}.sw"),
+            "tcpdump",
+            "-q",
+            "-U",
+            "-i",
+            "n0",
+            "-w",
+        ])
+        .arg(&pcap)
+        .arg("tcp")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, out) = roundtrip(
+        &bins,
+        &state,
+        "demo/client",
+        "10.244.0.2:8080",
+        "PLAINTEXT-MARKER-ON-THE-LINK",
+    );
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill").arg(dump.id().to_string()).status();
+    let _ = dump.wait();
+    let bytes = std::fs::read(&pcap).expect("capture");
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !has(b"PLAINTEXT-MARKER-ON-THE-LINK"),
+        "plaintext on the link"
+    );
+    assert!(
+        has(&[0x17, 0x03, 0x03]),
+        "no TLS application data on the link ({} bytes)",
+        bytes.len()
+    );
+
     // The example policy refuses demo/other.
     let (ok, _) = roundtrip(&bins, &state, "demo/other", "10.244.0.2:8080", "refused");
     assert!(!ok, "demo/other must be refused by the example policy");
