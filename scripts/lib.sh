@@ -1,4 +1,5 @@
-# Shared by the scripts: the tools the end-to-end tests and the demo need.
+# Shared by the scripts: the tools the end-to-end tests and the demo need (iptables: the
+# capture rules' fallback backend, tested beside nftables).
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -13,6 +14,7 @@ need_tools() {
   command -v ip >/dev/null || missing+=(iproute2)
   command -v ss >/dev/null || missing+=(iproute2)
   command -v nft >/dev/null || missing+=(nftables)
+  command -v iptables-restore >/dev/null || missing+=(iptables)
   command -v tcpdump >/dev/null || missing+=(tcpdump)
   [ ${#missing[@]} -eq 0 ] && return 0
   if command -v apt-get >/dev/null; then
