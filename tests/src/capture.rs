@@ -18,15 +18,13 @@ pub struct Capture {
 
 impl Capture {
     pub fn start(net: &Net, role: &str, path: PathBuf) -> anyhow::Result<Capture> {
+        Capture::on(net.switch_ns(), &format!("v-{role}"), path)
+    }
+
+    /// A capture of `interface` in network namespace `netns`, once tcpdump listens.
+    pub fn on(netns: &str, interface: &str, path: PathBuf) -> anyhow::Result<Capture> {
         let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                net.switch_ns(),
-                "tcpdump",
-                "-i",
-                &format!("v-{role}"),
-            ])
+            .args(["netns", "exec", netns, "tcpdump", "-i", interface])
             .args(["--immediate-mode", "-U", "-s", "0", "-w"])
             .arg(&path)
             .stdout(Stdio::null())
@@ -48,7 +46,7 @@ impl Capture {
         });
         if rx.recv_timeout(Duration::from_secs(15)).is_err() {
             let _ = capture.child.kill();
-            anyhow::bail!("tcpdump did not start listening on v-{role} within 15 s");
+            anyhow::bail!("tcpdump did not start listening on {interface} within 15 s");
         }
         Ok(capture)
     }

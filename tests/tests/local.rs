@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use e2e::capture::Capture;
 use e2e::mesh::Binaries;
 
 const T: Duration = Duration::from_secs(30);
@@ -114,6 +115,14 @@ fn local_cluster_from_manifests() {
     write(&manifests.join("namespaces.yaml"), &namespaces(false));
     write(&manifests.join("pods.yaml"), &pods_yaml(&bins.meshapp));
     let state = dir.join("state");
+    // Whatever happens, nothing is left running (a failed run's watcher would edit the next).
+    struct Down<'a>(&'a Binaries, &'a Path);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            meshctl(self.0, self.1, &["down"]);
+        }
+    }
+    let _down = Down(&bins, &state);
 
     let (ok, out) = meshctl(&bins, &state, &["up", manifests.to_str().expect("utf-8")]);
     assert!(ok, "{out}");
@@ -171,25 +180,8 @@ fn local_cluster_from_manifests() {
     );
 
     // The link between the nodes carries TLS, never the application's bytes.
-    let pcap = dir.join("uplink.pcap");
-    let mut dump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{NAME}.sw"),
-            "tcpdump",
-            "-q",
-            "-U",
-            "-i",
-            "n0",
-            "-w",
-        ])
-        .arg(&pcap)
-        .arg("tcp")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(500));
+    let capture = Capture::on(&format!("{NAME}.sw"), "n0", dir.join("uplink.pcap"))
+        .expect("tcpdump on node-a's uplink");
     let (ok, out) = roundtrip(
         &bins,
         &state,
@@ -198,10 +190,7 @@ fn local_cluster_from_manifests() {
         "PLAINTEXT-MARKER-ON-THE-LINK",
     );
     assert!(ok, "{out}");
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = Command::new("kill").arg(dump.id().to_string()).status();
-    let _ = dump.wait();
-    let bytes = std::fs::read(&pcap).expect("capture");
+    let bytes = capture.stop().expect("capture");
     let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
     assert!(
         !has(b"PLAINTEXT-MARKER-ON-THE-LINK"),

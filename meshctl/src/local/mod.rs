@@ -324,10 +324,11 @@ fn ready_here() -> bool {
 }
 
 pub fn down(opts: &Options) -> anyhow::Result<()> {
-    if let Ok(state) = opts.load() {
-        for pid in state.pids {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
+    let mut pids = opts.load().map(|s| s.pids).unwrap_or_default();
+    // A watcher whose state file is gone (its directory removed) is found by its arguments.
+    pids.extend(watchers(&opts.name));
+    for pid in pids {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     let existing = net::existing(&opts.name);
     // Pods first, then nodes, then the switch: processes inside go with their namespace.
@@ -348,6 +349,26 @@ pub fn down(opts: &Options) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Processes running `meshctl local watch ... --name <name>`.
+fn watchers(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let has = |w: &[u8]| args.contains(&w);
+            let named = args
+                .windows(2)
+                .any(|w| w[0] == b"--name" && w[1] == name.as_bytes());
+            (has(b"local") && has(b"watch") && named && pid != std::process::id()).then_some(pid)
+        })
+        .collect()
 }
 
 pub fn status(opts: &Options) -> anyhow::Result<()> {
