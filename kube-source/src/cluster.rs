@@ -7,7 +7,8 @@
 //! moves bytes. It also keeps `kube-runtime` out of the build.
 //!
 //! The rules, in order:
-//! 1. Each kind in [`Kind::ALL`] is listed (`limit` pages, following `continue`) and then
+//! 1. Each kind of [`ClusterOptions::kinds`] is listed (`limit` pages, following `continue`;
+//!    pods of one node only with [`ClusterOptions::pods_on_node`]) and then
 //!    watched from the list's resourceVersion with `allowWatchBookmarks=true`. Objects are
 //!    read by [`parse_json_object`](crate::parse_json_object), the parser the manifest source
 //!    uses; list items get the list's `apiVersion` and `kind` when the server omits them.
@@ -64,6 +65,21 @@ pub struct ClusterOptions {
     /// and starts over after a success.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// The kinds listed and watched (all of [`Kind::ALL`] for meshd).
+    pub kinds: Vec<Kind>,
+    /// Only the pods scheduled on this node (`fieldSelector=spec.nodeName=<node>`), as a node
+    /// agent watches them: its memory and the API server's work stay per node.
+    pub pods_on_node: Option<String>,
+}
+
+impl ClusterOptions {
+    /// The `fieldSelector` of a kind's list and watch.
+    pub(crate) fn field_selector(&self, kind: Kind) -> Option<String> {
+        match (kind, &self.pods_on_node) {
+            (Kind::Pod, Some(node)) => Some(format!("spec.nodeName={node}")),
+            _ => None,
+        }
+    }
 }
 
 impl Default for ClusterOptions {
@@ -74,6 +90,8 @@ impl Default for ClusterOptions {
             missing_kind_retry: Duration::from_secs(60),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            kinds: Kind::ALL.to_vec(),
+            pods_on_node: None,
         }
     }
 }
@@ -168,7 +186,7 @@ impl Resource {
     }
 }
 
-/// Lists every kind in [`Kind::ALL`] and watches them on tasks of the current tokio runtime.
+/// Lists every kind of [`ClusterOptions::kinds`] and watches them on tasks of the current tokio runtime.
 ///
 /// Returns everything listed at first as one update (with its errors), and the receiver of
 /// later updates. Fails when a kind cannot be listed at the start for another reason than a
@@ -178,12 +196,13 @@ pub async fn watch_cluster(
     opts: ClusterOptions,
 ) -> Result<(Update, mpsc::Receiver<Update>), ClusterError> {
     let opts = Arc::new(opts);
-    let lists = Kind::ALL.map(|kind| {
+    let lists = opts.kinds.iter().map(|&kind| {
         let client = client.clone();
         let opts = opts.clone();
         async move {
             let resource = Resource::of(kind);
-            let listed = kind::list(&client, resource, opts.page_size).await;
+            let fields = opts.field_selector(kind);
+            let listed = kind::list(&client, resource, opts.page_size, fields.as_deref()).await;
             (kind, listed)
         }
     });

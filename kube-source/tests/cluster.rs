@@ -328,3 +328,51 @@ async fn no_server_is_an_error_at_start() {
         assert!(message.contains("is the API server reachable"), "{message}");
     }
 }
+
+/// A node agent's view: namespaces and the pods of its node only, asked of the server with a
+/// field selector (not filtered after a cluster-wide list), in the list and in the watch.
+#[tokio::test]
+async fn a_node_view_lists_and_watches_only_its_pods() {
+    let server = ApiServer::start().await;
+    server.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    server.apply(service("cart", json!(80)));
+    let on = |name: &str, node: &str| {
+        let mut p = pod(name, "10.0.0.1");
+        p["spec"]["nodeName"] = node.into();
+        p
+    };
+    server.apply(on("a", "node-a"));
+    server.apply(on("b", "node-b"));
+    server.apply(on("c", "node-a"));
+    let opts = ClusterOptions {
+        kinds: vec![kube_source::Kind::Namespace, kube_source::Kind::Pod],
+        pods_on_node: Some("node-a".into()),
+        ..options()
+    };
+    let (initial, mut rx) = watch_cluster(server.client(), opts)
+        .await
+        .expect("the cluster source starts");
+    assert_eq!(
+        summary(&initial).0,
+        strings(&["Namespace shop", "Pod shop/a", "Pod shop/c"]),
+        "no service (kind not asked for), no pod of node-b"
+    );
+    server.apply(on("d", "node-b"));
+    server.apply(on("e", "node-a"));
+    let u = next(&mut rx).await;
+    assert_eq!(summary(&u), (strings(&["Pod shop/e"]), vec![]));
+    server.with(|c| {
+        assert!(
+            c.field_selectors("Pod")
+                .iter()
+                .all(|s| s == "spec.nodeName=node-a"),
+            "{:?}",
+            c.field_selectors("Pod")
+        );
+        assert!(c.field_selectors("Namespace").iter().all(String::is_empty));
+        assert!(
+            c.field_selectors("Service").is_empty(),
+            "services never asked for"
+        );
+    });
+}

@@ -6,9 +6,11 @@
 //! - [`pods`]: which pods of the node are captured (pure, over the current objects);
 //! - [`locate`]: which network namespace is a pod's (the one holding its IP);
 //! - [`server`]: the ZDS server ztunnel connects to: replay, then adds and deletes, each acked;
-//! - [`agent`]: the loop from source updates to capture rules and ZDS requests.
+//! - [`agent`]: the loop from source updates to capture rules and ZDS requests;
+//! - [`annotate`]: `ambient.istio.io/redirection` on the pods, in a cluster.
 
 pub mod agent;
+pub mod annotate;
 pub mod locate;
 pub mod pods;
 pub mod server;

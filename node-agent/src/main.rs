@@ -78,19 +78,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let listener = zds::Listener::bind(&cli.socket)
         .with_context(|| format!("listening on {}", cli.socket.display()))?;
-    let (initial, updates) = match &cli.manifests {
-        Some(dir) => kube_source::watch(dir.clone(), cli.poll)
-            .await
-            .with_context(|| format!("reading manifests in {}", dir.display()))?,
+    let (initial, updates, reports) = match &cli.manifests {
+        Some(dir) => {
+            let (initial, updates) = kube_source::watch(dir.clone(), cli.poll)
+                .await
+                .with_context(|| format!("reading manifests in {}", dir.display()))?;
+            (initial, updates, None)
+        }
         None => {
             let client = kube::Client::try_default()
                 .await
                 .context("no --manifests and no cluster (kubeconfig or in-cluster config)")?;
-            kube_source::watch_cluster(client, kube_source::ClusterOptions::default()).await?
+            // Namespaces, and the pods of this node only (as istio-cni watches them).
+            let opts = kube_source::ClusterOptions {
+                kinds: vec![kube_source::Kind::Namespace, kube_source::Kind::Pod],
+                pods_on_node: Some(cli.node.clone()),
+                ..kube_source::ClusterOptions::default()
+            };
+            let (initial, updates) = kube_source::watch_cluster(client.clone(), opts).await?;
+            // In a cluster, pods carry istio-cni's annotation.
+            let (reports, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(node_agent::annotate::run(client, rx));
+            (initial, updates, Some(reports))
         }
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(node_agent::server::serve(listener, rx));
+    tokio::spawn(node_agent::server::serve(listener, rx, reports));
     tracing::info!(node = %cli.node, socket = %cli.socket.display(), "node agent started");
     let agent = Agent::new(
         Config {

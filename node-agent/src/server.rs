@@ -9,6 +9,8 @@
 //!    the pod and retries on its own. A connection that fails to answer is dropped; ztunnel
 //!    reconnects and gets a full replay.
 //! 4. ztunnel never speaks unprompted, so a connection readable between requests has closed.
+//! 5. Each pod's outcome is reported for its annotation ([`crate::annotate`]): acked -> enabled,
+//!    not taken (no connection, NACK, failure) -> pending, deleted -> released.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
@@ -16,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+
+use crate::annotate::{Redirection, Reports, State};
 use zds::message::{decode_ack, decode_hello, encode_add, encode_request};
 use zds::{Ack, Conn, Listener, Netns, Request, WorkloadInfo};
 
@@ -48,7 +52,22 @@ enum ConnError {
 }
 
 /// Serves ztunnel connections on `listener`, telling them `commands`, until the sender closes.
-pub async fn serve(listener: Listener, mut commands: mpsc::Receiver<Command>) {
+/// Outcomes go to `reports` when given (rule 5).
+pub async fn serve(
+    listener: Listener,
+    mut commands: mpsc::Receiver<Command>,
+    reports: Option<Reports>,
+) {
+    let report = |uid: &str, info: &WorkloadInfo, state: Option<State>| {
+        if let Some(reports) = &reports {
+            let _ = reports.send(Redirection {
+                uid: uid.to_string(),
+                namespace: info.namespace.clone(),
+                name: info.name.clone(),
+                state,
+            });
+        }
+    };
     let mut pods: BTreeMap<String, (WorkloadInfo, Arc<Netns>)> = BTreeMap::new();
     let mut conns: Vec<Conn> = Vec::new();
     loop {
@@ -64,7 +83,7 @@ pub async fn serve(listener: Listener, mut commands: mpsc::Receiver<Command>) {
                 };
                 // Rule 4.
                 conns.retain(|c| !c.peer_gone());
-                match replay(&conn, &pods).await {
+                match replay(&conn, &pods, &report).await {
                     Ok(()) => {
                         tracing::info!(pods = pods.len(), connections = conns.len() + 1, "ztunnel connected; pods replayed");
                         conns.push(conn);
@@ -77,19 +96,26 @@ pub async fn serve(listener: Listener, mut commands: mpsc::Receiver<Command>) {
                 match command {
                     Command::Add { uid, info, netns } => {
                         // Rule 2: the newest connection.
+                        let mut state = State::Pending;
                         if let Some(conn) = conns.last() {
                             match add(conn, &uid, &info, &netns).await {
-                                Ok(ack) => log_ack(&ack, "AddWorkload", &uid),
+                                Ok(ack) => {
+                                    log_ack(&ack, "AddWorkload", &uid);
+                                    state = taken(&ack);
+                                }
                                 Err(e) => {
                                     tracing::warn!(%uid, error = %e, "ztunnel connection dropped");
                                     conns.pop();
                                 }
                             }
                         }
+                        report(&uid, &info, Some(state));
                         pods.insert(uid, (info, netns));
                     }
                     Command::Del { uid } => {
-                        pods.remove(&uid);
+                        if let Some((info, _)) = pods.remove(&uid) {
+                            report(&uid, &info, None);
+                        }
                         let mut keep = Vec::new();
                         for conn in conns.drain(..) {
                             match request(&conn, &Request::Del { uid: uid.clone() }).await {
@@ -112,12 +138,14 @@ pub async fn serve(listener: Listener, mut commands: mpsc::Receiver<Command>) {
 async fn replay(
     conn: &Conn,
     pods: &BTreeMap<String, (WorkloadInfo, Arc<Netns>)>,
+    report: &impl Fn(&str, &WorkloadInfo, Option<State>),
 ) -> Result<(), ConnError> {
     let hello = recv(conn).await?;
     decode_hello(&hello.bytes, hello.fds)?;
     for (uid, (info, netns)) in pods {
         let ack = add(conn, uid, info, netns).await?;
         log_ack(&ack, "AddWorkload", uid);
+        report(uid, info, Some(taken(&ack)));
     }
     let ack = request(conn, &Request::SnapshotSent).await?;
     log_ack(&ack, "SnapshotSent", "");
@@ -147,6 +175,14 @@ async fn recv(conn: &Conn) -> Result<zds::Received, ConnError> {
         Ok(Err(e)) => Err(ConnError::Io(e)),
         Ok(Ok(None)) => Err(ConnError::Closed),
         Ok(Ok(Some(r))) => Ok(r),
+    }
+}
+
+/// Rule 5: what an ack to `AddWorkload` means for the annotation.
+fn taken(ack: &Ack) -> State {
+    match ack {
+        Ack::Ok => State::Enabled,
+        Ack::Nack(_) => State::Pending,
     }
 }
 

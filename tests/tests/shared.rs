@@ -313,8 +313,21 @@ impl AgentNode {
         let manifest_dir = mesh.dir.join("manifests");
         std::fs::create_dir_all(&manifest_dir).expect("manifest dir");
         manifests(&manifest_dir, false, true);
+        // The legacy pod is in the config too: once its namespace is labeled it is a mesh
+        // workload like the others.
+        let legacy_entry = e2e::mesh::workload_yaml(
+            "legacy",
+            "plain",
+            "legacy",
+            &format!("\"{LEGACY_IP}\""),
+            "HBONE",
+            "",
+        );
         let config = mesh
-            .write("mesh.yaml", &topology::config("server"))
+            .write(
+                "mesh.yaml",
+                &topology::config_with("server", &legacy_entry, ""),
+            )
             .expect("config");
         let socket = mesh.dir.join("ztunnel.sock");
         AgentNode {
@@ -427,7 +440,23 @@ fn node_agent_captures_ambient_pods() {
     let agent_text = std::fs::read_to_string(&agent_log).expect("agent log");
     assert!(agent_text.contains("pods captured"), "{agent_text}");
 
-    // The server pod leaves the manifests: released from ztunnel and its rules removed.
+    // The server pod leaves the manifests while client talks to legacy through the mesh:
+    // the server is released from ztunnel, its listeners closed and its rules removed; the
+    // other pods' connection carries on to its end.
+    let (ongoing, _) = mesh
+        .spawn_app_pid(
+            &client,
+            "ongoing",
+            &[
+                "pingpong",
+                "--connect",
+                &format!("{LEGACY_IP}:8080"),
+                "--secs",
+                "2",
+            ],
+        )
+        .expect("client -> legacy");
+    std::thread::sleep(Duration::from_millis(300));
     manifests(&manifest_dir, true, false);
     zt.wait_for("pod no longer served", T)
         .expect("server released");
@@ -439,7 +468,16 @@ fn node_agent_captures_ambient_pods() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let listening = run(server.command("ss").args(["-Htln"])).expect("ss");
+    let listening = String::from_utf8_lossy(&listening.stdout).to_string();
+    for port in [":15001 ", ":15006 ", ":15008 "] {
+        assert!(!listening.contains(port), "{port} still open: {listening}");
+    }
     assert!(captured(&client), "the other pods stay captured");
+    let done = wait_for_file(&ongoing, "count", T).expect("the other pods' connection ends well");
+    assert!(done.contains("\"count\""), "{done}");
+    zt.wait_for(&format!("dst.addr={LEGACY_IP}:8080"), T)
+        .expect("client -> legacy went through ztunnel");
     let _ = agent.kill();
     let _ = agent.wait();
 }

@@ -58,6 +58,7 @@ pub(super) async fn list(
     client: &kube::Client,
     resource: Resource,
     page_size: u32,
+    fields: Option<&str>,
 ) -> Result<Listed, ListError> {
     let request = Request::new(resource.collection());
     let mut items = Vec::new();
@@ -70,6 +71,9 @@ pub(super) async fn list(
         }
         if let Some(token) = &token {
             params = params.continue_token(token);
+        }
+        if let Some(fields) = fields {
+            params = params.fields(fields);
         }
         let req = request
             .list(&params)
@@ -185,7 +189,15 @@ impl KindWatch {
     /// Lists the kind and reports what changed since it was last seen.
     async fn relist(&mut self, backoff: &mut Duration) -> Next {
         let kind = self.state.kind();
-        match list(&self.client, Resource::of(kind), self.opts.page_size).await {
+        let fields = self.opts.field_selector(kind);
+        match list(
+            &self.client,
+            Resource::of(kind),
+            self.opts.page_size,
+            fields.as_deref(),
+        )
+        .await
+        {
             Ok(listed) => {
                 if !self.served {
                     info!(%kind, "the API server now serves this kind");
@@ -260,7 +272,10 @@ impl KindWatch {
         // kube refuses 295 s and more (the API server's own limit).
         let timeout = self.opts.watch_timeout.as_secs().clamp(1, 294);
         let timeout = u32::try_from(timeout).unwrap_or(290);
-        let params = WatchParams::default().timeout(timeout);
+        let mut params = WatchParams::default().timeout(timeout);
+        if let Some(fields) = self.opts.field_selector(self.state.kind()) {
+            params = params.fields(&fields);
+        }
         let req = match Request::new(resource.collection()).watch(&params, version) {
             Ok(req) => req,
             Err(e) => return WatchEnd::Failed(WatchError::Request(kube::Error::BuildRequest(e))),

@@ -16,6 +16,12 @@
 //! - A kind that is not served (CRD not installed) answers 404 with a `Status`.
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews` answers 201 with a TokenReview
 //!   whose status is filled from [`Cluster::tokens`].
+//! - `PATCH` of one object (`.../namespaces/<ns>/<plural>/<name>`) with a JSON merge patch
+//!   (`application/merge-patch+json`, RFC 7386) answers 200 with the patched object, which
+//!   watchers see `MODIFIED`; 404 when it does not exist, 415 for other patch types.
+//!
+//! - `fieldSelector` of equalities (`spec.nodeName=node-a`, comma-separated) filters lists
+//!   and watch events; each request's selector is recorded ([`Cluster::field_selectors`]).
 //!
 //! Simplified: a continued list pages over the current objects, not a snapshot.
 
@@ -109,6 +115,10 @@ pub struct Cluster {
     pub token_review_forbidden: bool,
     /// TokenReviews received.
     pub token_reviews: usize,
+    /// Merge patches applied.
+    pub patches: usize,
+    /// The next this many patches answer 500 (an API server in trouble).
+    pub fail_patches: usize,
     open_watches: usize,
 }
 
@@ -130,6 +140,8 @@ struct Collection {
     /// The resourceVersion of each watch request, in order.
     watches: Vec<String>,
     lists: usize,
+    /// The `fieldSelector` of each list and watch request ("" for none), in order.
+    field_selectors: Vec<String>,
 }
 
 impl ApiServer {
@@ -155,6 +167,7 @@ impl ApiServer {
                     bookmark_generation: 0,
                     watches: Vec::new(),
                     lists: 0,
+                    field_selectors: Vec::new(),
                 },
             );
         }
@@ -321,10 +334,45 @@ impl Cluster {
         self.open_watches
     }
 
+    /// The `fieldSelector` of each list and watch request for `kind` ("" for none).
+    pub fn field_selectors(&self, kind: &str) -> &[String] {
+        self.collections
+            .get(kind)
+            .map_or(&[], |c| c.field_selectors.as_slice())
+    }
+
+    /// The stored object, as a GET would answer it.
+    pub fn object(&self, kind: &str, namespace: &str, name: &str) -> Option<&Value> {
+        self.collections
+            .get(kind)?
+            .objects
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
     /// List requests (pages) for `kind`, answered or 404.
     pub fn lists(&self, kind: &str) -> usize {
         self.collections.get(kind).map_or(0, |c| c.lists)
     }
+}
+
+/// A `fieldSelector` of `path=value` equalities, AND-ed.
+fn field_selector(query: &HashMap<String, String>) -> Vec<(String, String)> {
+    query
+        .get("fieldSelector")
+        .map(|s| {
+            s.split(',')
+                .filter_map(|term| term.split_once('='))
+                .map(|(path, value)| (path.to_string(), value.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn selected(object: &Value, selector: &[(String, String)]) -> bool {
+    selector.iter().all(|(path, value)| {
+        let field = path.split('.').fold(object, |v, key| &v[key]);
+        field.as_str().unwrap_or_default() == value
+    })
 }
 
 fn object_key(object: &Value) -> (String, String) {
@@ -425,11 +473,31 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         shared.changed.send_replace(());
         return response;
     }
+    if req.method() == Method::PATCH {
+        let merge = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes() == b"application/merge-patch+json");
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error_response(400, "BadRequest", "unreadable body"),
+        };
+        if !merge {
+            return error_response(
+                415,
+                "UnsupportedMediaType",
+                "the fixture takes only merge patches",
+            );
+        }
+        let response = patch(&mut shared.lock(), &path, &body);
+        shared.changed.send_replace(());
+        return response;
+    }
     if req.method() != Method::GET {
         return error_response(
             405,
             "MethodNotAllowed",
-            "the fixture only lists and watches",
+            "the fixture only lists, watches and merge-patches",
         );
     }
     let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
@@ -452,6 +520,14 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         }
         found
     };
+    if let Some((kind, _)) = kind {
+        let selector = query.get("fieldSelector").cloned().unwrap_or_default();
+        shared
+            .lock()
+            .collection(kind)
+            .field_selectors
+            .push(selector);
+    }
     let kind = match kind {
         Some((kind, true)) => kind,
         _ => {
@@ -470,6 +546,68 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     };
     shared.changed.send_replace(());
     response
+}
+
+/// A merge patch of one object at `path` (`/api/v1/namespaces/<ns>/<plural>/<name>`).
+fn patch(cluster: &mut Cluster, path: &str, body: &[u8]) -> Response<Body> {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return error_response(400, "BadRequest", "the patch is not JSON");
+    };
+    let found = cluster.collections.iter().find_map(|(kind, c)| {
+        let prefix = if c.api_version.contains('/') {
+            format!("/apis/{}/namespaces/", c.api_version)
+        } else {
+            format!("/api/{}/namespaces/", c.api_version)
+        };
+        let rest = path.strip_prefix(&prefix)?;
+        let (namespace, rest) = rest.split_once('/')?;
+        let name = rest.strip_prefix(c.plural)?.strip_prefix('/')?;
+        Some((*kind, namespace.to_string(), name.to_string()))
+    });
+    if cluster.fail_patches > 0 {
+        cluster.fail_patches -= 1;
+        return error_response(500, "InternalError", "etcd is having a bad day");
+    }
+    let Some((kind, namespace, name)) = found else {
+        return error_response(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    };
+    let Some(mut object) = cluster
+        .collection(kind)
+        .objects
+        .get(&(namespace.clone(), name.clone()))
+        .cloned()
+    else {
+        return error_response(404, "NotFound", &format!("{kind} \"{name}\" not found"));
+    };
+    merge_patch(&mut object, &patch);
+    cluster.patches += 1;
+    cluster.apply(object);
+    let stored = cluster.collection(kind).objects[&(namespace, name)].clone();
+    json_response(StatusCode::OK, &stored)
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in fields {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
 }
 
 fn list_response(
@@ -508,9 +646,15 @@ fn list_response(
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
     let custom = collection.api_version.contains('/');
-    let items: Vec<Value> = collection
+    let selector = field_selector(query);
+    let matching: Vec<&Value> = collection
         .objects
         .values()
+        .filter(|o| selected(o, &selector))
+        .collect();
+    let total = matching.len();
+    let items: Vec<Value> = matching
+        .into_iter()
         .skip(offset)
         .take(limit)
         .map(|o| {
@@ -524,7 +668,7 @@ fn list_response(
         .collect();
     let mut metadata = json!({"resourceVersion": list_revision.to_string()});
     let end = offset.saturating_add(limit);
-    if end < collection.objects.len() {
+    if end < total {
         metadata["continue"] = format!("{list_revision}.{end}").into();
     }
     let list = json!({
@@ -572,6 +716,7 @@ fn watch_response(
             expire_generation: collection.expire_generation,
             close_generation: collection.close_generation,
             bookmark_generation: collection.bookmark_generation,
+            selector: field_selector(query),
         };
         let timeout = query
             .get("timeoutSeconds")
@@ -600,6 +745,7 @@ struct Watcher {
     expire_generation: u64,
     close_generation: u64,
     bookmark_generation: u64,
+    selector: Vec<(String, String)>,
 }
 
 impl Watcher {
@@ -652,7 +798,9 @@ impl Watcher {
         let mut lines = Vec::new();
         for (rev, event) in &c.history {
             if *rev > self.cursor {
-                lines.push(event.clone());
+                if selected(&event["object"], &self.selector) {
+                    lines.push(event.clone());
+                }
                 self.cursor = *rev;
             }
         }
