@@ -8,4 +8,5 @@ pub mod load;
 pub mod mesh;
 pub mod meshd;
 pub mod netns;
+pub mod procfs;
 pub mod topology;
