@@ -3,8 +3,10 @@
 
 // Pure: no IO, no async. ztunnel evaluates inbound connections with `PolicyStore`, reads the
 // local config's `policies` with `local`; a control plane turns AuthorizationPolicy and
-// PeerAuthentication objects into `Policy` values with `translate`.
+// PeerAuthentication objects into `Policy` values with `translate`. The waypoint evaluates
+// HTTP requests with `http::HttpPolicies`, from `translate::http_authorization_policy`.
 
+pub mod http;
 pub mod local;
 mod model;
 mod store;

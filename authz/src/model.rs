@@ -93,7 +93,10 @@ pub struct Match {
 }
 
 /// CIDRs as `10.0.0.0/8` strings (ipnet's serde support is not enabled here).
-fn nets_as_strings<S: serde::Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn nets_as_strings<S: serde::Serializer>(
+    nets: &[IpNet],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_seq(nets.iter().map(|n| n.to_string()))
 }
 
@@ -141,7 +144,7 @@ impl Peer {
         self.principal_parts().concat()
     }
 
-    fn principal_parts(&self) -> [&str; 5] {
+    pub(crate) fn principal_parts(&self) -> [&str; 5] {
         [
             &self.trust_domain,
             "/ns/",
@@ -236,7 +239,7 @@ impl Match {
 }
 
 /// Positive values: empty or any matches. Negative values: none matches.
-fn field<T>(positive: &[T], negative: &[T], pred: impl Fn(&T) -> bool) -> bool {
+pub(crate) fn field<T>(positive: &[T], negative: &[T], pred: impl Fn(&T) -> bool) -> bool {
     (positive.is_empty() || positive.iter().any(&pred)) && !negative.iter().any(&pred)
 }
 
@@ -266,13 +269,29 @@ impl StringMatch {
     }
 
     /// Compare against the concatenation of `parts` without building it.
-    fn matches_parts(&self, parts: &[&str]) -> bool {
+    pub(crate) fn matches_parts(&self, parts: &[&str]) -> bool {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         match self {
             StringMatch::Exact(s) => s.len() == total && starts_with(parts, s.as_bytes()),
             StringMatch::Prefix(s) => starts_with(parts, s.as_bytes()),
             StringMatch::Suffix(s) => ends_with(parts, s.as_bytes()),
             StringMatch::Presence => total > 0,
+        }
+    }
+
+    /// Compare one value ignoring ASCII case (HTTP hosts).
+    pub(crate) fn matches_ignore_ascii_case(&self, value: &str) -> bool {
+        let v = value.as_bytes();
+        match self {
+            StringMatch::Exact(s) => v.eq_ignore_ascii_case(s.as_bytes()),
+            StringMatch::Prefix(s) => v
+                .get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s.as_bytes())),
+            StringMatch::Suffix(s) => v
+                .len()
+                .checked_sub(s.len())
+                .is_some_and(|at| v[at..].eq_ignore_ascii_case(s.as_bytes())),
+            StringMatch::Presence => !v.is_empty(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! istiod's translation of `security.istio.io` resources into Authorization policies for
-//! ztunnel: AuthorizationPolicy (protocol.md 8.3) and PeerAuthentication (protocol.md 9).
+//! ztunnel: AuthorizationPolicy (protocol.md 8.3) and PeerAuthentication (protocol.md 9); and
+//! of AuthorizationPolicy into L7 policies for waypoints (protocol.md 8.4).
 //!
 //! Inputs are Kubernetes objects as YAML text or a [`serde_yaml::Value`]. Values that Istio's
 //! admission validation would reject (a bad port or CIDR, an empty `from.source`, ...) are
@@ -13,7 +14,9 @@ use serde_yaml::Value;
 
 mod authorization;
 mod peer;
+mod spec;
 mod values;
+mod waypoint;
 
 pub use authorization::{SkipReason, TranslateOptions, Translated, authorization_policy};
 pub use peer::{
@@ -21,6 +24,7 @@ pub use peer::{
     WorkloadMtls, converted_peer_authentication, effective_mtls, peer_authentication,
     peer_authentication_policies, static_strict_policy,
 };
+pub use waypoint::{Attachment, HttpTranslated, Target, http_authorization_policy};
 
 /// Kubernetes labels (`matchLabels` of a selector, or a workload's labels).
 pub type Labels = BTreeMap<String, String>;

@@ -4,6 +4,7 @@ use ipnet::IpNet;
 use serde_yaml::Value;
 
 use super::{Ctx, TranslateError, scalar_string};
+use crate::http::HttpStringMatch;
 use crate::local::parse_net;
 use crate::model::{ServiceAccountMatch, StringMatch};
 
@@ -47,6 +48,32 @@ pub(super) fn string_match(v: &str) -> StringMatch {
 
 pub(super) fn string_matches(vals: &[String]) -> Vec<StringMatch> {
     vals.iter().map(|v| string_match(v)).collect()
+}
+
+/// For the waypoint: as [`string_match`], except that `*foo*` (longer than 2) is contains
+/// `foo`, our one extension of Istio's syntax (see [`HttpStringMatch`]). Each such value at
+/// `{at}.{name}[k]` gets a warning, since Istio would read it as the suffix `foo*`.
+pub(super) fn http_string_matches(
+    at: &str,
+    name: &str,
+    vals: &[String],
+    warnings: &mut Vec<String>,
+) -> Vec<HttpStringMatch> {
+    vals.iter()
+        .enumerate()
+        .map(
+            |(k, v)| match v.strip_prefix('*').and_then(|r| r.strip_suffix('*')) {
+                Some(inner) if !inner.is_empty() => {
+                    warnings.push(format!(
+                    "{at}.{name}[{k}]: {v:?} is read as contains {inner:?} (an extension: Istio \
+                     reads it as the suffix \"{inner}*\")"
+                ));
+                    HttpStringMatch::Contains(inner.to_string())
+                }
+                _ => HttpStringMatch::Istio(string_match(v)),
+            },
+        )
+        .collect()
 }
 
 pub(super) fn strings(ctx: &Ctx, at: &str, vals: &[Value]) -> Result<Vec<String>, TranslateError> {

@@ -101,15 +101,11 @@ fn policy_structure_order_scope_and_dry_run_table() {
 
 #[test]
 fn row_names_are_unique() {
-    let mut names: Vec<&str> = match_rows::ROWS
+    let names = match_rows::ROWS
         .iter()
         .chain(network_rows::ROWS)
         .chain(policy_rows::ROWS)
-        .map(|r| r.name)
-        .collect();
-    let total = names.len();
-    names.sort_unstable();
-    names.dedup();
-    assert_eq!(names.len(), total);
+        .map(|r| r.name);
+    let total = common::assert_unique_names(names);
     assert!(total >= 60, "only {total} rows");
 }

@@ -78,14 +78,7 @@ fn check_ap(row: &ApRow) -> Result<(), String> {
     if t.selector != want_selector {
         return Err(format!("selector {:?}, want {want_selector:?}", t.selector));
     }
-    let warned = if row.warning.is_empty() {
-        t.warnings.is_empty()
-    } else {
-        t.warnings.iter().any(|w| w.contains(row.warning))
-    };
-    if !warned {
-        return Err(format!("warnings {:?}, want {:?}", t.warnings, row.warning));
-    }
+    common::check_warnings(&t.warnings, row.warning)?;
     let store: PolicyStore = t.policy.clone().into_iter().collect();
     let keys = if t.selects(ROOT, "shop", &labels(&[("app", "cart")])) {
         vec![t.key()]
@@ -103,16 +96,8 @@ fn check_ap(row: &ApRow) -> Result<(), String> {
 
 #[test]
 fn authorization_policy_table() {
-    let rows: Vec<&ApRow> = authorization_rows::ROWS
-        .iter()
-        .chain(special_rows::ROWS)
-        .collect();
-    let failures: Vec<String> = rows
-        .iter()
-        .filter_map(|r| check_ap(r).err().map(|e| format!("{}: {e}", r.name)))
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(rows.len() >= 25);
+    let rows = authorization_rows::ROWS.iter().chain(special_rows::ROWS);
+    assert!(common::check_rows(rows, |r| r.name, check_ap) >= 25);
 }
 
 pub struct PaRow {
@@ -205,25 +190,18 @@ fn check_pa(row: &PaRow) -> Result<(), String> {
 
 #[test]
 fn peer_authentication_table() {
-    let rows = peer_rows::ROWS;
-    let failures: Vec<String> = rows
-        .iter()
-        .filter_map(|r| check_pa(r).err().map(|e| format!("{}: {e}", r.name)))
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(rows.len() >= 20);
+    assert!(common::check_rows(peer_rows::ROWS, |r| r.name, check_pa) >= 20);
 }
 
 #[test]
 fn yaml_value_input_translates_like_text() {
     for row in authorization_rows::ROWS.iter().chain(special_rows::ROWS) {
-        let value: serde_yaml::Value = serde_yaml::from_str(row.crd).expect("yaml");
         let opts = TranslateOptions {
             enable_dry_run: row.enable_dry_run,
         };
-        let from_text = translate::authorization_policy(row.crd, ROOT, &opts);
-        let from_value = translate::authorization_policy(&value, ROOT, &opts);
-        assert_eq!(from_text, from_value, "{}", row.name);
+        common::assert_value_input_agrees(row.name, row.crd, |input| {
+            translate::authorization_policy(input, ROOT, &opts)
+        });
     }
 }
 
