@@ -19,6 +19,7 @@ pub use tls::{
     server_config, server_name,
 };
 pub use tunnel::client::{ClientError, Connection};
+pub use tunnel::io::StreamIo;
 pub use tunnel::copy::{
     CopyError, H2Stream, Transferred, copy_bidirectional, copy_bidirectional_until, reset_tcp,
 };

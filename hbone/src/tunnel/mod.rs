@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod copy;
+pub mod io;
 pub mod keepalive;
 pub mod pool;
 mod read_ahead;

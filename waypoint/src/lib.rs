@@ -1,0 +1,17 @@
+//! The waypoint: an L7 proxy for the services and workloads bound to it. It terminates HBONE
+//! (seeing each client's true identity), applies HTTP AuthorizationPolicy per request, and
+//! sends what is allowed on to the destination over HBONE with its own identity.
+//!
+//! - [`targets`]: what it serves and how a CONNECT's authority resolves (pure);
+//! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
+//! - [`proxy`]: the HBONE server and upstream streams;
+//! - [`request`]: one HTTP request: policy, then forward.
+#![forbid(unsafe_code)]
+
+pub mod detect;
+pub mod proxy;
+pub mod request;
+pub mod targets;
+
+pub use proxy::Waypoint;
+pub use targets::{Endpoint, Target, Targets};

@@ -1,0 +1,265 @@
+//! The waypoint's data path: HBONE in, policy per request, HBONE out.
+//!
+//! Rules, in order, for each CONNECT:
+//! 1. Its `:authority` must resolve to a target this waypoint serves ([`Targets::resolve`]);
+//!    otherwise 400, as ztunnel answers a target it does not serve.
+//! 2. The CONNECT is accepted, and the stream's protocol is detected ([`detect`]).
+//! 3. HTTP/1.1 and HTTP/2 are served per request ([`crate::request`]): each is decided by the
+//!    target's L7 policies and, if allowed, sent to an endpoint over an upstream HBONE stream
+//!    presenting the waypoint's own identity, `:authority` = `<pod IP>:<target port>`.
+//! 4. Anything else is carried as TCP to one endpoint, after the same policies decide the
+//!    connection with no HTTP attributes (so a rule that needs a method or path never allows
+//!    it: fail closed).
+//!
+//! Upstream HBONE connections come from one [`Pool`] (shared by all downstream connections);
+//! the HTTP connections inside them are kept per downstream connection ([`crate::request`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use hbone::{
+    CertHandle, ConnectHandler, H2Settings, HBONE_PORT, InboundConnect, PeerInfo, Pool, PoolKey,
+    SpiffeId, StreamIo, Target, TrustRoots,
+};
+use http::{HeaderMap, StatusCode};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::detect::{DETECT_TIMEOUT, Protocol, detect};
+use crate::targets::{Endpoint, Resolved, Targets};
+
+/// Why an upstream stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no healthy endpoint for {0}")]
+    NoEndpoint(String),
+    #[error("HBONE to {dst}")]
+    Hbone {
+        dst: SocketAddr,
+        #[source]
+        source: hbone::PoolError,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("TLS configuration")]
+    Tls(#[from] hbone::TlsError),
+}
+
+/// One waypoint: its identity, what it serves, and its upstream pool.
+pub struct Waypoint {
+    targets: RwLock<Arc<Targets>>,
+    cert: CertHandle,
+    roots: TrustRoots,
+    pool: Pool,
+    settings: H2Settings,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Waypoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waypoint")
+            .field("identity", self.cert.identity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Waypoint {
+    pub fn new(cert: CertHandle, roots: TrustRoots, settings: H2Settings) -> Arc<Waypoint> {
+        let dialer: hbone::Dialer = Arc::new(|dst, _local| {
+            Box::pin(async move {
+                let tcp = tokio::net::TcpStream::connect(dst).await?;
+                tcp.set_nodelay(true)?;
+                Ok(tcp)
+            })
+        });
+        Arc::new(Waypoint {
+            targets: RwLock::new(Arc::new(Targets::default())),
+            cert,
+            roots,
+            pool: Pool::new(settings.clone(), dialer),
+            settings,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn identity(&self) -> &SpiffeId {
+        self.cert.identity()
+    }
+
+    /// Replaces what the waypoint serves; streams already open keep their snapshot.
+    pub fn set_targets(&self, targets: Targets) {
+        let mut t = self.targets.write().unwrap_or_else(|p| p.into_inner());
+        *t = Arc::new(targets);
+    }
+
+    pub fn targets(&self) -> Arc<Targets> {
+        self.targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Serves HBONE on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> Result<(), StartError> {
+        let tls = hbone::server_config(self.cert.clone(), &self.roots)?;
+        let acceptor = TlsAcceptor::from(tls);
+        loop {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (acceptor, me) = (acceptor.clone(), self.clone());
+            tokio::spawn(async move {
+                let settings = me.settings.clone();
+                if let Err(e) = hbone::serve_connection(tcp, acceptor, &settings, me).await {
+                    tracing::debug!(error = %e, "HBONE connection ended");
+                }
+            });
+        }
+    }
+
+    /// The endpoint a request or connection goes to: the pinned one (rule 2 of targets), else
+    /// the next healthy one in turn.
+    pub(crate) fn pick(&self, resolved: &Resolved) -> Result<(Endpoint, u16), UpstreamError> {
+        if let Some(e) = &resolved.pinned {
+            return Ok((e.clone(), resolved.addressed.port()));
+        }
+        let healthy: Vec<&Endpoint> = resolved
+            .target
+            .endpoints
+            .iter()
+            .filter(|e| e.healthy)
+            .collect();
+        if healthy.is_empty() {
+            return Err(UpstreamError::NoEndpoint(resolved.target.key.clone()));
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % healthy.len();
+        let port = resolved.target.target_port(resolved.addressed.port());
+        Ok((healthy[i].clone(), port))
+    }
+
+    /// Opens an HBONE stream to `endpoint` for `<ip>:<port>`, as the waypoint.
+    pub(crate) async fn open(
+        &self,
+        endpoint: &Endpoint,
+        port: u16,
+    ) -> Result<StreamIo, UpstreamError> {
+        let dst = SocketAddr::new(endpoint.ip, HBONE_PORT);
+        let key = PoolKey::new(
+            self.cert.identity().clone(),
+            vec![endpoint.identity.clone()],
+            dst,
+            None,
+        );
+        let authority = SocketAddr::new(endpoint.ip, port).to_string();
+        let (stream, _) = self
+            .pool
+            .open(&key, &self.cert, &self.roots, &authority, HeaderMap::new())
+            .await
+            .map_err(|source| UpstreamError::Hbone { dst, source })?;
+        Ok(StreamIo::new(stream))
+    }
+}
+
+impl ConnectHandler for Waypoint {
+    fn handle(
+        self: Arc<Self>,
+        request: InboundConnect,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // Rule 1, decided on the accept loop (no waiting).
+        let resolved = match &request.target {
+            Target::Addr(a) => self.targets().resolve(*a),
+            Target::Host(..) => None,
+        };
+        async move {
+            let InboundConnect {
+                peer,
+                target,
+                responder,
+                ..
+            } = request;
+            let Some(resolved) = resolved else {
+                tracing::debug!(%target, peer = %peer.identity, "not a target of this waypoint");
+                responder.refuse(StatusCode::BAD_REQUEST);
+                return;
+            };
+            let Ok(stream) = responder.accept(HeaderMap::new()) else {
+                return;
+            };
+            // Rule 2.
+            let (protocol, io) = match detect(StreamIo::new(stream), DETECT_TIMEOUT).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(error = %e, "stream ended before its protocol was known");
+                    return;
+                }
+            };
+            match protocol {
+                Protocol::Http1 | Protocol::Http2 => {
+                    crate::request::serve(self, peer, resolved, protocol, io).await
+                }
+                Protocol::Tcp => serve_tcp(&self, &peer, &resolved, io).await,
+            }
+        }
+    }
+}
+
+/// The policy view of a peer's identity.
+pub(crate) fn authz_peer(identity: &SpiffeId) -> authz::Peer {
+    authz::Peer {
+        trust_domain: identity.trust_domain().to_string(),
+        namespace: identity.namespace().to_string(),
+        service_account: identity.service_account().to_string(),
+    }
+}
+
+/// The source address policies see: the peer's IP.
+pub(crate) fn source_ip(peer: &PeerInfo) -> IpAddr {
+    peer.remote.ip()
+}
+
+/// Rule 4's decision: the target's policies with no HTTP attributes; `None` when a CUSTOM
+/// policy would need an authorizer.
+fn tcp_verdict(peer: &PeerInfo, resolved: &Resolved) -> Option<authz::http::HttpVerdict> {
+    let who = authz_peer(&peer.identity);
+    let mut request = authz::http::Request::new(source_ip(peer), resolved.addressed, "", "", "");
+    request.peer = Some(&who);
+    let policies = &resolved.target.policies;
+    if policies.custom(&request).is_some() {
+        return None;
+    }
+    Some(policies.decide(&request).verdict)
+}
+
+/// Rule 4.
+async fn serve_tcp<IO>(waypoint: &Waypoint, peer: &PeerInfo, resolved: &Resolved, mut io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let verdict = tcp_verdict(peer, resolved);
+    if !matches!(verdict, Some(authz::http::HttpVerdict::Allowed { .. })) {
+        tracing::info!(target = %resolved.addressed, peer = %peer.identity, ?verdict, "TCP connection denied");
+        return;
+    }
+    let upstream = match waypoint.pick(resolved) {
+        Ok((endpoint, port)) => waypoint.open(&endpoint, port).await,
+        Err(e) => Err(e),
+    };
+    let mut upstream = match upstream {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::info!(target = %resolved.addressed, error = %e, "TCP connection failed upstream");
+            return;
+        }
+    };
+    if let Err(e) = tokio::io::copy_bidirectional(&mut io, &mut upstream).await {
+        tracing::debug!(error = %e, "TCP stream ended with an error");
+    }
+}

@@ -1,0 +1,307 @@
+//! HTTP inside one accepted stream: each request decided by policy, then proxied.
+//!
+//! Rules, per request:
+//! 1. The policy view: source = the HBONE peer (its certificate's identity, its IP),
+//!    destination = the address the client dialled, host/method/path/headers as sent.
+//! 2. A CUSTOM policy that matches needs an external authorizer: until one is configured the
+//!    request is denied (fail closed), never waved through.
+//! 3. Denied: 403 with Envoy's body `RBAC: access denied` (it names no policy; the access log
+//!    does).
+//! 4. Allowed: hop-by-hop headers are dropped and the request goes to an endpoint over HBONE,
+//!    as HTTP/2 on ports the service declares HTTP/2 (gRPC) and HTTP/1.1 elsewhere, whatever
+//!    the client spoke (the request line or pseudo-headers are rewritten to match). Upstream
+//!    HTTP connections are kept per endpoint and downstream connection (HTTP/2 multiplexes
+//!    on its one). Bodies stream both ways.
+//! 5. No endpoint, or the upstream fails before a response: 503 `no healthy upstream` /
+//!    `upstream connect error`, as Envoy says it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use authz::http::{Headers, HttpVerdict};
+use bytes::Bytes;
+use hbone::PeerInfo;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1 as client1, http2 as client2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Mutex;
+
+use crate::detect::Protocol;
+use crate::proxy::{UpstreamError, Waypoint, authz_peer, source_ip};
+use crate::targets::Resolved;
+
+/// What a response carries: the upstream's body, or one of ours.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+enum Upstream {
+    H1(client1::SendRequest<Incoming>),
+    H2(client2::SendRequest<Incoming>),
+}
+
+/// One downstream connection's state.
+struct Conn {
+    waypoint: Arc<Waypoint>,
+    peer: Arc<PeerInfo>,
+    resolved: Resolved,
+    /// The upstream protocol (rule 4).
+    upstream_h2: bool,
+    upstreams: Mutex<HashMap<SocketAddr, Upstream>>,
+}
+
+/// Serves HTTP on `io` until the client closes it.
+pub async fn serve<IO>(
+    waypoint: Arc<Waypoint>,
+    peer: Arc<PeerInfo>,
+    resolved: Resolved,
+    protocol: Protocol,
+    io: IO,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upstream_h2 = resolved
+        .target
+        .h2_ports
+        .contains(&resolved.addressed.port());
+    let conn = Arc::new(Conn {
+        waypoint,
+        peer,
+        resolved,
+        upstream_h2,
+        upstreams: Mutex::new(HashMap::new()),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+    });
+    let io = TokioIo::new(io);
+    let served = match protocol {
+        Protocol::Http2 => {
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service)
+                .await
+        }
+        _ => {
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// Header access for policies (rule 1); names arrive lowercase, non-UTF-8 values are skipped.
+struct HeaderView<'a>(&'a HeaderMap);
+
+impl Headers for HeaderView<'_> {
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.0
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(f)
+    }
+}
+
+fn ours(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+impl Conn {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let verdict = self.decide(&req);
+        match verdict {
+            Some(HttpVerdict::Allowed { .. }) => {}
+            other => {
+                tracing::info!(
+                    peer = %self.peer.identity,
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    target = %self.resolved.addressed,
+                    verdict = ?other,
+                    "request denied"
+                );
+                return ours(StatusCode::FORBIDDEN, "RBAC: access denied");
+            }
+        }
+        strip_hop_by_hop(req.headers_mut());
+        if let Err(e) = to_version(&mut req, self.upstream_h2) {
+            tracing::info!(target = %self.resolved.addressed, error = %e, "request cannot be forwarded");
+            return ours(StatusCode::BAD_REQUEST, "bad request");
+        }
+        match self.forward(req).await {
+            Ok(mut resp) => {
+                strip_hop_by_hop(resp.headers_mut());
+                resp.map(Either::Left)
+            }
+            Err(e) => {
+                tracing::info!(target = %self.resolved.addressed, error = %e, "upstream failed");
+                match e {
+                    ForwardError::Upstream(UpstreamError::NoEndpoint(_)) => {
+                        ours(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+                    }
+                    _ => ours(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error"),
+                }
+            }
+        }
+    }
+
+    /// Rules 1-2; `None` when a CUSTOM policy would need an authorizer.
+    fn decide(&self, req: &Request<Incoming>) -> Option<HttpVerdict> {
+        let who = authz_peer(&self.peer.identity);
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+            .unwrap_or_default();
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let headers = HeaderView(req.headers());
+        let mut view = authz::http::Request::new(
+            source_ip(&self.peer),
+            self.resolved.addressed,
+            req.method().as_str(),
+            host,
+            path,
+        );
+        view.peer = Some(&who);
+        view.headers = &headers;
+        let policies = &self.resolved.target.policies;
+        if policies.custom(&view).is_some() {
+            return None;
+        }
+        Some(policies.decide(&view).verdict)
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ForwardError> {
+        let (endpoint, port) = self.waypoint.pick(&self.resolved)?;
+        let dst = SocketAddr::new(endpoint.ip, port);
+        let mut upstreams = self.upstreams.lock().await;
+        let reuse = match upstreams.get_mut(&dst) {
+            Some(Upstream::H1(s)) => s.ready().await.is_ok(),
+            Some(Upstream::H2(s)) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !reuse {
+            let io = TokioIo::new(self.waypoint.open(&endpoint, port).await?);
+            let upstream = match self.upstream_h2 {
+                true => {
+                    let (send, conn) = client2::handshake(TokioExecutor::new(), io).await?;
+                    tokio::spawn(conn);
+                    Upstream::H2(send)
+                }
+                false => {
+                    let (send, conn) = client1::handshake(io).await?;
+                    tokio::spawn(conn);
+                    Upstream::H1(send)
+                }
+            };
+            upstreams.insert(dst, upstream);
+        }
+        let sent = match upstreams.get_mut(&dst) {
+            Some(Upstream::H1(s)) => s.send_request(req),
+            Some(Upstream::H2(s)) => {
+                let mut s = s.clone();
+                drop(upstreams);
+                return Ok(s.send_request(req).await?);
+            }
+            None => return Err(ForwardError::Lost),
+        };
+        drop(upstreams);
+        Ok(sent.await?)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("upstream HTTP")]
+    Http(#[from] hyper::Error),
+    #[error("upstream connection lost")]
+    Lost,
+}
+
+/// Rewrites a request for the upstream protocol: HTTP/2 takes scheme and authority in the
+/// URI (from `Host` when the client spoke HTTP/1.1), HTTP/1.1 an origin-form target and a
+/// `Host` header (from `:authority` when the client spoke HTTP/2).
+fn to_version<B>(req: &mut Request<B>, h2: bool) -> Result<(), http::Error> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if h2 {
+        *req.version_mut() = http::Version::HTTP_2;
+        if req.uri().authority().is_none() {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost")
+                .to_string();
+            *req.uri_mut() = http::Uri::builder()
+                .scheme("http")
+                .authority(host)
+                .path_and_query(path)
+                .build()?;
+        }
+        req.headers_mut().remove(header::HOST);
+    } else {
+        *req.version_mut() = http::Version::HTTP_11;
+        if let Some(authority) = req.uri().authority().cloned() {
+            if !req.headers().contains_key(header::HOST) {
+                let host = http::HeaderValue::from_str(authority.as_str())?;
+                req.headers_mut().insert(header::HOST, host);
+            }
+            *req.uri_mut() = http::Uri::try_from(path)?;
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9110 7.6.1: `Connection` and what it names, and the fixed hop-by-hop set.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    // `te: trailers` is end to end in practice: gRPC needs it over HTTP/2.
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+    for n in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(n);
+    }
+    headers.remove("keep-alive");
+}

@@ -1,0 +1,332 @@
+//! The waypoint in process, over real sockets, TLS and HBONE: clients with their own
+//! identities CONNECT to it for a service VIP; it decides each HTTP request with the service's
+//! L7 policies and forwards what is allowed to the endpoint (an HBONE server standing in for
+//! the destination ztunnel and its app), presenting its own identity.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use authz::http::HttpPolicies;
+use bytes::Bytes;
+use hbone::{
+    CertHandle, ConnectHandler, FileCa, H2Settings, InboundConnect, Pool, PoolKey, SpiffeId,
+    StreamIo, TrustRoots,
+};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use waypoint::{Endpoint, Target, Targets, Waypoint};
+
+const VIP: &str = "10.96.0.20:80";
+// Endpoints' HBONE is on port 15008, so each test takes a loopback address of its own
+// (127.77.0.0/24 is this file's).
+
+fn id(ns: &str, sa: &str) -> SpiffeId {
+    format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
+        .parse()
+        .unwrap()
+}
+
+/// The seeds' payment policy, a scanner DENY, and health checks for anyone.
+const POLICIES: &[&str] = &[
+    r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: payments, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: api}]
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/order-service", "cluster.local/ns/shop/sa/checkout-service"]}}]
+    to: [{operation: {methods: ["POST"], paths: ["/api/v2/payments/process"]}}]
+  - to: [{operation: {methods: ["GET"], paths: ["/health"]}}]
+"#,
+    r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-scanners, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: api}]
+  action: DENY
+  rules:
+  - when: [{key: "request.headers[User-Agent]", values: ["*sqlmap*", "*nmap*", "*nikto*"]}]
+"#,
+];
+
+fn policies() -> HttpPolicies {
+    POLICIES
+        .iter()
+        .map(|y| {
+            authz::translate::http_authorization_policy(*y, "istio-system")
+                .unwrap()
+                .policy
+        })
+        .collect()
+}
+
+/// The destination: answers every request with what it saw, counting CONNECTs.
+struct Backend {
+    connects: AtomicUsize,
+    peers: std::sync::Mutex<Vec<String>>,
+}
+
+impl ConnectHandler for Backend {
+    async fn handle(self: Arc<Self>, req: InboundConnect) {
+        self.connects.fetch_add(1, Ordering::SeqCst);
+        self.peers
+            .lock()
+            .unwrap()
+            .push(req.peer.identity.to_string());
+        let authority = req.target.to_string();
+        let stream = req.responder.accept(HeaderMap::new()).unwrap();
+        let service = hyper::service::service_fn(move |r: Request<hyper::body::Incoming>| {
+            let authority = authority.clone();
+            async move {
+                let body = r.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(format!(
+                    "{authority} got {} bytes",
+                    body.len()
+                )))))
+            }
+        });
+        let io = TokioIo::new(StreamIo::new(stream));
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+    }
+}
+
+struct Mesh {
+    ca: FileCa,
+    roots: TrustRoots,
+    waypoint_addr: SocketAddr,
+    backend: Arc<Backend>,
+}
+
+impl Mesh {
+    async fn start(name: &str, endpoint_ip: &str) -> Mesh {
+        let dir = std::env::temp_dir().join(format!("waypoint-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = FileCa::generate(&dir, "test").unwrap();
+        let roots = TrustRoots::new(ca.roots()).unwrap();
+        let cert =
+            |i: &SpiffeId| CertHandle::new(ca.issue(i, Duration::from_secs(600)).unwrap()).unwrap();
+
+        let backend = Arc::new(Backend {
+            connects: AtomicUsize::new(0),
+            peers: Default::default(),
+        });
+        let backend_listener = TcpListener::bind((endpoint_ip, hbone::HBONE_PORT))
+            .await
+            .unwrap();
+        let tls = hbone::server_config(cert(&id("shop", "api")), &roots).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let b = backend.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = backend_listener.accept().await.unwrap();
+                let (acceptor, b) = (acceptor.clone(), b.clone());
+                tokio::spawn(async move {
+                    let _ = hbone::serve_connection(tcp, acceptor, &H2Settings::default(), b).await;
+                });
+            }
+        });
+
+        let waypoint = Waypoint::new(
+            cert(&id("shop", "waypoint")),
+            roots.clone(),
+            H2Settings::default(),
+        );
+        waypoint.set_targets(Targets::new([Target {
+            key: "shop/api.shop.svc.cluster.local".into(),
+            namespace: "shop".into(),
+            vips: vec!["10.96.0.20".parse().unwrap()],
+            ports: [(80, 8080)].into(),
+            h2_ports: Default::default(),
+            endpoints: vec![Endpoint {
+                ip: endpoint_ip.parse().unwrap(),
+                identity: id("shop", "api"),
+                healthy: true,
+            }],
+            policies: policies(),
+        }]));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let waypoint_addr = listener.local_addr().unwrap();
+        tokio::spawn(waypoint.serve(listener));
+        Mesh {
+            ca,
+            roots,
+            waypoint_addr,
+            backend,
+        }
+    }
+
+    /// An HBONE stream from `client` to the waypoint for `authority`.
+    async fn connect(
+        &self,
+        client: &SpiffeId,
+        authority: &str,
+    ) -> Result<StreamIo, hbone::PoolError> {
+        let cert =
+            CertHandle::new(self.ca.issue(client, Duration::from_secs(600)).unwrap()).unwrap();
+        let dialer: hbone::Dialer =
+            Arc::new(|dst, _| Box::pin(tokio::net::TcpStream::connect(dst)));
+        let pool = Pool::new(H2Settings::default(), dialer);
+        let key = PoolKey::new(
+            client.clone(),
+            vec![id("shop", "waypoint")],
+            self.waypoint_addr,
+            None,
+        );
+        let (stream, _) = pool
+            .open(&key, &cert, &self.roots, authority, HeaderMap::new())
+            .await?;
+        Ok(StreamIo::new(stream))
+    }
+
+    async fn http1(
+        &self,
+        client: &SpiffeId,
+    ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let io = TokioIo::new(self.connect(client, VIP).await.unwrap());
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        send
+    }
+}
+
+fn request(method: &str, path: &str, agent: &str, body: &'static str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "api.shop.svc.cluster.local")
+        .header("user-agent", agent)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+async fn status_and_body(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> (StatusCode, String) {
+    send.ready().await.unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn http1_requests_are_decided_one_by_one_and_forwarded() {
+    let mesh = Mesh::start("http1", "127.77.0.2").await;
+    let order = id("shop", "order-service");
+    let mut send = mesh.http1(&order).await;
+    type Row = (&'static str, &'static str, &'static str, StatusCode);
+    let rows: &[Row] = &[
+        ("POST", "/api/v2/payments/process", "curl/8", StatusCode::OK),
+        (
+            "GET",
+            "/api/v2/payments/process",
+            "curl/8",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "POST",
+            "/api/v2/payments/refund",
+            "curl/8",
+            StatusCode::FORBIDDEN,
+        ),
+        ("GET", "/health", "curl/8", StatusCode::OK),
+        ("GET", "/health", "sqlmap/1.7", StatusCode::FORBIDDEN),
+        (
+            "POST",
+            "/api/v2/payments/process?x=1",
+            "curl/8",
+            StatusCode::OK,
+        ),
+    ];
+    for (method, path, agent, want) in rows {
+        let (status, body) =
+            status_and_body(&mut send, request(method, path, agent, "card=4111")).await;
+        assert_eq!(status, *want, "{method} {path} as {agent}: {body}");
+        match *want {
+            StatusCode::OK => assert_eq!(body, "127.77.0.2:8080 got 9 bytes", "{method} {path}"),
+            _ => assert_eq!(body, "RBAC: access denied"),
+        }
+    }
+    // One downstream connection, kept alive: one upstream stream, opened as the waypoint.
+    assert_eq!(mesh.backend.connects.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        mesh.backend.peers.lock().unwrap().as_slice(),
+        ["spiffe://cluster.local/ns/shop/sa/waypoint"]
+    );
+
+    // Another caller: its own identity is what the waypoint sees.
+    let web = id("shop", "web");
+    let mut send = mesh.http1(&web).await;
+    let (status, _) = status_and_body(
+        &mut send,
+        request("POST", "/api/v2/payments/process", "curl/8", ""),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "web may not process payments"
+    );
+    let (status, _) = status_and_body(&mut send, request("GET", "/health", "curl/8", "")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_served_per_stream() {
+    let mesh = Mesh::start("http2", "127.77.0.3").await;
+    let checkout = id("shop", "checkout-service");
+    let io = TokioIo::new(mesh.connect(&checkout, VIP).await.unwrap());
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Concurrent requests on one connection.
+    let mut tasks = Vec::new();
+    for (method, path, want) in [
+        ("POST", "/api/v2/payments/process", StatusCode::OK),
+        ("DELETE", "/api/v2/payments/process", StatusCode::FORBIDDEN),
+        ("GET", "/health", StatusCode::OK),
+    ] {
+        let mut send = send.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = Request::builder()
+                .method(method)
+                .uri(format!("http://api.shop.svc.cluster.local{path}"))
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), want, "{method} {path}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            if want == StatusCode::OK {
+                // Sent on as HTTP/1.1: the endpoint speaks only that.
+                assert_eq!(&body[..], b"127.77.0.3:8080 got 1 bytes");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_target_the_waypoint_does_not_serve_is_refused() {
+    let mesh = Mesh::start("unknown", "127.77.0.4").await;
+    let err = mesh
+        .connect(&id("shop", "order-service"), "10.96.0.99:80")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST), "{err}");
+    assert_eq!(mesh.backend.connects.load(Ordering::SeqCst), 0);
+}
