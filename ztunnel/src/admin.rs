@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::http::{self, Body};
-use crate::state::{Protocol, StateHandle, Workload};
+use crate::state::{GatewayRef, Protocol, StateHandle, Workload};
 
 /// Changes and reports the log filter (a `tracing_subscriber` reload handle, in the binary).
 pub trait LogControl: Send + Sync {
@@ -93,6 +93,7 @@ impl Admin {
                     "ports": s.ports,
                     "subjectAltNames": s.subject_alt_names.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
                     "endpoints": state.endpoints(s).iter().map(|w| w.uid.clone()).collect::<Vec<_>>(),
+                    "waypoint": s.waypoint.as_ref().map(gateway_json),
                 })
             })
             .collect();
@@ -244,7 +245,13 @@ fn workload_json(w: &Workload) -> Value {
         "clusterId": w.cluster_id,
         "services": w.services,
         "authorizationPolicies": w.authorization_policies,
+        "waypoint": w.waypoint.as_ref().map(gateway_json),
     })
+}
+
+/// A waypoint as the local config writes it.
+fn gateway_json(g: &GatewayRef) -> Value {
+    json!({ "destination": g.to_string(), "hboneMtlsPort": g.hbone_mtls_port })
 }
 
 fn rfc3339(t: SystemTime) -> String {

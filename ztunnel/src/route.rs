@@ -1,20 +1,34 @@
 //! The outbound decision: where a captured connection goes, and how. Pure; sockets live in
 //! `proxy::outbound`.
 //!
-//! Rules, in order:
+//! Rules, in order (protocol.md 10.2 for waypoints):
 //! 1. A loopback destination on one of ztunnel's own ports is refused (it would loop).
-//! 2. A Service VIP: pick a healthy endpoint (service port -> target port from the
-//!    endpoint's port map, else the service's), then treat it as addressed directly.
-//! 3. A workload that speaks HBONE: tunnel to `<its IP>:15008`, `:authority` = `<IP>:<port>`,
+//! 2. A Service VIP whose service has a waypoint: tunnel to the waypoint, `:authority` = the
+//!    VIP and port as dialled. No endpoint of the service is chosen; the waypoint does that.
+//! 3. Any other Service VIP: pick a healthy endpoint (service port -> target port from the
+//!    endpoint's port map, else the service's); the connection is service-addressed, so the
+//!    endpoint's own waypoint is not used (Istio's rule: workload waypoints are for traffic
+//!    addressed to the workload).
+//! 4. A workload addressed by its IP that has a waypoint: tunnel to the waypoint, `:authority` =
+//!    the IP and port as dialled; unless the source is one of that waypoint's own workloads (a
+//!    waypoint captured by ztunnel, "sandwich"), whose traffic must not be sent back to it.
+//! 5. A workload that speaks HBONE: tunnel to `<its IP>:15008`, `:authority` = `<IP>:<port>`,
 //!    expecting the workload's identity (plus the service's SANs when service-addressed).
-//! 4. A workload marked TCP, or an address we do not know: pass through in plaintext.
+//! 6. A workload marked TCP, or an address we do not know: pass through in plaintext.
+//!
+//! A waypoint reference resolves through [`State::gateway`]: a service (by hostname, or by an
+//! address that is a VIP) gives one of its healthy endpoints, chosen by the same `pick`; an
+//! address that is a workload's gives that workload. The tunnel goes to
+//! `<its IP of the dialled family>:<hbone_mtls_port>`, always HBONE, expecting the waypoint
+//! workload's identity plus the waypoint service's SANs. A waypoint that does not resolve
+//! refuses the connection: passing it by would skip the waypoint's policy.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hbone::{HBONE_PORT, SpiffeId};
 
-use crate::state::{Protocol, Service, State, Workload};
+use crate::state::{Gateway, GatewayRef, Protocol, Service, State, Workload};
 
 /// ztunnel's own ports: traffic may never be forwarded to them.
 pub const ILLEGAL_PORTS: [u16; 3] = [15001, 15006, HBONE_PORT];
@@ -29,6 +43,20 @@ pub enum Route {
         /// Identities the server may present.
         expected: Vec<SpiffeId>,
         destination: Arc<Workload>,
+        service: Option<Arc<Service>>,
+    },
+    /// Through the destination's waypoint (rules 2 and 4).
+    Waypoint {
+        /// Where the HBONE connection goes: `<waypoint IP>:<hbone_mtls_port>`.
+        hbone_addr: SocketAddr,
+        /// The CONNECT `:authority`: the address the application dialled.
+        target: SocketAddr,
+        /// Identities the waypoint may present.
+        expected: Vec<SpiffeId>,
+        /// The waypoint workload the connection goes to.
+        waypoint: Arc<Workload>,
+        /// The workload addressed (rule 4); `None` when a service was (rule 2).
+        destination: Option<Arc<Workload>>,
         service: Option<Arc<Service>>,
     },
     Passthrough {
@@ -52,23 +80,55 @@ pub enum RouteError {
     },
     #[error("destination workload {workload} has a bad identity: {reason}")]
     BadIdentity { workload: String, reason: String },
+    #[error(
+        "waypoint {waypoint}: {problem} (refused: going around the waypoint would skip its policy)"
+    )]
+    Waypoint {
+        /// The reference, `namespace/hostname` or `network/IP`.
+        waypoint: String,
+        problem: WaypointProblem,
+    },
 }
 
-/// Decides where `original` (the address the application dialled) goes. `pick(n)` chooses
-/// an index below `n` among a service's healthy endpoints.
+/// Why a waypoint reference gave no waypoint to connect to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaypointProblem {
+    #[error("no known service or workload has that name or address")]
+    Unknown,
+    #[error("its service {service} has no healthy endpoint")]
+    NoHealthyEndpoint { service: String },
+    #[error("its workload {workload} has no address in the family of {original}")]
+    NoAddress {
+        workload: String,
+        original: SocketAddr,
+    },
+}
+
+/// Decides where `original` (the address the application dialled) goes, for a connection from
+/// `source` (the local workload). `pick(n)` chooses an index below `n` among a service's
+/// healthy endpoints; it is called once per service whose endpoint is chosen.
 pub fn route(
     state: &State,
+    source: &Workload,
     original: SocketAddr,
-    pick: impl FnOnce(usize) -> usize,
+    mut pick: impl FnMut(usize) -> usize,
 ) -> Result<Route, RouteError> {
     if original.ip().is_loopback() && ILLEGAL_PORTS.contains(&original.port()) {
         return Err(RouteError::IllegalPort(original));
     }
     if let Some(service) = state.service_by_vip(original.ip()) {
-        return via_service(state, service, original, pick);
+        if let Some(waypoint) = &service.waypoint {
+            return to_waypoint(state, waypoint, original, None, Some(service), &mut pick);
+        }
+        return via_service(state, service, original, &mut pick);
     }
     match state.workload_by_ip(original.ip()) {
-        Some(w) => to_workload(w, original, None),
+        Some(w) => match &w.waypoint {
+            Some(waypoint) if !is_part_of(state, waypoint, source) => {
+                to_waypoint(state, waypoint, original, Some(w), None, &mut pick)
+            }
+            _ => to_workload(w, original, None),
+        },
         None => Ok(Route::Passthrough {
             target: original,
             destination: None,
@@ -81,19 +141,12 @@ fn via_service(
     state: &State,
     service: &Arc<Service>,
     original: SocketAddr,
-    pick: impl FnOnce(usize) -> usize,
+    pick: &mut impl FnMut(usize) -> usize,
 ) -> Result<Route, RouteError> {
-    let healthy: Vec<&Arc<Workload>> = state
-        .endpoints(service)
-        .iter()
-        .filter(|w| w.healthy)
-        .collect();
-    if healthy.is_empty() {
-        return Err(RouteError::NoHealthyEndpoint {
+    let endpoint =
+        pick_healthy(state, service, pick).ok_or_else(|| RouteError::NoHealthyEndpoint {
             service: service.hostname.clone(),
-        });
-    }
-    let endpoint = healthy[pick(healthy.len()).min(healthy.len() - 1)];
+        })?;
     let ip = same_family(&endpoint.ips, original.ip()).ok_or_else(|| RouteError::NoAddress {
         service: service.hostname.clone(),
         workload: endpoint.uid.clone(),
@@ -111,6 +164,21 @@ fn via_service(
     to_workload(endpoint, SocketAddr::new(ip, target_port), Some(service))
 }
 
+/// One of the service's healthy endpoints, as `pick` chooses (clamped), without collecting them.
+fn pick_healthy<'a>(
+    state: &'a State,
+    service: &Service,
+    pick: &mut impl FnMut(usize) -> usize,
+) -> Option<&'a Arc<Workload>> {
+    let endpoints = state.endpoints(service);
+    let healthy = endpoints.iter().filter(|w| w.healthy).count();
+    if healthy == 0 {
+        return None;
+    }
+    let i = pick(healthy).min(healthy - 1);
+    endpoints.iter().filter(|w| w.healthy).nth(i)
+}
+
 fn to_workload(
     w: &Arc<Workload>,
     target: SocketAddr,
@@ -123,14 +191,7 @@ fn to_workload(
             service: service.cloned(),
         }),
         Protocol::Hbone => {
-            let identity = w.identity().map_err(|e| RouteError::BadIdentity {
-                workload: w.uid.clone(),
-                reason: e.to_string(),
-            })?;
-            let mut expected = vec![identity];
-            if let Some(s) = service {
-                expected.extend(s.subject_alt_names.iter().cloned());
-            }
+            let expected = expected(w, service)?;
             Ok(Route::Hbone {
                 hbone_addr: SocketAddr::new(target.ip(), HBONE_PORT),
                 target,
@@ -142,6 +203,70 @@ fn to_workload(
     }
 }
 
+/// Rules 2 and 4: HBONE to the waypoint, whatever the destination's protocol.
+fn to_waypoint(
+    state: &State,
+    gateway: &GatewayRef,
+    original: SocketAddr,
+    destination: Option<&Arc<Workload>>,
+    service: Option<&Arc<Service>>,
+    pick: &mut impl FnMut(usize) -> usize,
+) -> Result<Route, RouteError> {
+    let refuse = |problem| RouteError::Waypoint {
+        waypoint: gateway.to_string(),
+        problem,
+    };
+    let (waypoint, waypoint_service) = match state.gateway(gateway) {
+        None => return Err(refuse(WaypointProblem::Unknown)),
+        Some(Gateway::Workload(w)) => (w, None),
+        Some(Gateway::Service(s)) => {
+            let w = pick_healthy(state, s, pick).ok_or_else(|| {
+                refuse(WaypointProblem::NoHealthyEndpoint {
+                    service: s.hostname.clone(),
+                })
+            })?;
+            (w, Some(s))
+        }
+    };
+    let ip = same_family(&waypoint.ips, original.ip()).ok_or_else(|| {
+        refuse(WaypointProblem::NoAddress {
+            workload: waypoint.uid.clone(),
+            original,
+        })
+    })?;
+    Ok(Route::Waypoint {
+        hbone_addr: SocketAddr::new(ip, gateway.hbone_mtls_port),
+        target: original,
+        expected: expected(waypoint, waypoint_service)?,
+        waypoint: waypoint.clone(),
+        destination: destination.cloned(),
+        service: service.cloned(),
+    })
+}
+
+/// The workload's identity, plus the SANs of the service it was reached through.
+fn expected(w: &Workload, service: Option<&Arc<Service>>) -> Result<Vec<SpiffeId>, RouteError> {
+    let identity = w.identity().map_err(|e| RouteError::BadIdentity {
+        workload: w.uid.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut expected = vec![identity];
+    if let Some(s) = service {
+        expected.extend(s.subject_alt_names.iter().cloned());
+    }
+    Ok(expected)
+}
+
+/// Whether `w` is one of the workloads the gateway reference names (any of a service's
+/// endpoints, healthy or not): the sandwich check of rule 4.
+fn is_part_of(state: &State, gateway: &GatewayRef, w: &Workload) -> bool {
+    match state.gateway(gateway) {
+        None => false,
+        Some(Gateway::Workload(g)) => g.uid == w.uid,
+        Some(Gateway::Service(s)) => state.endpoints(s).iter().any(|e| e.uid == w.uid),
+    }
+}
+
 fn same_family(ips: &[IpAddr], like: IpAddr) -> Option<IpAddr> {
     ips.iter()
         .copied()
@@ -149,132 +274,4 @@ fn same_family(ips: &[IpAddr], like: IpAddr) -> Option<IpAddr> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::local::LocalConfig;
-    use std::path::Path;
-
-    const CONFIG: &str = r#"
-workloads:
-- name: server-0
-  namespace: shop
-  serviceAccount: server
-  workloadIps: ["10.0.0.2"]
-  protocol: HBONE
-  services:
-    "shop/server.shop.svc.cluster.local": {80: 8080}
-- name: server-1
-  namespace: shop
-  serviceAccount: server
-  workloadIps: ["10.0.0.3"]
-  protocol: HBONE
-  status: Unhealthy
-  services:
-    "shop/server.shop.svc.cluster.local": {80: 8080}
-- name: legacy
-  namespace: shop
-  workloadIps: ["10.0.0.4"]
-  protocol: TCP
-  services:
-    "shop/legacy.shop.svc.cluster.local": {}
-- name: gone
-  namespace: shop
-  workloadIps: ["10.0.0.5"]
-  protocol: HBONE
-  status: Unhealthy
-  services:
-    "shop/dead.shop.svc.cluster.local": {}
-services:
-- name: server
-  namespace: shop
-  hostname: server.shop.svc.cluster.local
-  vips: ["/10.96.0.1"]
-  ports: {80: 0}
-  subjectAltNames: ["spiffe://cluster.local/ns/shop/sa/alt"]
-- name: legacy
-  namespace: shop
-  hostname: legacy.shop.svc.cluster.local
-  vips: ["/10.96.0.2"]
-  ports: {80: 9000}
-- name: dead
-  namespace: shop
-  hostname: dead.shop.svc.cluster.local
-  vips: ["/10.96.0.3"]
-  ports: {80: 80}
-"#;
-
-    /// What a route boils down to, for table comparison.
-    fn summary(r: Result<Route, RouteError>) -> String {
-        match r {
-            Ok(Route::Hbone {
-                hbone_addr,
-                target,
-                expected,
-                ..
-            }) => {
-                let ids: Vec<String> = expected.iter().map(|i| i.to_string()).collect();
-                format!("hbone {hbone_addr} {target} {}", ids.join(","))
-            }
-            Ok(Route::Passthrough { target, .. }) => format!("pass {target}"),
-            Err(e) => format!("refuse {e}"),
-        }
-    }
-
-    #[test]
-    fn outbound_decisions() {
-        let state = LocalConfig::parse(Path::new("t.yaml"), CONFIG).unwrap();
-        let cases = [
-            // Direct to an HBONE workload: port unchanged, its identity expected.
-            (
-                "10.0.0.2:8080",
-                "hbone 10.0.0.2:15008 10.0.0.2:8080 spiffe://cluster.local/ns/shop/sa/server",
-            ),
-            // Via VIP: healthy endpoint only, endpoint port map wins over service's 0, service SANs added.
-            (
-                "10.96.0.1:80",
-                "hbone 10.0.0.2:15008 10.0.0.2:8080 spiffe://cluster.local/ns/shop/sa/server,spiffe://cluster.local/ns/shop/sa/alt",
-            ),
-            // A VIP port the service does not list keeps its number.
-            (
-                "10.96.0.1:81",
-                "hbone 10.0.0.2:15008 10.0.0.2:81 spiffe://cluster.local/ns/shop/sa/server,spiffe://cluster.local/ns/shop/sa/alt",
-            ),
-            // TCP workload: plaintext passthrough, via VIP the service's target port applies.
-            ("10.0.0.4:5000", "pass 10.0.0.4:5000"),
-            ("10.96.0.2:80", "pass 10.0.0.4:9000"),
-            // Unknown address: passthrough unchanged.
-            ("192.0.2.7:443", "pass 192.0.2.7:443"),
-            // No healthy endpoint: refused.
-            (
-                "10.96.0.3:80",
-                "refuse service dead.shop.svc.cluster.local has no healthy endpoint",
-            ),
-            // Loopback to our own ports: refused; other loopback ports pass.
-            (
-                "127.0.0.1:15008",
-                "refuse destination 127.0.0.1:15008 is one of ztunnel's own ports",
-            ),
-            (
-                "127.0.0.1:15001",
-                "refuse destination 127.0.0.1:15001 is one of ztunnel's own ports",
-            ),
-            ("127.0.0.1:8080", "pass 127.0.0.1:8080"),
-        ];
-        for (dst, want) in cases {
-            let got = summary(route(&state, dst.parse().unwrap(), |_| 0));
-            assert_eq!(got, want, "for {dst}");
-        }
-    }
-
-    #[test]
-    fn picks_among_healthy_endpoints_only() {
-        let state = LocalConfig::parse(Path::new("t.yaml"), CONFIG).unwrap();
-        let mut offered = 0;
-        let r = route(&state, "10.96.0.1:80".parse().unwrap(), |n| {
-            offered = n;
-            n + 5 // out of range picks are clamped, never panic
-        });
-        assert_eq!(offered, 1);
-        assert!(summary(r).contains("10.0.0.2:8080"));
-    }
-}
+mod tests;

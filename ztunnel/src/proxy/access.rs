@@ -45,6 +45,9 @@ pub struct LogEntry {
     pub dst_workload: Option<Arc<Workload>>,
     pub dst_service: Option<Arc<Service>>,
     pub dst_identity: Option<SpiffeId>,
+    /// The waypoint an outbound connection went to; then `dst_workload` is the workload
+    /// addressed, if one was (not when a service was), and `dst_identity` the waypoint's.
+    pub dst_waypoint: Option<Arc<Workload>>,
     /// Why the connection failed, for `response_flags`.
     pub flags: ResponseFlags,
     /// For a denial: the policy and rule that decided.
@@ -67,6 +70,7 @@ impl ConnectionLog {
             dst_workload: None,
             dst_service: None,
             dst_identity: None,
+            dst_waypoint: None,
             flags: ResponseFlags::None,
             policy: None,
             start: Instant::now(),
@@ -95,7 +99,8 @@ impl ConnectionLog {
         if let Some(id) = &self.src_identity {
             l.source_principal = id.to_string();
         }
-        if let Some(w) = &self.dst_workload {
+        // The peer is the destination, as in Istio: through a waypoint, the waypoint.
+        if let Some(w) = self.dst_waypoint.as_ref().or(self.dst_workload.as_ref()) {
             l.destination(w);
         }
         if let Some(id) = &self.dst_identity {
@@ -141,6 +146,7 @@ impl ConnectionLog {
         let src_namespace = ns(&self.src_workload);
         let dst_workload = name(&self.dst_workload);
         let dst_namespace = ns(&self.dst_workload);
+        let dst_waypoint = name(&self.dst_waypoint);
         let dst_service = self.dst_service.as_ref().map(|s| s.hostname.clone());
         let error = error.map(error_chain);
         let duration_ms = self.start.elapsed().as_millis() as u64;
@@ -160,6 +166,7 @@ impl ConnectionLog {
                     "dst.workload" = dst_workload.as_deref(),
                     "dst.namespace" = dst_namespace.as_deref(),
                     "dst.identity" = self.dst_identity.as_ref().map(tracing::field::display),
+                    "dst.waypoint" = dst_waypoint.as_deref(),
                     bytes_sent = sent,
                     bytes_recv = recv,
                     duration = format_args!("{duration_ms}ms"),

@@ -63,16 +63,18 @@ async fn setup(
     };
     log.dst_addr = Some(original);
     let state = ctx.state.load();
-    match ctx.local_workload(&state) {
-        Ok(w) => log.src_workload = Some(w),
+    let source = match ctx.local_workload(&state) {
+        Ok(w) => w,
         Err(e) => {
             // Outbound from a workload we do not know is refused, as Istio does.
             log.finish(Transferred::default(), Some(&e));
             return None;
         }
-    }
+    };
     log.src_identity = Some(ctx.identity.clone());
-    let route = match route(&state, original, |n| ctx.pick(n)) {
+    let route = route(&state, &source, original, |n| ctx.pick(n));
+    log.src_workload = Some(source);
+    let route = match route {
         Ok(r) => r,
         Err(e) => {
             reset_tcp(tcp);
@@ -81,7 +83,7 @@ async fn setup(
         }
     };
     drop(state);
-    match route {
+    let (hbone_addr, target, expected) = match route {
         Route::Hbone {
             hbone_addr,
             target,
@@ -89,37 +91,25 @@ async fn setup(
             destination,
             service,
         } => {
-            log.dst_addr = Some(target);
-            log.dst_hbone_addr = Some(hbone_addr);
             log.dst_identity = destination.identity().ok();
             log.dst_workload = Some(destination);
-            log.dst_service = service.clone();
-            let cert = match ctx.local_cert().await {
-                Ok(c) => c,
-                Err(e) => {
-                    reset_tcp(tcp);
-                    log.finish(Transferred::default(), Some(&e));
-                    return None;
-                }
-            };
-            let key = PoolKey::new(ctx.identity.clone(), expected, hbone_addr, None);
-            let headers = request_headers(peer, service.as_deref().map(|s| s.hostname.as_str()));
-            match ctx
-                .pool
-                .open(&key, &cert, &ctx.roots, &target.to_string(), headers)
-                .await
-            {
-                Ok((stream, _)) => Some((Next::Tunnel(stream), log)),
-                Err(e) => {
-                    reset_tcp(tcp);
-                    log.flags = match e.status() {
-                        Some(http::StatusCode::UNAUTHORIZED) => ResponseFlags::Deny,
-                        _ => ResponseFlags::Connect,
-                    };
-                    log.finish(Transferred::default(), Some(&e));
-                    None
-                }
-            }
+            log.dst_service = service;
+            (hbone_addr, target, expected)
+        }
+        Route::Waypoint {
+            hbone_addr,
+            target,
+            expected,
+            waypoint,
+            destination,
+            service,
+        } => {
+            // The peer is the waypoint; the workload addressed, if one was, is logged too.
+            log.dst_identity = waypoint.identity().ok();
+            log.dst_waypoint = Some(waypoint);
+            log.dst_workload = destination;
+            log.dst_service = service;
+            (hbone_addr, target, expected)
         }
         Route::Passthrough {
             target,
@@ -129,7 +119,40 @@ async fn setup(
             log.dst_addr = Some(target);
             log.dst_workload = destination;
             log.dst_service = service;
-            Some((Next::Passthrough(target), log))
+            return Some((Next::Passthrough(target), log));
+        }
+    };
+    log.dst_addr = Some(target);
+    log.dst_hbone_addr = Some(hbone_addr);
+    let cert = match ctx.local_cert().await {
+        Ok(c) => c,
+        Err(e) => {
+            reset_tcp(tcp);
+            log.finish(Transferred::default(), Some(&e));
+            return None;
+        }
+    };
+    // Keyed by where the connection goes and who may answer there, so a waypoint's connection
+    // is shared only with others to the same waypoint endpoint expecting the same identities.
+    let key = PoolKey::new(ctx.identity.clone(), expected, hbone_addr, None);
+    let headers = request_headers(
+        peer,
+        log.dst_service.as_deref().map(|s| s.hostname.as_str()),
+    );
+    match ctx
+        .pool
+        .open(&key, &cert, &ctx.roots, &target.to_string(), headers)
+        .await
+    {
+        Ok((stream, _)) => Some((Next::Tunnel(stream), log)),
+        Err(e) => {
+            reset_tcp(tcp);
+            log.flags = match e.status() {
+                Some(http::StatusCode::UNAUTHORIZED) => ResponseFlags::Deny,
+                _ => ResponseFlags::Connect,
+            };
+            log.finish(Transferred::default(), Some(&e));
+            None
         }
     }
 }

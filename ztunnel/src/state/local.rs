@@ -3,6 +3,12 @@
 //!
 //! Two steps: serde checks the shape (its errors carry the YAML path and line), then
 //! [`LocalConfig::into_state`] checks meaning (IPs, identities), naming the entry and field.
+//!
+//! A `waypoint` (workloads and services) and a workload's `networkGateway` are written as
+//! Istio's ztunnel writes a `GatewayAddress`: `{destination: "<network>/<IP>", hboneMtlsPort:
+//! 15008}` or `{destination: "<namespace>/<hostname>", ...}`; a destination whose second part
+//! is an IP is an address, as in Istio. `hboneMtlsPort` may be left out (15008). Network
+//! gateways are checked and not kept (see `xds.rs`, rule 6).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +17,7 @@ use std::path::{Path, PathBuf};
 use hbone::{DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, SpiffeId};
 use serde::Deserialize;
 
-use super::{Locality, Protocol, Service, State, Workload};
+use super::{GatewayDestination, GatewayRef, Locality, Protocol, Service, State, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalConfigError {
@@ -117,9 +123,9 @@ pub struct LocalWorkload {
     #[serde(default)]
     pub capacity: Option<u32>,
     #[serde(default)]
-    pub waypoint: Option<serde_yaml::Value>,
+    pub waypoint: Option<LocalGateway>,
     #[serde(default)]
-    pub network_gateway: Option<serde_yaml::Value>,
+    pub network_gateway: Option<LocalGateway>,
     /// `ns/hostname` -> service port -> target port.
     #[serde(default)]
     pub services: HashMap<String, HashMap<u16, u16>>,
@@ -136,6 +142,43 @@ pub struct LocalLocality {
     pub subzone: String,
 }
 
+/// Istio's `GatewayAddress` in the local config (see the module docs).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalGateway {
+    /// `<network>/<IP>` or `<namespace>/<hostname>`.
+    pub destination: String,
+    /// 0 or absent: 15008.
+    #[serde(default)]
+    pub hbone_mtls_port: u16,
+}
+
+impl LocalGateway {
+    /// The gateway if one is given, or why its `destination` is not one.
+    fn optional(g: &Option<LocalGateway>) -> Result<Option<GatewayRef>, String> {
+        g.as_ref().map(Self::to_gateway).transpose()
+    }
+
+    /// The gateway, or why `destination` is not one.
+    fn to_gateway(&self) -> Result<GatewayRef, String> {
+        let d = &self.destination;
+        let bad = || format!("{d:?} is not \"<network>/<IP>\" or \"<namespace>/<hostname>\"");
+        let (left, right) = d.split_once('/').ok_or_else(bad)?;
+        let destination = match right.parse::<IpAddr>() {
+            Ok(ip) => GatewayDestination::Address {
+                network: left.to_string(),
+                ip,
+            },
+            Err(_) if !left.is_empty() && !right.is_empty() => GatewayDestination::Hostname {
+                namespace: left.to_string(),
+                hostname: right.to_string(),
+            },
+            Err(_) => return Err(bad()),
+        };
+        Ok(GatewayRef::new(destination, self.hbone_mtls_port))
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalService {
@@ -149,7 +192,7 @@ pub struct LocalService {
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
     #[serde(default)]
-    pub waypoint: Option<serde_yaml::Value>,
+    pub waypoint: Option<LocalGateway>,
     #[serde(default)]
     pub weighted_waypoints: Option<serde_yaml::Value>,
     #[serde(default)]
@@ -241,6 +284,10 @@ impl LocalConfig {
                     ));
                 }
             }
+            let waypoint = LocalGateway::optional(&w.waypoint)
+                .map_err(|reason| err(entry.clone(), "waypoint.destination", reason))?;
+            LocalGateway::optional(&w.network_gateway)
+                .map_err(|reason| err(entry.clone(), "networkGateway.destination", reason))?;
             let uid = if w.uid.is_empty() {
                 format!("{}/{}", w.namespace, w.name)
             } else {
@@ -273,6 +320,7 @@ impl LocalConfig {
                     .unwrap_or_default(),
                 services: w.services,
                 authorization_policies: w.authorization_policies,
+                waypoint,
             });
         }
         let mut services = Vec::with_capacity(self.services.len());
@@ -304,6 +352,8 @@ impl LocalConfig {
                 })?;
                 sans.push(id);
             }
+            let waypoint = LocalGateway::optional(&s.waypoint)
+                .map_err(|reason| err(entry.clone(), "waypoint.destination", reason))?;
             services.push(Service {
                 name: s.name,
                 namespace: s.namespace,
@@ -311,6 +361,7 @@ impl LocalConfig {
                 vips,
                 ports: s.ports,
                 subject_alt_names: sans,
+                waypoint,
             });
         }
         Ok(State::new(workloads, services, policies))
@@ -442,6 +493,30 @@ policies:
                 "ports",
             ),
             ("workload: []\n", "workload"),
+            (
+                "workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  waypoint: {destination: \"waypoint.ns\"}\n",
+                "workloads[0] (ns/a): field waypoint.destination: \"waypoint.ns\" is not",
+            ),
+            (
+                "workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  waypoint: {destination: \"ns/\"}\n",
+                "field waypoint.destination",
+            ),
+            (
+                "workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  networkGateway: {destination: \"/\"}\n",
+                "field networkGateway.destination",
+            ),
+            (
+                "workloads:\n- name: a\n  namespace: ns\n  workloadIps: [\"10.0.0.1\"]\n  waypoint: {destination: \"ns/wp\", hboneMtlsPort: 70000}\n",
+                "hboneMtlsPort",
+            ),
+            (
+                "services:\n- name: s\n  namespace: ns\n  hostname: s.ns\n  waypoint: {destination: \"ns/wp\", port: 15008}\n",
+                "port",
+            ),
+            (
+                "services:\n- name: s\n  namespace: ns\n  hostname: s.ns\n  waypoint: {hostname: wp, namespace: ns}\n",
+                "hostname",
+            ),
             (
                 "policies:\n- name: p\n  namespace: ns\n  action: Maybe\n  scope: Namespace\n",
                 "policies[0] (ns/p): field action",

@@ -7,10 +7,11 @@ pub mod local;
 pub mod xds;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-use hbone::SpiffeId;
+use hbone::{HBONE_PORT, SpiffeId};
 
 /// How peers reach a workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub struct Workload {
     /// Service key (`ns/hostname`) -> service port -> this workload's target port.
     pub services: HashMap<String, HashMap<u16, u16>>,
     pub authorization_policies: Vec<String>,
+    /// The waypoint traffic addressed to this workload goes through (protocol.md 10.2).
+    pub waypoint: Option<GatewayRef>,
 }
 
 impl Workload {
@@ -68,6 +71,8 @@ pub struct Service {
     pub ports: HashMap<u16, u16>,
     /// Extra identities a server behind this service may present.
     pub subject_alt_names: Vec<SpiffeId>,
+    /// The waypoint traffic to this service's VIPs goes through (protocol.md 10.2).
+    pub waypoint: Option<GatewayRef>,
 }
 
 impl Service {
@@ -75,6 +80,57 @@ impl Service {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.hostname)
     }
+}
+
+/// A gateway a workload or service refers to (Istio's `GatewayAddress`): its waypoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRef {
+    pub destination: GatewayDestination,
+    /// The gateway's HBONE (mTLS) port.
+    pub hbone_mtls_port: u16,
+}
+
+impl GatewayRef {
+    /// A port of 0 (unset: istiod always sends 15008) means [`HBONE_PORT`].
+    pub fn new(destination: GatewayDestination, hbone_mtls_port: u16) -> Self {
+        GatewayRef {
+            destination,
+            hbone_mtls_port: if hbone_mtls_port == 0 {
+                HBONE_PORT
+            } else {
+                hbone_mtls_port
+            },
+        }
+    }
+}
+
+/// How a gateway is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayDestination {
+    /// A service (`namespace/hostname`): traffic goes to one of its endpoints.
+    Hostname { namespace: String, hostname: String },
+    /// An address on a network: a workload's IP, or a service VIP.
+    Address { network: String, ip: IpAddr },
+}
+
+/// `namespace/hostname` or `network/IP`, as the local config writes it.
+impl fmt::Display for GatewayRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.destination {
+            GatewayDestination::Hostname {
+                namespace,
+                hostname,
+            } => write!(f, "{namespace}/{hostname}"),
+            GatewayDestination::Address { network, ip } => write!(f, "{network}/{ip}"),
+        }
+    }
+}
+
+/// What a [`GatewayRef`] names in the current state.
+#[derive(Debug, Clone, Copy)]
+pub enum Gateway<'a> {
+    Workload(&'a Arc<Workload>),
+    Service(&'a Arc<Service>),
 }
 
 /// One consistent view of the mesh.
@@ -159,6 +215,25 @@ impl State {
 
     pub fn service_by_hostname(&self, hostname: &str) -> Option<&Arc<Service>> {
         self.by_hostname.get(hostname)
+    }
+
+    /// What `gateway` names: for a hostname, the service of that namespace and hostname; for
+    /// an address, the workload with that IP, else the service with that VIP. Networks are not
+    /// told apart (this state keeps one network's addresses).
+    pub fn gateway(&self, gateway: &GatewayRef) -> Option<Gateway<'_>> {
+        match &gateway.destination {
+            GatewayDestination::Hostname {
+                namespace,
+                hostname,
+            } => self
+                .service_by_hostname(hostname)
+                .filter(|s| s.namespace == *namespace)
+                .map(Gateway::Service),
+            GatewayDestination::Address { ip, .. } => self
+                .workload_by_ip(*ip)
+                .map(Gateway::Workload)
+                .or_else(|| self.service_by_vip(*ip).map(Gateway::Service)),
+        }
     }
 
     /// The workloads behind a service (healthy or not).

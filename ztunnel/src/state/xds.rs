@@ -17,12 +17,17 @@
 //! 4. Enum values this build does not know are rejected, naming the field, as are
 //!    `LEGACY_ISTIO_MTLS` tunnels, addresses that are not 4 or 16 bytes, prefix lengths past the
 //!    address width and ports past 65535 — also in fields the domain model does not keep yet
-//!    (waypoints, application tunnel, load balancing), so the NACK is the same once it does.
-//! 5. Fields the domain does not model are validated and dropped: workload `network`,
-//!    `waypoint`, `network_gateway`, `native_tunnel`, `application_tunnel`, `network_mode`,
-//!    `capacity`, `workload_type`; service `waypoint`, `weighted_waypoints`, `load_balancing`,
-//!    `ip_families`, `canonical`, `visibility` and CIDR VIPs (`length` shorter than the address);
-//!    `extensions` everywhere (as Istio's ztunnel does).
+//!    (network gateways, weighted waypoints, application tunnel, load balancing), so the NACK is
+//!    the same once it does.
+//! 5. Waypoints are modelled: workload and service `waypoint` (a `GatewayAddress`: a
+//!    `namespace/hostname`, neither part empty, or a `network/IP`; and `hbone_mtls_port`, 0
+//!    meaning 15008) become [`GatewayRef`]s. Only the primary waypoint is kept: `weighted_waypoints` is
+//!    validated and dropped, so a service with a canary waypoint always uses its primary.
+//! 6. Fields the domain does not model are validated and dropped: workload `network`,
+//!    `network_gateway`, `native_tunnel`, `application_tunnel`, `network_mode`, `capacity`,
+//!    `workload_type`; service `weighted_waypoints`, `load_balancing`, `ip_families`,
+//!    `canonical`, `visibility` and CIDR VIPs (`length` shorter than the address); `extensions`
+//!    everywhere (as Istio's ztunnel does).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -31,7 +36,7 @@ use hbone::{DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, IdentityError, Spiffe
 use proto::security as xsec;
 use proto::workload as xwl;
 
-use super::{Locality, Protocol, Service, State, Workload};
+use super::{GatewayDestination, GatewayRef, Locality, Protocol, Service, State, Workload};
 
 /// Why an xDS resource was rejected. `resource` describes the resource ("workload <uid>",
 /// "service <ns>/<hostname>", "policy <ns>/<name>"); `field` is the proto field path.
@@ -134,9 +139,9 @@ impl Ctx {
         })
     }
 
-    fn gateway(&self, field: &str, g: &xwl::GatewayAddress) -> Result<(), XdsError> {
+    fn gateway(&self, field: &str, g: &xwl::GatewayAddress) -> Result<GatewayRef, XdsError> {
         use xwl::gateway_address::Destination;
-        match &g.destination {
+        let destination = match &g.destination {
             None => {
                 return Err(self.field(
                     format!("{field}.destination"),
@@ -152,13 +157,18 @@ impl Ctx {
                     &format!("{field}.destination.hostname.hostname"),
                     &h.hostname,
                 )?;
+                GatewayDestination::Hostname {
+                    namespace: h.namespace.clone(),
+                    hostname: h.hostname.clone(),
+                }
             }
-            Some(Destination::Address(a)) => {
-                self.ip(format!("{field}.destination.address.address"), &a.address)?;
-            }
-        }
-        self.port(format!("{field}.hbone_mtls_port"), g.hbone_mtls_port)?;
-        Ok(())
+            Some(Destination::Address(a)) => GatewayDestination::Address {
+                network: a.network.clone(),
+                ip: self.ip(format!("{field}.destination.address.address"), &a.address)?,
+            },
+        };
+        let port = self.port(format!("{field}.hbone_mtls_port"), g.hbone_mtls_port)?;
+        Ok(GatewayRef::new(destination, port))
     }
 
     /// Service port -> target port; ports past 65535 and unknown app protocols are rejected.
@@ -251,9 +261,11 @@ impl TryFrom<&xwl::Workload> for Workload {
                 cx.known("application_tunnel.protocol", t.protocol)?;
             cx.port("application_tunnel.port", t.port)?;
         }
-        if let Some(g) = &w.waypoint {
-            cx.gateway("waypoint", g)?;
-        }
+        let waypoint = w
+            .waypoint
+            .as_ref()
+            .map(|g| cx.gateway("waypoint", g))
+            .transpose()?;
         if let Some(g) = &w.network_gateway {
             cx.gateway("network_gateway", g)?;
         }
@@ -295,6 +307,7 @@ impl TryFrom<&xwl::Workload> for Workload {
             locality,
             services,
             authorization_policies: w.authorization_policies.clone(),
+            waypoint,
         })
     }
 }
@@ -342,13 +355,18 @@ impl TryFrom<&xwl::Service> for Service {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(g) = &s.waypoint {
-            cx.gateway("waypoint", g)?;
-        }
+        let waypoint = s
+            .waypoint
+            .as_ref()
+            .map(|g| cx.gateway("waypoint", g))
+            .transpose()?;
         for (i, w) in s.weighted_waypoints.iter().enumerate() {
             let at = format!("weighted_waypoints[{i}].destination");
             match &w.destination {
-                Some(g) => cx.gateway(&at, g)?,
+                // Validated only: the primary `waypoint` is the one used (rule 5).
+                Some(g) => {
+                    cx.gateway(&at, g)?;
+                }
                 None => return Err(cx.field(at, "required")),
             }
         }
@@ -370,6 +388,7 @@ impl TryFrom<&xwl::Service> for Service {
             vips,
             ports,
             subject_alt_names,
+            waypoint,
         })
     }
 }

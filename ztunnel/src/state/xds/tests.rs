@@ -247,6 +247,13 @@ fn workload_fields_map() {
         },
         services: [(CART_SVC.to_string(), [(8080, 9090), (80, 0)].into())].into(),
         authorization_policies: vec!["shop/allow-frontend".into()],
+        waypoint: Some(GatewayRef {
+            destination: GatewayDestination::Hostname {
+                namespace: "shop".into(),
+                hostname: "waypoint.shop.svc.cluster.local".into(),
+            },
+            hbone_mtls_port: 15008,
+        }),
     };
     assert_eq!(w, want);
     assert_eq!(
@@ -385,6 +392,13 @@ fn service_fields_map() {
         ],
         ports: [(8080, 9090), (443, 0)].into(),
         subject_alt_names: vec!["spiffe://cluster.local/ns/shop/sa/cart".parse().unwrap()],
+        waypoint: Some(GatewayRef {
+            destination: GatewayDestination::Address {
+                network: "net".into(),
+                ip: ip("10.96.0.99"),
+            },
+            hbone_mtls_port: 15008,
+        }),
     };
     assert_eq!(s, want);
     assert_eq!(s.key(), CART_SVC);
@@ -936,4 +950,85 @@ fn example_config_gives_the_same_state_as_local_yaml() {
             "{addr}"
         );
     }
+}
+
+/// Both `GatewayAddress` forms, through xDS and through the local config's YAML shape.
+#[test]
+fn waypoints_read_the_same_from_xds_and_local_yaml() {
+    let yaml = r#"
+workloads:
+- uid: demo//Pod/shop/cart-0
+  name: cart-0
+  namespace: shop
+  workloadIps: ["10.1.0.11"]
+  waypoint:
+    destination: shop/waypoint.shop.svc.cluster.local
+    hboneMtlsPort: 15008
+- uid: demo//Pod/shop/reviews-0
+  name: reviews-0
+  namespace: shop
+  workloadIps: ["10.1.0.12"]
+  waypoint: {destination: "west/fd00::10"}
+services:
+- name: cart
+  namespace: shop
+  hostname: cart.shop.svc.cluster.local
+  vips: ["/10.96.0.20"]
+  waypoint: {destination: "/10.1.0.10", hboneMtlsPort: 15018}
+"#;
+    let local = LocalConfig::parse(Path::new("waypoints.yaml"), yaml).unwrap();
+    let address = |network: &str, addr: &str| xwl::NetworkAddress {
+        network: network.into(),
+        address: ip_bytes(addr),
+        length: None,
+    };
+    let gateway = |network: &str, addr: &str, hbone_mtls_port| xwl::GatewayAddress {
+        destination: Some(Destination::Address(address(network, addr))),
+        hbone_mtls_port,
+    };
+    let cart = Workload::try_from(&xwl::Workload {
+        uid: CART.into(),
+        name: "cart-0".into(),
+        namespace: "shop".into(),
+        addresses: vec![v4([10, 1, 0, 11])],
+        waypoint: Some(gateway_host("shop", "waypoint.shop.svc.cluster.local")),
+        ..Default::default()
+    })
+    .unwrap();
+    // hbone_mtls_port 0 (unset) is 15008, as a local config that leaves it out.
+    let reviews = Workload::try_from(&xwl::Workload {
+        uid: "demo//Pod/shop/reviews-0".into(),
+        name: "reviews-0".into(),
+        namespace: "shop".into(),
+        addresses: vec![v4([10, 1, 0, 12])],
+        waypoint: Some(gateway("west", "fd00::10", 0)),
+        ..Default::default()
+    })
+    .unwrap();
+    let service = Service::try_from(&xwl::Service {
+        name: "cart".into(),
+        namespace: "shop".into(),
+        hostname: "cart.shop.svc.cluster.local".into(),
+        addresses: vec![address("", "10.96.0.20")],
+        waypoint: Some(gateway("", "10.1.0.10", 15018)),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        reviews.waypoint,
+        Some(GatewayRef {
+            destination: GatewayDestination::Address {
+                network: "west".into(),
+                ip: ip("fd00::10"),
+            },
+            hbone_mtls_port: 15008,
+        })
+    );
+    assert_eq!(
+        service.waypoint.as_ref().map(|w| w.to_string()).as_deref(),
+        Some("/10.1.0.10")
+    );
+    assert_eq!(**local.workload_by_ip(ip("10.1.0.11")).unwrap(), cart);
+    assert_eq!(**local.workload_by_ip(ip("10.1.0.12")).unwrap(), reviews);
+    assert_eq!(**local.service_by_vip(ip("10.96.0.20")).unwrap(), service);
 }
