@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "envoy/type/v3/semantic_version.proto",
     "envoy/config/core/v3/base.proto",
     "envoy/service/discovery/v3/discovery.proto",
+    "mesh/waypoint/v1/waypoint.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use prost::Message;
 use prost_types::{Any, Duration, FileDescriptorSet, Struct, Value, value::Kind};
 
-use proto::{citadel, core, discovery, rpc, security, types, workload, zds};
+use proto::{citadel, core, discovery, rpc, security, types, waypoint, workload, zds};
 
 /// Collects, per message type, which top-level field numbers the samples put
 /// on the wire.
@@ -742,4 +742,127 @@ fn field_coverage_check_rejects_a_default_field() {
     );
     let result = std::panic::catch_unwind(|| t.assert_complete());
     assert!(result.is_err(), "coverage check accepted a missing field");
+}
+
+fn wp_matches() -> Vec<waypoint::StringMatch> {
+    use waypoint::string_match::Kind;
+    [
+        Kind::Exact(s("GET")),
+        Kind::Prefix(s("/api/")),
+        Kind::Suffix(s(".json")),
+        Kind::Presence(waypoint::Presence {}),
+        Kind::Contains(s("sqlmap")),
+    ]
+    .into_iter()
+    .map(|k| waypoint::StringMatch { kind: Some(k) })
+    .collect()
+}
+
+fn wp_account() -> waypoint::ServiceAccount {
+    waypoint::ServiceAccount {
+        namespace: s("shop"),
+        name: s("order-service"),
+    }
+}
+
+fn wp_source() -> waypoint::Source {
+    let m = wp_matches;
+    waypoint::Source {
+        principals: m(),
+        not_principals: m(),
+        request_principals: m(),
+        not_request_principals: m(),
+        namespaces: m(),
+        not_namespaces: m(),
+        ip_blocks: vec![s("10.0.0.0/8")],
+        not_ip_blocks: vec![s("10.1.0.0/16")],
+        remote_ip_blocks: vec![s("192.0.2.0/24")],
+        not_remote_ip_blocks: vec![s("192.0.2.7/32")],
+        service_accounts: vec![wp_account()],
+        not_service_accounts: vec![wp_account()],
+        trust_domains: m(),
+        not_trust_domains: m(),
+    }
+}
+
+fn wp_operation() -> waypoint::Operation {
+    let m = wp_matches;
+    waypoint::Operation {
+        hosts: m(),
+        not_hosts: m(),
+        ports: vec![8080],
+        not_ports: vec![9090],
+        methods: m(),
+        not_methods: m(),
+        paths: m(),
+        not_paths: m(),
+    }
+}
+
+fn wp_condition() -> waypoint::Condition {
+    waypoint::Condition {
+        key: s("request.headers[user-agent]"),
+        values: wp_matches(),
+        not_values: wp_matches(),
+        nets: vec![s("10.0.0.0/8")],
+        not_nets: vec![s("10.2.0.0/16")],
+        ports: vec![80],
+        not_ports: vec![81],
+    }
+}
+
+fn wp_rule() -> waypoint::Rule {
+    waypoint::Rule {
+        from: vec![wp_source()],
+        to: vec![wp_operation()],
+        when: vec![wp_condition()],
+    }
+}
+
+fn wp_endpoint() -> waypoint::Endpoint {
+    waypoint::Endpoint {
+        address: s("10.244.1.21"),
+        identity: s("spiffe://cluster.local/ns/shop/sa/api"),
+        healthy: true,
+        workload: s("shop/api-0"),
+    }
+}
+
+#[test]
+fn waypoint_messages_round_trip() {
+    let mut t = Samples::new("mesh.waypoint.v1");
+    t.check(
+        "Target",
+        &waypoint::Target {
+            name: s("shop/api.shop.svc.cluster.local"),
+            namespace: s("shop"),
+            vips: vec![s("10.96.0.20")],
+            ports: [(80, 8080)].into_iter().collect(),
+            h2_ports: vec![9090],
+            endpoints: vec![wp_endpoint()],
+            policies: vec![s("shop/payments")],
+        },
+    );
+    t.check("Endpoint", &wp_endpoint());
+    t.check(
+        "HttpPolicy",
+        &waypoint::HttpPolicy {
+            name: s("payments"),
+            namespace: s("shop"),
+            action: waypoint::Action::Custom as i32,
+            provider: s("ext-authz"),
+            dry_run: true,
+            rules: vec![wp_rule()],
+        },
+    );
+    t.check("Rule", &wp_rule());
+    t.check("Source", &wp_source());
+    t.check("ServiceAccount", &wp_account());
+    t.check("Operation", &wp_operation());
+    t.check("Condition", &wp_condition());
+    for m in wp_matches() {
+        t.check("StringMatch", &m);
+    }
+    t.check("Presence", &waypoint::Presence {});
+    t.assert_complete();
 }

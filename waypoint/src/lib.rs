@@ -2,12 +2,14 @@
 //! (seeing each client's true identity), applies HTTP AuthorizationPolicy per request, and
 //! sends what is allowed on to the destination over HBONE with its own identity.
 //!
+//! - [`config`]: meshd's `mesh.waypoint.v1` resources into targets and policies (one boundary);
 //! - [`targets`]: what it serves and how a CONNECT's authority resolves (pure);
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
 //! - [`proxy`]: the HBONE server and upstream streams;
 //! - [`request`]: one HTTP request: policy, then forward.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod detect;
 pub mod proxy;
 pub mod request;

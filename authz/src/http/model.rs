@@ -291,7 +291,7 @@ impl Serialize for ConditionValues {
 
 impl ConditionKey {
     /// Parse an Istio condition key; `Err` is the reason it is not one this waypoint reads.
-    pub(crate) fn parse(key: &str) -> Result<ConditionKey, &'static str> {
+    pub fn parse(key: &str) -> Result<ConditionKey, &'static str> {
         if let Some(rest) = key.strip_prefix("request.headers[") {
             let name = rest
                 .strip_suffix(']')

@@ -1,0 +1,335 @@
+//! The waypoint's configuration as meshd sends it (`mesh.waypoint.v1`), converted at this one
+//! boundary into [`Target`]s and [`HttpPolicy`]s, and kept between updates.
+//!
+//! Rules:
+//! 1. Each resource converts on its own; a bad one is rejected whole (naming the resource and
+//!    the field, for the NACK) and its last good version stays.
+//! 2. A resource's name must be its key: `<namespace>/<name>`.
+//! 3. A target that names a policy the waypoint has not received denies every request until
+//!    the policy arrives: a missing ALLOW would otherwise turn into "no ALLOW policy, allow
+//!    all". Fail closed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use authz::http::{
+    Condition, ConditionKey, ConditionValues, HttpAction, HttpPolicies, HttpPolicy, HttpRule,
+    HttpStringMatch, Operation, Source,
+};
+use authz::{ServiceAccountMatch, StringMatch};
+use hbone::SpiffeId;
+use ipnet::IpNet;
+use proto::waypoint as wire;
+
+use crate::targets::{Endpoint, Target, Targets};
+
+/// Why a resource was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{resource}: field {field}: {reason}")]
+pub struct ConfigError {
+    pub resource: String,
+    pub field: String,
+    pub reason: String,
+}
+
+/// A target as received: its policies by key (resolved at [`Store::snapshot`]).
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    target: Target,
+    policies: Vec<String>,
+}
+
+/// What the waypoint has accepted so far.
+#[derive(Debug, Default)]
+pub struct Store {
+    targets: BTreeMap<String, TargetSpec>,
+    policies: BTreeMap<String, HttpPolicy>,
+}
+
+impl Store {
+    /// Rule 1: applies `target` named `name`, or keeps the last good one.
+    pub fn apply_target(&mut self, name: &str, target: &wire::Target) -> Result<(), ConfigError> {
+        let spec = convert_target(name, target)?;
+        self.targets.insert(name.to_string(), spec);
+        Ok(())
+    }
+
+    pub fn apply_policy(
+        &mut self,
+        name: &str,
+        policy: &wire::HttpPolicy,
+    ) -> Result<(), ConfigError> {
+        let policy = convert_policy(name, policy)?;
+        self.policies.insert(name.to_string(), policy);
+        Ok(())
+    }
+
+    pub fn remove_target(&mut self, name: &str) {
+        self.targets.remove(name);
+    }
+
+    pub fn remove_policy(&mut self, name: &str) {
+        self.policies.remove(name);
+    }
+
+    /// The targets with their policies (rule 3 for those not received).
+    pub fn snapshot(&self) -> Targets {
+        Targets::new(self.targets.values().map(|spec| {
+            let mut target = spec.target.clone();
+            let mut policies = HttpPolicies::new();
+            for key in &spec.policies {
+                match self.policies.get(key) {
+                    Some(p) => {
+                        policies.insert(p.clone());
+                    }
+                    None => {
+                        policies.insert(not_received(&target.namespace, key));
+                    }
+                }
+            }
+            target.policies = policies;
+            target
+        }))
+    }
+}
+
+/// Rule 3: a DENY of everything, named for the policy it stands in for.
+fn not_received(namespace: &str, key: &str) -> HttpPolicy {
+    HttpPolicy {
+        name: format!("{key} (not received yet)"),
+        namespace: namespace.to_string(),
+        action: HttpAction::Deny,
+        dry_run: false,
+        rules: vec![HttpRule::default()],
+    }
+}
+
+struct Cx<'a> {
+    resource: &'a str,
+}
+
+impl Cx<'_> {
+    fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            resource: self.resource.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn key(&self, namespace: &str, name: &str) -> Result<(), ConfigError> {
+        if self.resource != format!("{namespace}/{name}") {
+            return Err(self.err("name", format!("resource name must be {namespace}/{name}")));
+        }
+        Ok(())
+    }
+
+    fn port(&self, field: &str, p: u32) -> Result<u16, ConfigError> {
+        u16::try_from(p).map_err(|_| self.err(field, format!("port {p} is past 65535")))
+    }
+
+    fn ports(&self, field: &str, ps: &[u32]) -> Result<Vec<u16>, ConfigError> {
+        ps.iter().map(|p| self.port(field, *p)).collect()
+    }
+
+    fn nets(&self, field: &str, nets: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+        nets.iter()
+            .map(|n| {
+                n.parse::<IpNet>()
+                    .map_err(|_| self.err(field, format!("{n:?} is not a CIDR")))
+            })
+            .collect()
+    }
+
+    fn strings(
+        &self,
+        field: &str,
+        ms: &[wire::StringMatch],
+    ) -> Result<Vec<HttpStringMatch>, ConfigError> {
+        use wire::string_match::Kind;
+        ms.iter()
+            .map(|m| match &m.kind {
+                Some(Kind::Exact(s)) => Ok(HttpStringMatch::Istio(StringMatch::Exact(s.clone()))),
+                Some(Kind::Prefix(s)) => Ok(HttpStringMatch::Istio(StringMatch::Prefix(s.clone()))),
+                Some(Kind::Suffix(s)) => Ok(HttpStringMatch::Istio(StringMatch::Suffix(s.clone()))),
+                Some(Kind::Presence(_)) => Ok(HttpStringMatch::Istio(StringMatch::Presence)),
+                Some(Kind::Contains(s)) => Ok(HttpStringMatch::Contains(s.clone())),
+                None => Err(self.err(field, "a string match with no kind")),
+            })
+            .collect()
+    }
+
+    fn accounts(&self, sas: &[wire::ServiceAccount]) -> Vec<ServiceAccountMatch> {
+        sas.iter()
+            .map(|a| ServiceAccountMatch {
+                namespace: a.namespace.clone(),
+                service_account: a.name.clone(),
+            })
+            .collect()
+    }
+}
+
+fn convert_target(name: &str, t: &wire::Target) -> Result<TargetSpec, ConfigError> {
+    let cx = Cx { resource: name };
+    cx.key(&t.namespace, &t.name)?;
+    let vips = t
+        .vips
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.parse::<IpAddr>()
+                .map_err(|_| cx.err(format!("vips[{i}]"), format!("{v:?} is not an IP")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = BTreeMap::new();
+    for (p, target) in &t.ports {
+        ports.insert(cx.port("ports", *p)?, cx.port("ports", *target)?);
+    }
+    let h2_ports = cx.ports("h2_ports", &t.h2_ports)?.into_iter().collect();
+    let endpoints = t
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let ip = e.address.parse::<IpAddr>().map_err(|_| {
+                cx.err(
+                    format!("endpoints[{i}].address"),
+                    format!("{:?} is not an IP", e.address),
+                )
+            })?;
+            let identity = e
+                .identity
+                .parse::<SpiffeId>()
+                .map_err(|err| cx.err(format!("endpoints[{i}].identity"), err.to_string()))?;
+            Ok(Endpoint {
+                ip,
+                identity,
+                healthy: e.healthy,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(TargetSpec {
+        target: Target {
+            key: name.to_string(),
+            namespace: t.namespace.clone(),
+            vips,
+            ports,
+            h2_ports,
+            endpoints,
+            policies: HttpPolicies::new(),
+        },
+        policies: t.policies.clone(),
+    })
+}
+
+fn convert_policy(name: &str, p: &wire::HttpPolicy) -> Result<HttpPolicy, ConfigError> {
+    let cx = Cx { resource: name };
+    cx.key(&p.namespace, &p.name)?;
+    let action = match wire::Action::try_from(p.action) {
+        Ok(wire::Action::Allow) => HttpAction::Allow,
+        Ok(wire::Action::Deny) => HttpAction::Deny,
+        Ok(wire::Action::Audit) => HttpAction::Audit,
+        Ok(wire::Action::Custom) if !p.provider.is_empty() => HttpAction::Custom {
+            provider: p.provider.clone(),
+        },
+        Ok(wire::Action::Custom) => return Err(cx.err("provider", "CUSTOM needs a provider")),
+        Err(_) => return Err(cx.err("action", format!("unknown action {}", p.action))),
+    };
+    let rules = p
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| convert_rule(&cx, &format!("rules[{i}]"), r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpPolicy {
+        name: p.name.clone(),
+        namespace: p.namespace.clone(),
+        action,
+        dry_run: p.dry_run,
+        rules,
+    })
+}
+
+fn convert_rule(cx: &Cx<'_>, at: &str, r: &wire::Rule) -> Result<HttpRule, ConfigError> {
+    let from = r
+        .from
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let f = |name: &str| format!("{at}.from[{i}].{name}");
+            Ok(Source {
+                principals: cx.strings(&f("principals"), &s.principals)?,
+                not_principals: cx.strings(&f("not_principals"), &s.not_principals)?,
+                request_principals: cx.strings(&f("request_principals"), &s.request_principals)?,
+                not_request_principals: cx
+                    .strings(&f("not_request_principals"), &s.not_request_principals)?,
+                namespaces: cx.strings(&f("namespaces"), &s.namespaces)?,
+                not_namespaces: cx.strings(&f("not_namespaces"), &s.not_namespaces)?,
+                service_accounts: cx.accounts(&s.service_accounts),
+                not_service_accounts: cx.accounts(&s.not_service_accounts),
+                trust_domains: cx.strings(&f("trust_domains"), &s.trust_domains)?,
+                not_trust_domains: cx.strings(&f("not_trust_domains"), &s.not_trust_domains)?,
+                ip_blocks: cx.nets(&f("ip_blocks"), &s.ip_blocks)?,
+                not_ip_blocks: cx.nets(&f("not_ip_blocks"), &s.not_ip_blocks)?,
+                remote_ip_blocks: cx.nets(&f("remote_ip_blocks"), &s.remote_ip_blocks)?,
+                not_remote_ip_blocks: cx
+                    .nets(&f("not_remote_ip_blocks"), &s.not_remote_ip_blocks)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let to =
+        r.to.iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let f = |name: &str| format!("{at}.to[{i}].{name}");
+                Ok(Operation {
+                    hosts: cx.strings(&f("hosts"), &o.hosts)?,
+                    not_hosts: cx.strings(&f("not_hosts"), &o.not_hosts)?,
+                    ports: cx.ports(&f("ports"), &o.ports)?,
+                    not_ports: cx.ports(&f("not_ports"), &o.not_ports)?,
+                    methods: cx.strings(&f("methods"), &o.methods)?,
+                    not_methods: cx.strings(&f("not_methods"), &o.not_methods)?,
+                    paths: cx.strings(&f("paths"), &o.paths)?,
+                    not_paths: cx.strings(&f("not_paths"), &o.not_paths)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+    let when = r
+        .when
+        .iter()
+        .enumerate()
+        .map(|(i, c)| convert_condition(cx, &format!("{at}.when[{i}]"), c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpRule { from, to, when })
+}
+
+/// The values' kind follows the key, as the translation made them.
+fn convert_condition(cx: &Cx<'_>, at: &str, c: &wire::Condition) -> Result<Condition, ConfigError> {
+    let key = ConditionKey::parse(&c.key).map_err(|r| cx.err(format!("{at}.key"), r))?;
+    let f = |name: &str| format!("{at}.{name}");
+    let (values, not_values) = match key {
+        ConditionKey::SourceIp | ConditionKey::RemoteIp | ConditionKey::DestinationIp => (
+            ConditionValues::Nets(cx.nets(&f("nets"), &c.nets)?),
+            ConditionValues::Nets(cx.nets(&f("not_nets"), &c.not_nets)?),
+        ),
+        ConditionKey::DestinationPort => (
+            ConditionValues::Ports(cx.ports(&f("ports"), &c.ports)?),
+            ConditionValues::Ports(cx.ports(&f("not_ports"), &c.not_ports)?),
+        ),
+        _ => (
+            ConditionValues::Strings(cx.strings(&f("values"), &c.values)?),
+            ConditionValues::Strings(cx.strings(&f("not_values"), &c.not_values)?),
+        ),
+    };
+    if values.is_empty() && not_values.is_empty() {
+        return Err(cx.err(
+            at,
+            "a condition needs values or not_values of its key's kind",
+        ));
+    }
+    Ok(Condition {
+        key,
+        values,
+        not_values,
+    })
+}
