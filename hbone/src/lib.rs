@@ -19,10 +19,10 @@ pub use tls::{
     server_config, server_name,
 };
 pub use tunnel::client::{ClientError, Connection};
-pub use tunnel::io::StreamIo;
 pub use tunnel::copy::{
     CopyError, H2Stream, Transferred, copy_bidirectional, copy_bidirectional_until, reset_tcp,
 };
+pub use tunnel::io::StreamIo;
 pub use tunnel::pool::{Dialer, Pool, PoolError, PoolKey};
 pub use tunnel::server::{
     ConnectHandler, InboundConnect, PeerInfo, Responder, ServerError, serve_connection,
