@@ -7,7 +7,7 @@
 //! | `/debug/connections` | connected xDS clients: node id, account, node, pushes, NACKs |
 //! | `/debug/config_dump?proxyID=<substring>` | the same, with every resource name and version each holds |
 //! | `/debug/config_errors` | objects currently rejected, with file and line |
-//! | `/debug/resources` | every resource served, by type, with versions |
+//! | `/debug/resources` | every resource served, by type, with versions (the waypoints' per waypoint) |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -101,10 +101,24 @@ impl Debug {
                         .map(|r| (r.name.to_string(), r.version.to_string()))
                         .collect::<std::collections::BTreeMap<_, _>>()
                 };
+                let waypoints: std::collections::BTreeMap<String, _> = snap
+                    .resources
+                    .waypoints
+                    .by_waypoint
+                    .iter()
+                    .map(|(w, sets)| {
+                        let sets = serde_json::json!({
+                            proto::WAYPOINT_TARGET_TYPE_URL: view(&sets.targets),
+                            proto::WAYPOINT_POLICY_TYPE_URL: view(&sets.policies),
+                        });
+                        (w.to_string(), sets)
+                    })
+                    .collect();
                 json(&serde_json::json!({
                     "version": snap.version,
                     proto::ADDRESS_TYPE_URL: view(&snap.resources.addresses),
                     proto::AUTHORIZATION_TYPE_URL: view(&snap.resources.authorizations),
+                    "waypoints": waypoints,
                 }))
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -16,6 +16,9 @@ pub fn short_type(type_url: &str) -> &'static str {
     match type_url {
         proto::ADDRESS_TYPE_URL => "wds",
         proto::AUTHORIZATION_TYPE_URL => "wads",
+        // Ours; istiod has no name for them.
+        proto::WAYPOINT_TARGET_TYPE_URL => "waypoint_target",
+        proto::WAYPOINT_POLICY_TYPE_URL => "waypoint_policy",
         _ => "other",
     }
 }

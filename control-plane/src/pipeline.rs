@@ -97,6 +97,7 @@ impl Pipeline {
                         version,
                         addresses = snapshot.resources.addresses.len(),
                         authorizations = snapshot.resources.authorizations.len(),
+                        waypoints = snapshot.resources.waypoints.by_waypoint.len(),
                         objects = state.index.len(),
                         translate_ms = started.elapsed().as_millis() as u64,
                         "config published"

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::resources::Resources;
+use crate::resources::{Resources, WAYPOINT_TYPE_URLS, WaypointResources, diff};
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -41,12 +41,10 @@ impl Delta {
             let (Some(a), Some(b)) = (old.by_type(type_url), new.by_type(type_url)) else {
                 continue;
             };
-            let mut changed: Vec<Arc<str>> = b
-                .values()
-                .filter(|r| a.get(&*r.name).is_none_or(|o| !o.same_as(r)))
-                .map(|r| r.name.clone())
-                .collect();
-            changed.extend(a.keys().filter(|n| !b.contains_key(*n)).cloned());
+            names.insert(type_url.to_string(), diff(a, b).collect());
+        }
+        for type_url in WAYPOINT_TYPE_URLS {
+            let changed = WaypointResources::changed(&old.waypoints, &new.waypoints, type_url);
             names.insert(type_url.to_string(), changed);
         }
         Delta { from, names }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use proto::security::Authorization;
 use proto::workload::Address;
-use support::{Meshd, NAMESPACE_YAML, POLICY_YAML, eventually, pod};
+use support::{Meshd, NAMESPACE_YAML, POLICY_YAML, eventually, pod, run_synced};
 use xds_client::{Backoff, Changes, Client, Rejection};
 
 /// What a client holds and every batch it received, per type.
@@ -106,12 +106,7 @@ async fn pushes_edits_and_one_pod_changes_send_one_resource() {
     let meshd = Meshd::start("pushes", &manifests(200)).await;
     let seen = Shared::default();
     let client = client(&meshd, Some(meshd.node_token("node-a")), seen.clone(), None);
-    let mut synced = client.synced();
-    let task = tokio::spawn(client.run());
-    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| *s))
-        .await
-        .expect("synced in time")
-        .expect("client alive");
+    let task = run_synced(client).await;
     {
         let s = seen.lock().unwrap();
         assert_eq!(s.addresses.len(), 200, "every pod is a workload");
@@ -210,12 +205,7 @@ async fn restart_resyncs_only_what_changed() {
     let mut meshd = Meshd::start("restart", &manifests(4)).await;
     let seen = Shared::default();
     let client = client(&meshd, Some(meshd.node_token("node-a")), seen.clone(), None);
-    let mut synced = client.synced();
-    let task = tokio::spawn(client.run());
-    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| *s))
-        .await
-        .unwrap()
-        .unwrap();
+    let task = run_synced(client).await;
     meshd.stop().await;
     // While meshd is down: one pod changes, a policy that selects no pod arrives.
     let mut files = manifests(4);

@@ -1,12 +1,14 @@
-//! Address resources encoded byte-for-byte the same every time their content is the same.
+//! Address and waypoint Target resources encoded byte-for-byte the same every time their
+//! content is the same.
 //!
 //! Why: a resource's version is a hash of its encoding, and clients are only sent what moved.
-//! prost encodes `Workload.services` (a proto `map`) from a `HashMap`, whose iteration order
-//! differs between instances, so two equal workloads could encode differently and look
-//! changed on every translation. Rules:
+//! prost encodes `Workload.services` and `Target.ports` (proto `map`s) from a `HashMap`, whose
+//! iteration order differs between instances, so two equal workloads could encode differently
+//! and look changed on every translation. Rules:
 //! 1. A workload is encoded without its `services`, then one single-entry `services` map per
 //!    entry is appended in key order. Protobuf merges concatenated messages and map entries
-//!    accumulate, so decoders read exactly the original workload.
+//!    accumulate, so decoders read exactly the original workload. A Target likewise, with its
+//!    `ports`.
 //! 2. The workload bytes are wrapped as field 1 (`workload`) of `Address`, as prost would.
 //! 3. Services have no map fields and go through [`Resource::new`] unchanged.
 
@@ -14,9 +16,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
+use proto::waypoint::Target;
 use proto::workload::{Address, Service, Workload, address};
 
-use crate::resources::{Resource, content_version};
+use crate::resources::Resource;
 
 /// `Address` field number of the `workload` case.
 const ADDRESS_WORKLOAD_FIELD: u32 = 1;
@@ -26,14 +29,13 @@ pub fn workload_resource(mut workload: Workload, aliases: Vec<String>) -> Resour
     let services: BTreeMap<String, _> =
         std::mem::take(&mut workload.services).into_iter().collect();
     let name = workload.uid.clone();
-    let mut body = workload.encode_to_vec();
-    for (key, ports) in services {
-        let entry = Workload {
+    let body = with_entries(
+        &workload,
+        services.into_iter().map(|(key, ports)| Workload {
             services: HashMap::from([(key, ports)]),
             ..Default::default()
-        };
-        body.extend_from_slice(&entry.encode_to_vec());
-    }
+        }),
+    );
     let mut value = Vec::with_capacity(body.len() + 6);
     encode_key(
         ADDRESS_WORKLOAD_FIELD,
@@ -42,15 +44,36 @@ pub fn workload_resource(mut workload: Workload, aliases: Vec<String>) -> Resour
     );
     encode_varint(body.len() as u64, &mut value);
     value.extend_from_slice(&body);
-    Resource {
-        name: name.into(),
-        aliases: aliases.into(),
-        version: content_version(&value).into(),
-        body: std::sync::Arc::new(prost_types::Any {
-            type_url: proto::ADDRESS_TYPE_URL.to_string(),
-            value,
+    Resource::encoded(name, aliases, proto::ADDRESS_TYPE_URL.to_string(), value)
+}
+
+/// The waypoint Target resource of `target`, named `namespace/name` (rule 1 for `ports`).
+pub fn target_resource(mut target: Target) -> Resource {
+    let ports: BTreeMap<u32, u32> = std::mem::take(&mut target.ports).into_iter().collect();
+    let name = format!("{}/{}", target.namespace, target.name);
+    let value = with_entries(
+        &target,
+        ports.into_iter().map(|(port, to)| Target {
+            ports: HashMap::from([(port, to)]),
+            ..Default::default()
         }),
+    );
+    Resource::encoded(
+        name,
+        Vec::new(),
+        proto::WAYPOINT_TARGET_TYPE_URL.to_string(),
+        value,
+    )
+}
+
+/// Rule 1: `message` (its map field emptied) followed by `entries`, single-entry messages in
+/// key order.
+fn with_entries<M: Message>(message: &M, entries: impl Iterator<Item = M>) -> Vec<u8> {
+    let mut body = message.encode_to_vec();
+    for entry in entries {
+        body.extend_from_slice(&entry.encode_to_vec());
     }
+    body
 }
 
 /// The Address resource of a service, named `namespace/hostname`.
@@ -122,6 +145,26 @@ mod tests {
             let again = workload_resource(workload(&keys), vec![]);
             assert_eq!(again.body.value, r.body.value);
             assert_eq!(again.version, r.version);
+        }
+    }
+
+    #[test]
+    fn targets_decode_the_same_and_ignore_map_order() {
+        let target = || Target {
+            name: "api.shop.svc.cluster.local".into(),
+            namespace: "shop".into(),
+            ports: (1..=8).map(|p| (p * 10, p * 1000)).collect(),
+            ..Default::default()
+        };
+        let r = target_resource(target());
+        assert_eq!(&*r.name, "shop/api.shop.svc.cluster.local");
+        assert_eq!(r.body.type_url, proto::WAYPOINT_TARGET_TYPE_URL);
+        assert_eq!(
+            Target::decode(r.body.value.as_slice()).expect("decodes"),
+            target()
+        );
+        for _ in 0..16 {
+            assert_eq!(target_resource(target()).version, r.version);
         }
     }
 

@@ -13,7 +13,11 @@
 //!    namespace and selector (`service.rs`), so no pod is compared with every Service or
 //!    every policy;
 //! 3. Services (`service.rs`), then Pods (`workload.rs`), as Address resources encoded so
-//!    equal content always has equal bytes (`encode.rs`).
+//!    equal content always has equal bytes (`encode.rs`);
+//! 4. for waypoints, in the same passes: policies with `targetRefs` as HttpPolicy resources
+//!    and where they attach (`waypoint_policy.rs`, `http_policy.rs`), the Services and Pods
+//!    bound to each waypoint as Target resources (`waypoint_target.rs`), then each waypoint's
+//!    set: its targets and the policies they name.
 //!
 //! Warnings about a namespace-wide binding (a namespace's waypoint that does not exist) are
 //! reported once for the Namespace, not once per pod.
@@ -25,20 +29,27 @@ use std::sync::Arc;
 use kube_source::{Kind, Namespace, ObjectKey};
 
 use crate::index::Index;
-use crate::resources::{Resource, ResourceSet, Resources};
+use crate::resources::{
+    GATEWAY_NAME_LABEL, Resource, ResourceSet, Resources, WAYPOINT_TYPE_URLS, WaypointResources,
+    diff,
+};
 
 mod authorization;
 mod encode;
+mod http_policy;
 mod labels;
 mod policy;
 mod service;
 mod waypoint;
+mod waypoint_policy;
+mod waypoint_target;
 mod workload;
 
 #[cfg(test)]
 mod tests;
 
 pub use authorization::to_proto as authorization_to_proto;
+pub use http_policy::to_proto as http_policy_to_proto;
 pub use workload::{uid as workload_uid, workload_name_and_type};
 
 /// Mesh-wide settings the translation depends on.
@@ -110,6 +121,8 @@ pub(crate) struct Catalog<'a> {
     waypoints: waypoint::Waypoints<'a>,
     services: service::SelectingServices<'a>,
     bindings: policy::Bindings<'a>,
+    /// Which waypoint policies attach to which targets.
+    attachments: &'a waypoint_policy::Attachments,
 }
 
 /// Translates every object in `index`.
@@ -141,21 +154,43 @@ impl Scope {
 #[derive(Debug, Default)]
 struct NamespaceOutput {
     addresses: Vec<Resource>,
+    /// Its Services and Pods bound to waypoints, as Target resources.
+    targets: Vec<waypoint_target::TargetOutput>,
+    /// `(pod, Gateway name)` of its pods labelled with the Gateway they serve (waypoints).
+    waypoint_pods: Vec<(String, String)>,
     errors: Vec<(ObjectKey, String)>,
     warnings: Vec<(ObjectKey, String)>,
 }
 
+impl NamespaceOutput {
+    /// Whether anything here goes into the waypoints' resources.
+    fn for_waypoints(&self) -> bool {
+        !self.targets.is_empty() || !self.waypoint_pods.is_empty()
+    }
+}
+
 /// A translation that remembers what it can reuse: each policy's parse (the costliest step,
-/// redone only when the object changes), each namespace's Address resources, and the whole
-/// published set, patched in place, so a change inside one namespace costs that namespace,
-/// not the mesh, and the names that changed fall out without comparing every resource.
+/// redone only when the object changes), each namespace's Address and Target resources, and
+/// the whole published set, patched in place, so a change inside one namespace costs that
+/// namespace, not the mesh, and the names that changed fall out without comparing every
+/// resource.
+///
+/// The waypoints' sets are gathered again from every namespace's targets, but only when a
+/// change touched targets or waypoint policies (a walk over the targets, no encoding). A
+/// change of where waypoint policies attach redoes every namespace that has targets (their
+/// `policies` lists may change); a change of a policy's rules alone redoes none.
 #[derive(Debug)]
 pub struct Translator {
     opts: Options,
     policies: policy::Memo,
+    waypoint_policies: waypoint_policy::Memo,
+    /// Where waypoint policies attached on the last call.
+    attachments: waypoint_policy::Attachments,
     namespaces: BTreeMap<String, NamespaceOutput>,
     /// What the last call returned.
     resources: Resources,
+    /// The waypoint HttpPolicy resources of the last call.
+    http_policies: ResourceSet,
 }
 
 impl Translator {
@@ -163,8 +198,11 @@ impl Translator {
         Translator {
             opts,
             policies: policy::Memo::default(),
+            waypoint_policies: waypoint_policy::Memo::default(),
+            attachments: waypoint_policy::Attachments::default(),
             namespaces: BTreeMap::new(),
             resources: Resources::default(),
+            http_policies: ResourceSet::new(),
         }
     }
 
@@ -177,17 +215,27 @@ impl Translator {
         let opts = &self.opts;
         let mut out = Translation::default();
         let parsed = policy::parse(index, opts, scope, &mut out, &mut self.policies);
+        let waypoints = waypoint::Waypoints::new(index, opts);
+        let for_waypoints = waypoint_policy::parse(
+            index,
+            opts,
+            scope,
+            &waypoints,
+            &mut out,
+            &mut self.waypoint_policies,
+        );
         let cat = Catalog {
             opts,
             namespaces: index
                 .namespaces()
                 .map(|n| (n.metadata.name.as_str(), n))
                 .collect(),
-            waypoints: waypoint::Waypoints::new(index, opts),
+            waypoints,
             services: service::SelectingServices::new(index, opts),
             bindings: parsed.bindings(&opts.root_namespace),
+            attachments: &for_waypoints.attachments,
         };
-        let redo: BTreeSet<String> = match scope {
+        let mut redo: BTreeSet<String> = match scope {
             // Every namespace with something to translate, and every one that had something.
             Scope::All => index
                 .services()
@@ -197,15 +245,25 @@ impl Translator {
                 .collect(),
             Scope::Namespaces(set) => set.clone(),
         };
+        if for_waypoints.attachments != self.attachments {
+            redo.extend(
+                self.namespaces
+                    .iter()
+                    .filter(|(_, o)| !o.targets.is_empty())
+                    .map(|(ns, _)| ns.clone()),
+            );
+        }
         // Authorizations are few (one per policy) and come whole from `policy::parse`.
-        let mut changed_policies = Vec::new();
-        diff_sets(
+        let changed_policies = diff(
             &self.resources.authorizations,
             &out.resources.authorizations,
-            &mut changed_policies,
-        );
+        )
+        .collect();
         self.resources.authorizations = std::mem::take(&mut out.resources.authorizations);
         let mut changed_addresses = Vec::new();
+        let mut waypoints_touched = diff(&self.http_policies, &for_waypoints.resources)
+            .next()
+            .is_some();
         for ns in redo {
             let new = translate_namespace(index, &cat, &ns);
             let old = self.namespaces.remove(&ns).unwrap_or_default();
@@ -215,7 +273,10 @@ impl Translator {
                 &new.addresses,
                 &mut changed_addresses,
             );
-            if !(new.addresses.is_empty() && new.errors.is_empty() && new.warnings.is_empty()) {
+            waypoints_touched |= old.for_waypoints() || new.for_waypoints();
+            let empty =
+                new.addresses.is_empty() && new.errors.is_empty() && new.warnings.is_empty();
+            if !empty || new.for_waypoints() {
                 self.namespaces.insert(ns, new);
             }
         }
@@ -223,23 +284,49 @@ impl Translator {
             out.errors.extend(o.errors.iter().cloned());
             out.warnings.extend(o.warnings.iter().cloned());
         }
-        out.resources = self.resources.clone();
         out.changed = HashMap::from([
             (proto::ADDRESS_TYPE_URL.to_string(), changed_addresses),
             (proto::AUTHORIZATION_TYPE_URL.to_string(), changed_policies),
         ]);
+        for type_url in WAYPOINT_TYPE_URLS {
+            out.changed.insert(type_url.to_string(), Vec::new());
+        }
+        if waypoints_touched {
+            let next = gather_waypoints(&self.namespaces, &for_waypoints.resources);
+            for type_url in WAYPOINT_TYPE_URLS {
+                let changed =
+                    WaypointResources::changed(&self.resources.waypoints, &next, type_url);
+                out.changed.insert(type_url.to_string(), changed);
+            }
+            self.resources.waypoints = Arc::new(next);
+        }
+        self.attachments = for_waypoints.attachments;
+        self.http_policies = for_waypoints.resources;
+        out.resources = self.resources.clone();
         out
     }
 }
 
-/// Appends to `changed` the names that differ between `old` and `new`.
-fn diff_sets(old: &ResourceSet, new: &ResourceSet, changed: &mut Vec<Arc<str>>) {
-    changed.extend(
-        new.values()
-            .filter(|r| old.get(&*r.name).is_none_or(|o| !o.same_as(r)))
-            .map(|r| r.name.clone()),
-    );
-    changed.extend(old.keys().filter(|n| !new.contains_key(*n)).cloned());
+/// Each waypoint's set: the targets bound to it, and the translated policies they name.
+fn gather_waypoints(
+    namespaces: &BTreeMap<String, NamespaceOutput>,
+    policies: &ResourceSet,
+) -> WaypointResources {
+    let mut out = WaypointResources::default();
+    for (ns, o) in namespaces {
+        for (pod, gateway) in &o.waypoint_pods {
+            out.pods.insert((ns.clone(), pod.clone()), gateway.clone());
+        }
+        for t in &o.targets {
+            let sets = out.by_waypoint.entry(t.waypoint.clone()).or_default();
+            sets.targets
+                .insert(t.resource.name.clone(), t.resource.clone());
+            for p in t.policies.iter().filter_map(|k| policies.get(k.as_str())) {
+                sets.policies.insert(p.name.clone(), p.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Replaces one namespace's resources in `set` (`old` by `new`), appending to `changed` the
@@ -264,6 +351,7 @@ fn patch(set: &mut ResourceSet, old: &[Resource], new: &[Resource], changed: &mu
 fn translate_namespace(index: &Index, cat: &Catalog<'_>, namespace: &str) -> NamespaceOutput {
     let mut out = NamespaceOutput::default();
     let mut warnings = Warnings::default();
+    let mut targets = waypoint_target::Targets::new(cat.attachments);
     let ns = cat.namespaces.get(namespace).copied();
     for svc in index
         .services_in(namespace)
@@ -272,6 +360,9 @@ fn translate_namespace(index: &Index, cat: &Catalog<'_>, namespace: &str) -> Nam
         match service::translate(svc, ns, &cat.waypoints, cat.opts) {
             Ok(t) => {
                 warnings.add(&mut out.warnings, t.warning);
+                if let Some(waypoint) = &t.gateway {
+                    targets.service(svc, &t.service, waypoint);
+                }
                 out.addresses
                     .push(encode::service_resource(t.service, t.aliases));
             }
@@ -281,9 +372,14 @@ fn translate_namespace(index: &Index, cat: &Catalog<'_>, namespace: &str) -> Nam
         }
     }
     for pod in index.pods_in(namespace) {
+        if let Some(gateway) = pod.metadata.labels.get(GATEWAY_NAME_LABEL) {
+            out.waypoint_pods
+                .push((pod.metadata.name.clone(), gateway.clone()));
+        }
         match workload::translate(pod, cat) {
             Ok(Some(t)) => {
                 warnings.add(&mut out.warnings, t.warning);
+                targets.workload(&t.workload, t.gateway.as_ref());
                 out.addresses
                     .push(encode::workload_resource(t.workload, t.aliases));
             }
@@ -293,6 +389,7 @@ fn translate_namespace(index: &Index, cat: &Catalog<'_>, namespace: &str) -> Nam
                 .push((object_key(Kind::Pod, &pod.metadata), e.to_string())),
         }
     }
+    out.targets = targets.finish();
     out
 }
 

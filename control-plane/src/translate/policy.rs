@@ -9,7 +9,8 @@
 //!    (`effective_mtls`).
 //! 2. An AuthorizationPolicy `authz` rejects is an error. One it accepts but that is not for
 //!    ztunnel (`policy: None`) publishes nothing; its warnings (unsupported action, dry-run
-//!    not enabled) are kept, except for `targetRef(s)` policies, which belong to waypoints.
+//!    not enabled) are kept, except for `targetRef(s)` policies, which belong to waypoints:
+//!    `waypoint_policy.rs` reports their errors and warnings (once, not once per proxy).
 //!    Warnings of published policies (L7 parts dropped...) are kept.
 //! 3. A policy whose key is already taken by one synthesized from PeerAuthentication is an
 //!    error: the synthesized one is what ztunnel must see.
@@ -55,7 +56,7 @@ pub struct Parsed {
     peer_authentications: Vec<PeerAuthentication>,
 }
 
-fn key_of(raw: &RawPolicy, kind: Kind) -> ObjectKey {
+pub(super) fn key_of(raw: &RawPolicy, kind: Kind) -> ObjectKey {
     ObjectKey {
         kind,
         namespace: raw.metadata.namespace.clone(),
@@ -64,7 +65,7 @@ fn key_of(raw: &RawPolicy, kind: Kind) -> ObjectKey {
 }
 
 /// Whether the raw object names waypoint targets (its warnings are not ztunnel's business).
-fn has_target_refs(raw: &RawPolicy) -> bool {
+pub(super) fn has_target_refs(raw: &RawPolicy) -> bool {
     let spec = raw.value.get("spec");
     let set = |field: &str| {
         spec.and_then(|s| s.get(field))
@@ -132,6 +133,7 @@ pub fn parse(
         };
         let (t, resource) = match &m.result {
             Ok((t, r)) => (t.clone(), r.clone()),
+            Err(_) if has_target_refs(raw) => continue,
             Err(e) => {
                 out.errors.push((key, e.clone()));
                 continue;

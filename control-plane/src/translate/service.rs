@@ -28,6 +28,7 @@ use super::labels::{SelectorIndex, TRAFFIC_DISTRIBUTION};
 use super::waypoint::{Client, Waypoints};
 use super::{ObjectError, Options, ip_bytes};
 use crate::index::Index;
+use crate::resources::WaypointKey;
 
 const EXTERNAL_NAME: &str = "ExternalName";
 const PREFER_CLOSE: &str = "preferclose";
@@ -47,6 +48,8 @@ pub fn published(svc: &Service) -> bool {
 pub struct Translated {
     pub service: PbService,
     pub aliases: Vec<String>,
+    /// The waypoint Gateway it is bound to (its `waypoint` is that Gateway's address).
+    pub gateway: Option<WaypointKey>,
     pub warning: Option<(ObjectKey, String)>,
 }
 
@@ -119,6 +122,7 @@ pub fn translate(
     Ok(Translated {
         service,
         aliases,
+        gateway: wp.gateway,
         warning: wp.warning,
     })
 }

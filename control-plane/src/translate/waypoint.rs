@@ -28,6 +28,7 @@ use super::labels::{
     USE_WAYPOINT, USE_WAYPOINT_NAMESPACE, USE_WAYPOINT_NONE, WAYPOINT_FOR, is_waypoint_itself,
 };
 use crate::index::Index;
+use crate::resources::WaypointKey;
 
 pub const WAYPOINT_CLASS: &str = "istio-waypoint";
 pub const HBONE_MTLS_PORT: u32 = 15008;
@@ -59,6 +60,8 @@ impl Client {
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
     pub address: Option<GatewayAddress>,
+    /// The waypoint Gateway itself, when there is one (whose targets the object joins).
+    pub gateway: Option<WaypointKey>,
     /// A binding that could not be honoured, on the object that carries it.
     pub warning: Option<(ObjectKey, String)>,
 }
@@ -135,8 +138,8 @@ impl<'a> Waypoints<'a> {
             Binding::Named { namespace, name } => (namespace, name),
         };
         let warn = |on: ObjectKey, message: String| Outcome {
-            address: None,
             warning: Some((on, message)),
+            ..Outcome::default()
         };
         let gw = match self.gateways.get(&(gw_ns, gw_name)) {
             None => {
@@ -177,8 +180,19 @@ impl<'a> Waypoints<'a> {
         }
         Outcome {
             address: Some(self.address(gw)),
+            gateway: Some(WaypointKey {
+                namespace: gw_ns.to_string(),
+                name: gw_name.to_string(),
+            }),
             warning: None,
         }
+    }
+
+    /// Whether `namespace/name` is a Gateway of the waypoint class.
+    pub fn is_waypoint(&self, namespace: &str, name: &str) -> bool {
+        self.gateways
+            .get(&(namespace, name))
+            .is_some_and(|gw| gw.spec.gateway_class_name == WAYPOINT_CLASS)
     }
 
     /// Rule 5.

@@ -25,14 +25,17 @@ use proto::workload::{NetworkMode, TunnelProtocol, Workload, WorkloadStatus, Wor
 use super::labels::{self, POD_TEMPLATE_HASH};
 use super::waypoint::Client;
 use super::{Catalog, ObjectError, ip_bytes};
+use crate::resources::WaypointKey;
 
-const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+pub(super) const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
 /// A translated pod and the aliases it is published under.
 #[derive(Debug)]
 pub struct Translated {
     pub workload: Workload,
     pub aliases: Vec<String>,
+    /// The waypoint Gateway it is bound to itself (its `waypoint` is that Gateway's address).
+    pub gateway: Option<WaypointKey>,
     pub warning: Option<(ObjectKey, String)>,
 }
 
@@ -111,6 +114,7 @@ pub fn translate(pod: &Pod, cat: &Catalog<'_>) -> Result<Option<Translated>, Obj
     Ok(Some(Translated {
         workload,
         aliases,
+        gateway: waypoint.gateway,
         warning: waypoint.warning,
     }))
 }

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::session::Session;
+use crate::auth::Caller;
 
 /// One connected client.
 #[derive(Debug)]
@@ -56,16 +57,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Clients {
-    pub fn add(&self, peer: String, account: String, node: Option<String>) -> Arc<ClientInfo> {
+    /// Registers a client authenticated as `caller`.
+    pub fn add(&self, peer: String, caller: &Caller) -> Arc<ClientInfo> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let info = Arc::new(ClientInfo {
             id,
             peer,
-            account,
-            node,
+            account: caller.account(),
+            node: caller.node.clone(),
             connected_at: SystemTime::now(),
             node_id: Mutex::new(String::new()),
-            session: Arc::new(Mutex::new(Session::new())),
+            session: Arc::new(Mutex::new(Session::for_caller(caller.clone()))),
             pushes: AtomicU64::new(0),
             nacks: AtomicU64::new(0),
             last_nack: Mutex::new(None),

@@ -65,9 +65,7 @@ impl AdsService {
                 return e.status().into_http();
             }
         };
-        let client = self
-            .clients
-            .add(peer.to_string(), caller.account(), caller.node.clone());
+        let client = self.clients.add(peer.to_string(), &caller);
         let requests = Streaming::new_request(
             ProstCodec::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default().decoder(),
             body,

@@ -15,13 +15,19 @@
 //! 5. Named (non-wildcard) subscriptions match a resource's name or any of its aliases.
 //! 6. When a snapshot carries the names changed since the version a type was last brought up
 //!    to date with, only those names are compared; otherwise every resource is.
+//! 7. The waypoint's types (Target, HttpPolicy) are the set of the client's own waypoint,
+//!    which its authenticated identity names (`WaypointResources::waypoint_of`, asked again at
+//!    every snapshot: the waypoint's pod or Gateway may appear later); a client that is no
+//!    waypoint gets an empty set. When the answer changes, the whole set is compared (rule 6's
+//!    names are about sets, not about which set a client sees).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use proto::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource};
 
-use crate::resources::ResourceSet;
+use crate::auth::Caller;
+use crate::resources::{ResourceSet, WAYPOINT_TYPE_URLS, WaypointKey};
 use crate::snapshot::Snapshot;
 
 /// What the client acknowledged or refused, for logs and metrics.
@@ -47,6 +53,8 @@ struct TypeState {
     held: HashMap<Arc<str>, Arc<str>>,
     /// The snapshot version this type was last brought up to date with.
     synced: u64,
+    /// The waypoint whose set this type was last brought up to date with (rule 7).
+    waypoint: Option<WaypointKey>,
 }
 
 impl TypeState {
@@ -62,6 +70,8 @@ impl TypeState {
 pub struct Session {
     types: HashMap<String, TypeState>,
     nonce: u64,
+    /// Who the client authenticated as (rule 7); `None`: no waypoint.
+    caller: Option<Caller>,
 }
 
 /// What one request led to.
@@ -74,13 +84,33 @@ pub struct Outcome {
 /// Why a request cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    #[error("type {0:?} is not served here (meshd serves {ADDRESS} and {AUTHORIZATION})", ADDRESS = proto::ADDRESS_TYPE_URL, AUTHORIZATION = proto::AUTHORIZATION_TYPE_URL)]
+    #[error("type {0:?} is not served here (meshd serves {ADDRESS}, {AUTHORIZATION}, {TARGET} and {POLICY})", ADDRESS = proto::ADDRESS_TYPE_URL, AUTHORIZATION = proto::AUTHORIZATION_TYPE_URL, TARGET = proto::WAYPOINT_TARGET_TYPE_URL, POLICY = proto::WAYPOINT_POLICY_TYPE_URL)]
     UnknownType(String),
 }
 
 impl Session {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A session for a client authenticated as `caller`.
+    pub fn for_caller(caller: Caller) -> Self {
+        Session {
+            caller: Some(caller),
+            ..Self::default()
+        }
+    }
+
+    /// Rule 7: the waypoint whose set of `type_url` this client sees in `snapshot`.
+    fn waypoint(&self, type_url: &str, snapshot: &Snapshot) -> Option<WaypointKey> {
+        let caller = self.caller.as_ref()?;
+        WAYPOINT_TYPE_URLS.contains(&type_url).then(|| {
+            snapshot.resources.waypoints.waypoint_of(
+                &caller.namespace,
+                &caller.service_account,
+                caller.pod.as_deref(),
+            )
+        })
     }
 
     /// The types this client has opened.
@@ -112,9 +142,10 @@ impl Session {
     ) -> Result<Outcome, RequestError> {
         let system_version = snapshot.version.to_string();
         let system_version = system_version.as_str();
+        let waypoint = self.waypoint(&req.type_url, snapshot);
         let set = snapshot
             .resources
-            .by_type(&req.type_url)
+            .served(&req.type_url, waypoint.as_ref())
             .ok_or_else(|| RequestError::UnknownType(req.type_url.clone()))?;
         let mut outcome = Outcome::default();
         if !req.response_nonce.is_empty() {
@@ -168,6 +199,7 @@ impl Session {
             &mut self.nonce,
         );
         state.synced = snapshot.version;
+        state.waypoint = waypoint;
         outcome.response = match response {
             Some(r) => Some(r),
             // Rule 2: an opening request is always answered.
@@ -184,17 +216,19 @@ impl Session {
         let mut types: Vec<String> = self.types.keys().cloned().collect();
         types.sort();
         for type_url in types {
+            let waypoint = self.waypoint(&type_url, snapshot);
             let (Some(set), Some(state)) = (
-                snapshot.resources.by_type(&type_url),
+                snapshot.resources.served(&type_url, waypoint.as_ref()),
                 self.types.get_mut(&type_url),
             ) else {
                 continue;
             };
-            // Rule 6: only the names that changed, when the delta starts where we are.
+            // Rule 6: only the names that changed, when the delta starts where we are (and,
+            // rule 7, the client still sees the same waypoint's set).
             let only = snapshot
                 .delta
                 .as_ref()
-                .filter(|d| d.from == state.synced)
+                .filter(|d| d.from == state.synced && state.waypoint == waypoint)
                 .map(|d| d.names.get(&type_url).map(Vec::as_slice).unwrap_or(&[]));
             if let Some(r) = diff(
                 &type_url,
@@ -207,6 +241,7 @@ impl Session {
                 out.push(r);
             }
             state.synced = snapshot.version;
+            state.waypoint = waypoint;
         }
         out
     }

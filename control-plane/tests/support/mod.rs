@@ -191,6 +191,17 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
         .unwrap_or(out)
 }
 
+/// Runs `client` on its own task and waits (10 s at most) until it holds a first config.
+pub async fn run_synced(client: xds_client::Client) -> tokio::task::JoinHandle<()> {
+    let mut synced = client.synced();
+    let task = tokio::spawn(client.run());
+    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| *s))
+        .await
+        .expect("synced in time")
+        .expect("client alive");
+    task
+}
+
 /// Polls `f` until it is true or `timeout` passes.
 pub async fn eventually(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;

@@ -15,7 +15,10 @@ fn sorted(mut v: Vec<(ObjectKey, String)>) -> Vec<(ObjectKey, String)> {
 fn assert_same(step: &str, incremental: &Translation, index: &Index, prev: &mut Resources) {
     let full = translate(index, &Options::default());
     let walked = crate::snapshot::Delta::between(0, prev, &full.resources);
-    for type_url in [proto::ADDRESS_TYPE_URL, proto::AUTHORIZATION_TYPE_URL] {
+    let types = [proto::ADDRESS_TYPE_URL, proto::AUTHORIZATION_TYPE_URL]
+        .into_iter()
+        .chain(crate::resources::WAYPOINT_TYPE_URLS);
+    for type_url in types {
         let names = |m: &std::collections::HashMap<String, Vec<std::sync::Arc<str>>>| {
             let mut v: Vec<String> = m
                 .get(type_url)
@@ -132,4 +135,118 @@ fn namespace_scoped_changes_match_a_full_translation() {
     );
     let unchanged = t.translate(&idx, &Scope::All);
     assert!(unchanged.unchanged(), "{:?}", unchanged.changed);
+}
+
+/// A step: what it is, objects applied (Ok) or deleted (Err), the namespaces to redo.
+type Step = (&'static str, Vec<Result<Object, ObjectKey>>, Scope);
+
+/// A DENY policy with `targetRefs: [refs]` and one operation.
+fn target_policy(ns: &str, name: &str, refs: &str, operation: &str) -> Object {
+    authz_policy(&format!(
+        "metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  targetRefs: [{refs}]\n  action: DENY\n  rules: [{{to: [{{operation: {operation}}}]}}]\n"
+    ))
+}
+
+/// Waypoint targets and policies, including a waypoint in another namespace than its
+/// services, whose policies change where the services are not.
+#[test]
+fn waypoint_changes_match_a_full_translation() {
+    let bound = |ns: &str, name: &str, vip: &str| {
+        let mut s = service(ns, name, vip, &[("app", name)]);
+        s.metadata.labels = labels(&[
+            ("istio.io/use-waypoint", "wp"),
+            ("istio.io/use-waypoint-namespace", "infra"),
+        ]);
+        Object::Service(s)
+    };
+    let gw_ref = "{kind: Gateway, group: gateway.networking.k8s.io, name: wp}";
+    let web_ref = "{kind: Service, name: web}";
+    let mut idx = index([
+        gateway("infra", "wp", Some("all")),
+        bound("a", "web", "10.96.0.1"),
+        bound("b", "api", "10.96.1.1"),
+        Object::Pod(pod("a", "web-0", "10.0.0.1", &[("app", "web")])),
+        Object::Pod(pod("b", "api-0", "10.0.1.1", &[("app", "api")])),
+        target_policy("a", "web-deny", web_ref, "{methods: [DELETE]}"),
+    ]);
+    let mut t = Translator::new(Options::default());
+    let mut prev = Resources::default();
+    assert_same("initial", &t.translate(&idx, &Scope::All), &idx, &mut prev);
+    let only = |ns: &[&str]| Scope::Namespaces(ns.iter().map(|n| n.to_string()).collect());
+    let gone = |kind, ns, name| Err(key(kind, ns, name));
+    let steps: Vec<Step> = vec![
+        (
+            "a policy's rules change: the policy, no target",
+            vec![Ok(target_policy(
+                "a",
+                "web-deny",
+                web_ref,
+                "{methods: [PUT]}",
+            ))],
+            only(&["a"]),
+        ),
+        (
+            "a policy on the waypoint appears in infra: a's and b's targets list it",
+            vec![Ok(target_policy(
+                "infra",
+                "all-deny",
+                gw_ref,
+                "{methods: [PATCH]}",
+            ))],
+            only(&["infra"]),
+        ),
+        (
+            "it breaks: not sent, still listed",
+            vec![Ok(target_policy(
+                "infra",
+                "all-deny",
+                gw_ref,
+                "{ports: ['99999']}",
+            ))],
+            only(&["infra"]),
+        ),
+        (
+            "an endpoint moves",
+            vec![Ok(Object::Pod(pod(
+                "b",
+                "api-0",
+                "10.0.1.9",
+                &[("app", "api")],
+            )))],
+            only(&["b"]),
+        ),
+        (
+            "a service leaves the waypoint",
+            vec![Ok(Object::Service(service(
+                "b",
+                "api",
+                "10.96.1.1",
+                &[("app", "api")],
+            )))],
+            only(&["b"]),
+        ),
+        (
+            "the policies go",
+            vec![
+                gone(Kind::AuthorizationPolicy, "infra", "all-deny"),
+                gone(Kind::AuthorizationPolicy, "a", "web-deny"),
+            ],
+            only(&["a", "infra"]),
+        ),
+        (
+            "the waypoint goes (a Gateway change redoes everything)",
+            vec![gone(Kind::Gateway, "infra", "wp")],
+            Scope::All,
+        ),
+    ];
+    for (step, edits, scope) in steps {
+        for edit in edits {
+            match edit {
+                Ok(object) => idx.apply(object),
+                Err(key) => idx.delete(&key),
+            };
+        }
+        assert_same(step, &t.translate(&idx, &scope), &idx, &mut prev);
+    }
+    assert!(prev.waypoints.by_waypoint.is_empty());
 }

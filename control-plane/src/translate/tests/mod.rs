@@ -5,6 +5,7 @@
 mod incremental;
 mod policies;
 mod services;
+mod waypoint_config;
 mod waypoints;
 mod workloads;
 
@@ -156,6 +157,28 @@ fn svc(t: &Translation, ns: &str, name: &str) -> Option<PbService> {
 fn authorization(t: &Translation, key: &str) -> Option<Authorization> {
     let r = t.resources.authorizations.get(key)?;
     Some(Authorization::decode(r.body.value.as_slice()).expect("decodes"))
+}
+
+/// Waypoint `ns/name`'s resources of `type_url`, decoded, by name.
+fn waypoint_set<M: Message + Default>(
+    t: &Translation,
+    ns: &str,
+    name: &str,
+    type_url: &str,
+) -> BTreeMap<String, M> {
+    let key = crate::resources::WaypointKey {
+        namespace: ns.into(),
+        name: name.into(),
+    };
+    t.resources
+        .served(type_url, Some(&key))
+        .expect("a served type")
+        .values()
+        .map(|r| {
+            let m = M::decode(r.body.value.as_slice()).expect("decodes");
+            (r.name.to_string(), m)
+        })
+        .collect()
 }
 
 fn key(kind: Kind, ns: &str, name: &str) -> ObjectKey {

@@ -121,7 +121,13 @@ fn policy_errors_and_warnings() {
     let errors: Vec<&str> = t.errors.iter().map(|(k, _)| k.name.as_str()).collect();
     assert_eq!(errors, ["bad-port", "istio_converted_static_strict"]);
     let warned: Vec<&str> = t.warnings.iter().map(|(k, _)| k.name.as_str()).collect();
-    assert_eq!(warned, ["custom", "dry", "l7"], "{:?}", t.warnings);
+    // for-waypoint's come from the waypoint translation: no waypoint `wp`, a DENY without rules.
+    assert_eq!(
+        warned,
+        ["custom", "dry", "l7", "for-waypoint", "for-waypoint"],
+        "{:?}",
+        t.warnings
+    );
     // The L7-only ALLOW rule is dropped: the policy is published with no rules.
     assert!(authorization(&t, "a/l7").expect("l7").rules.is_empty());
 }

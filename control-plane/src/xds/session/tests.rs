@@ -217,3 +217,129 @@ fn a_delta_from_where_the_client_is_limits_the_comparison() {
     });
     assert!(s.on_snapshot(&v4).is_empty());
 }
+
+mod waypoints {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::auth::Caller;
+    use crate::resources::{ResourceSet, WaypointKey, WaypointResources, WaypointSets};
+
+    const TARGETS: &str = proto::WAYPOINT_TARGET_TYPE_URL;
+
+    fn target(name: &str) -> Resource {
+        let t = proto::waypoint::Target {
+            name: name.into(),
+            namespace: "shop".into(),
+            ..Default::default()
+        };
+        Resource::new(format!("shop/{name}"), vec![], &t)
+    }
+
+    fn key(name: &str) -> WaypointKey {
+        WaypointKey {
+            namespace: "shop".into(),
+            name: name.into(),
+        }
+    }
+
+    /// Waypoints `wp` (targets a, b) and `gw` (target c); pod `gw-0` labelled for `gw`
+    /// when `labelled`.
+    fn snapshot(version: u64, labelled: bool) -> Snapshot {
+        let set = |rs: &[Resource]| -> ResourceSet {
+            rs.iter().map(|r| (r.name.clone(), r.clone())).collect()
+        };
+        let sets = |rs: &[Resource]| WaypointSets {
+            targets: set(rs),
+            policies: ResourceSet::new(),
+        };
+        let mut pods = BTreeMap::new();
+        if labelled {
+            pods.insert(("shop".to_string(), "gw-0".to_string()), "gw".to_string());
+        }
+        let waypoints = WaypointResources {
+            by_waypoint: BTreeMap::from([
+                (key("wp"), sets(&[target("a"), target("b")])),
+                (key("gw"), sets(&[target("c")])),
+            ]),
+            pods,
+        };
+        Snapshot {
+            version,
+            resources: Resources {
+                waypoints: Arc::new(waypoints),
+                ..Resources::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn caller(ns: &str, sa: &str, pod: Option<&str>) -> Caller {
+        Caller {
+            namespace: ns.into(),
+            service_account: sa.into(),
+            pod: pod.map(str::to_string),
+            node: None,
+        }
+    }
+
+    fn open_targets() -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: TARGETS.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_client_gets_its_own_waypoints_set() {
+        let cases: [(&str, Caller, &[&str]); 6] = [
+            (
+                "by service account",
+                caller("shop", "wp", None),
+                &["shop/a", "shop/b"],
+            ),
+            (
+                "by the pod's gateway-name label",
+                caller("shop", "default", Some("gw-0")),
+                &["shop/c"],
+            ),
+            (
+                "a pod without the label: the service account",
+                caller("shop", "wp", Some("wp-0")),
+                &["shop/a", "shop/b"],
+            ),
+            ("another namespace", caller("other", "wp", None), &[]),
+            ("no waypoint", caller("shop", "web", None), &[]),
+            ("ztunnel", caller("istio-system", "ztunnel", None), &[]),
+        ];
+        for (what, c, want) in cases {
+            let mut s = Session::for_caller(c);
+            let r = s
+                .on_request(open_targets(), &snapshot(1, true))
+                .unwrap()
+                .response
+                .expect("an opening is answered");
+            assert_eq!(names(&r), want, "{what}");
+        }
+        // No identity at all (tests, or a future anonymous client): nothing, not an error.
+        let mut s = Session::new();
+        let r = s.on_request(open_targets(), &snapshot(1, true)).unwrap();
+        assert!(r.response.unwrap().resources.is_empty());
+    }
+
+    #[test]
+    fn a_client_whose_waypoint_changes_gets_the_whole_new_set() {
+        let mut s = Session::for_caller(caller("shop", "wp", Some("gw-0")));
+        let v1 = snapshot(1, false);
+        let r = s.on_request(open_targets(), &v1).unwrap().response.unwrap();
+        assert_eq!(names(&r), ["shop/a", "shop/b"]);
+        // The pod's label appears; the delta names nothing (no set changed), yet the client
+        // now sees gw's set.
+        let mut v2 = snapshot(2, true);
+        v2.delta = Some(Delta::between(1, &v1.resources, &v2.resources));
+        let pushes = s.on_snapshot(&v2);
+        assert_eq!(names(&pushes[0]), ["shop/c"]);
+        assert_eq!(pushes[0].removed_resources, ["shop/a", "shop/b"]);
+    }
+}
