@@ -6,11 +6,13 @@
 //! - [`targets`]: what it serves and how a CONNECT's authority resolves (pure);
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
 //! - [`proxy`]: the HBONE server and upstream streams;
-//! - [`request`]: one HTTP request: policy, then forward.
+//! - [`request`]: one HTTP request: policy, then forward;
+//! - [`health`]: readiness on 15021.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod detect;
+pub mod health;
 pub mod proxy;
 pub mod request;
 pub mod targets;

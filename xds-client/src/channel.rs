@@ -217,3 +217,19 @@ impl tower_service::Service<Uri> for TlsConnect {
         })
     }
 }
+
+/// TLS for a control-plane endpoint: the server must chain to `roots`; no client certificate
+/// (the bearer token authenticates the caller).
+pub fn tls_with_roots(
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r)?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(hbone::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(tls))
+}

@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod ca_client;
 pub mod config;
 pub mod drain;
 pub mod http;

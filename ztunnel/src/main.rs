@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hbone::{CertManager, FileCa, LocalCa, SpiffeId, TrustRoots};
 use tracing_subscriber::EnvFilter;
+use xds_client::ca::RemoteCa;
 use xds_client::{GrpcTarget, Token};
 use ztunnel::admin::{Admin, LogControl};
-use ztunnel::ca_client::RemoteCa;
 use ztunnel::config::{ProxyMode, RunArgs, WorkloadInfo};
 use ztunnel::metrics::Metrics;
 use ztunnel::proxy::{self, Ports, ProxyContext};
@@ -337,16 +337,8 @@ fn grpc_target(
 ) -> anyhow::Result<GrpcTarget> {
     let roots = hbone::load_roots(root_file)
         .with_context(|| format!("{root_env} {}", root_file.display()))?;
-    let mut store = rustls::RootCertStore::empty();
-    for r in roots {
-        store
-            .add(r)
-            .with_context(|| format!("{root_env} {}: unusable root", root_file.display()))?;
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(hbone::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(store)
-        .with_no_client_auth();
+    let tls = xds_client::tls_with_roots(roots)
+        .with_context(|| format!("{root_env} {}: unusable root", root_file.display()))?;
     let cluster_id =
         std::env::var("ISTIO_META_CLUSTER_ID").unwrap_or_else(|_| args.cluster_id.clone());
     let mut headers = vec![("clusterid".to_string(), cluster_id)];
@@ -357,7 +349,7 @@ fn grpc_target(
     );
     Ok(GrpcTarget {
         address: address.to_string(),
-        tls: Arc::new(tls),
+        tls,
         server_name,
         token: Some(Token::from_env_value(&args.auth_token)),
         headers,

@@ -5,17 +5,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::GrpcTarget;
 use hbone::{CertificateSource, IssueError, SpiffeId, WorkloadCertificate};
 use proto::citadel::IstioCertificateRequest;
 use proto::citadel::istio_certificate_service_client::IstioCertificateServiceClient;
-use xds_client::GrpcTarget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteCaError {
     #[error("creating the CSR")]
     Csr(#[source] hbone::CsrError),
     #[error(transparent)]
-    Channel(#[from] xds_client::ChannelError),
+    Channel(#[from] crate::ChannelError),
     #[error("CA refused: {0}")]
     Refused(tonic::Status),
     #[error("CA response: {0}")]
@@ -48,7 +48,7 @@ impl RemoteCa {
             validity_duration: self.lifetime.as_secs() as i64,
             metadata,
         })?;
-        let channel = xds_client::connect(&self.target).await?;
+        let channel = crate::connect(&self.target).await?;
         let response = IstioCertificateServiceClient::new(channel)
             .create_certificate(request)
             .await

@@ -1,0 +1,235 @@
+//! `waypoint`: the L7 proxy for the services and workloads bound to one waypoint Gateway.
+//! Configured by meshd (or istiod-compatible settings): its certificate from the CA, what it
+//! serves over delta ADS (`mesh.waypoint.v1`), with the environment names Istio's proxies use.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use hbone::{CertManager, H2Settings, SpiffeId, TrustRoots};
+use proto::waypoint::{HttpPolicy, Target};
+use tracing_subscriber::EnvFilter;
+use waypoint::Waypoint;
+use waypoint::config::Store;
+use xds_client::ca::RemoteCa;
+use xds_client::{Changes, Client, GrpcTarget, Rejection, Token};
+
+#[derive(Parser, Debug)]
+#[command(name = "waypoint", version, about = "The mesh's L7 proxy (a waypoint)")]
+struct Args {
+    /// The control plane (`https://host:port`): xDS, and the CA unless `CA_ADDRESS` is set.
+    #[arg(long, env = "XDS_ADDRESS")]
+    xds_address: String,
+
+    /// Trust roots for the control plane's certificate; also the mesh roots peers chain to.
+    #[arg(
+        long,
+        env = "XDS_ROOT_CA",
+        default_value = "./var/run/secrets/istio/root-cert.pem"
+    )]
+    xds_root_ca: std::path::PathBuf,
+
+    /// Name the control plane's certificate must carry, instead of the address's host.
+    #[arg(long, env = "ALT_XDS_HOSTNAME")]
+    alt_xds_hostname: Option<String>,
+
+    /// Certificate service (`https://host:port`); default: the xDS address.
+    #[arg(long, env = "CA_ADDRESS", default_value = "")]
+    ca_address: String,
+
+    /// Bearer token for xDS and the CA: a file path, or the token itself.
+    #[arg(
+        long,
+        env = "AUTH_TOKEN",
+        default_value = "./var/run/secrets/tokens/istio-token"
+    )]
+    auth_token: String,
+
+    #[arg(long, env = "CLUSTER_ID", default_value = "Kubernetes")]
+    cluster_id: String,
+
+    #[arg(long, env = "POD_NAME")]
+    pod_name: String,
+
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: String,
+
+    /// The waypoint's service account (istiod names it after the Gateway).
+    #[arg(long, env = "SERVICE_ACCOUNT")]
+    service_account: String,
+
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+
+    #[arg(long, env = "INSTANCE_IP", default_value = "0.0.0.0")]
+    instance_ip: std::net::IpAddr,
+
+    /// Where HBONE is served.
+    #[arg(long, default_value_t = hbone::HBONE_PORT)]
+    hbone_port: u16,
+
+    /// Readiness (`/healthz/ready`), as Istio's proxies serve it.
+    #[arg(long, default_value_t = 15021)]
+    readiness_port: u16,
+
+    /// Certificate lifetime asked for; renewed at half of it.
+    #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
+    secret_ttl: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = n.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("bad duration {s:?} (use ms, s, m or h)")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+fn target(args: &Args, address: &str) -> anyhow::Result<GrpcTarget> {
+    let roots = hbone::load_roots(&args.xds_root_ca)
+        .with_context(|| format!("XDS_ROOT_CA {}", args.xds_root_ca.display()))?;
+    let tls = xds_client::tls_with_roots(roots)
+        .with_context(|| format!("XDS_ROOT_CA {}: unusable root", args.xds_root_ca.display()))?;
+    Ok(GrpcTarget {
+        address: address.to_string(),
+        tls,
+        server_name: args.alt_xds_hostname.clone(),
+        token: Some(Token::from_env_value(&args.auth_token)),
+        headers: vec![("clusterid".into(), args.cluster_id.clone())],
+        mark: None,
+    })
+}
+
+/// Envoy's node id for a router (istiod's name for gateways and waypoints).
+fn node(args: &Args) -> proto::core::Node {
+    proto::core::Node {
+        id: format!(
+            "router~{}~{}.{}~{}.svc.cluster.local",
+            args.instance_ip, args.pod_name, args.pod_namespace, args.pod_namespace
+        ),
+        ..Default::default()
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let identity = SpiffeId::new(
+        &args.trust_domain,
+        &args.pod_namespace,
+        &args.service_account,
+    )
+    .context("the waypoint's identity (TRUST_DOMAIN, POD_NAMESPACE, SERVICE_ACCOUNT)")?;
+    let ca_address = if args.ca_address.is_empty() {
+        args.xds_address.clone()
+    } else {
+        args.ca_address.clone()
+    };
+    let roots = TrustRoots::new(&hbone::load_roots(&args.xds_root_ca)?)?;
+    let certs = CertManager::new(Arc::new(RemoteCa {
+        target: target(&args, &ca_address)?,
+        lifetime: args.secret_ttl,
+        impersonate: false,
+    }));
+    let cert = certs
+        .fetch(&identity)
+        .await
+        .with_context(|| format!("a certificate for {identity}"))?;
+    tracing::info!(%identity, "certificate issued");
+
+    let waypoint = Waypoint::new(cert, roots, H2Settings::default());
+    let store = Arc::new(Mutex::new(Store::default()));
+    let (store_t, wp_t) = (store.clone(), waypoint.clone());
+    let targets = move |c: Changes<Target>| {
+        apply(&store_t, &wp_t, |s| {
+            c.removed.iter().for_each(|n| s.remove_target(n));
+            c.upserts
+                .iter()
+                .filter_map(|(n, t)| s.apply_target(n, t).err().map(|e| (n.clone(), e)))
+                .collect()
+        })
+    };
+    let (store_p, wp_p) = (store, waypoint.clone());
+    let policies = move |c: Changes<HttpPolicy>| {
+        apply(&store_p, &wp_p, |s| {
+            c.removed.iter().for_each(|n| s.remove_policy(n));
+            c.upserts
+                .iter()
+                .filter_map(|(n, p)| s.apply_policy(n, p).err().map(|e| (n.clone(), e)))
+                .collect()
+        })
+    };
+    let client = Client::builder(target(&args, &args.xds_address)?, node(&args))
+        .watch::<Target, _>(targets)
+        .watch::<HttpPolicy, _>(policies)
+        .build();
+    let mut synced = client.synced();
+    tokio::spawn(client.run());
+    let hbone = tokio::net::TcpListener::bind(SocketAddr::new(args.instance_ip, args.hbone_port))
+        .await
+        .with_context(|| format!("binding HBONE on port {}", args.hbone_port))?;
+    let ready = tokio::net::TcpListener::bind(SocketAddr::new(
+        std::net::Ipv4Addr::UNSPECIFIED.into(),
+        args.readiness_port,
+    ))
+    .await
+    .with_context(|| format!("binding readiness on port {}", args.readiness_port))?;
+    tracing::info!(address = %args.xds_address, "waiting for config from the control plane");
+    synced
+        .wait_for(|s| *s)
+        .await
+        .context("xDS client stopped")?;
+    tracing::info!(
+        targets = waypoint.targets().iter().count(),
+        port = args.hbone_port,
+        "config received; serving HBONE"
+    );
+    tokio::spawn(waypoint::health::serve(ready));
+    tokio::select! {
+        r = waypoint.serve(hbone) => r.context("HBONE server"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Applies a push to the store and publishes the new snapshot; rejected resources NACK.
+fn apply(
+    store: &Mutex<Store>,
+    waypoint: &Waypoint,
+    f: impl FnOnce(&mut Store) -> Vec<(String, waypoint::config::ConfigError)>,
+) -> Vec<Rejection> {
+    let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
+    let rejected = f(&mut s);
+    waypoint.set_targets(s.snapshot());
+    rejected
+        .into_iter()
+        .map(|(name, e)| {
+            tracing::warn!(%name, error = %e, "resource rejected; the last good version stays");
+            Rejection {
+                name,
+                reason: e.to_string(),
+            }
+        })
+        .collect()
+}
