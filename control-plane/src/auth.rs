@@ -195,6 +195,11 @@ impl LocalTokens {
         self.mint(namespace, service_account, None, Some(node))
     }
 
+    /// A token for a service account, bound to no pod or node (`kubectl create token`).
+    pub fn mint_account(&self, namespace: &str, service_account: &str) -> String {
+        self.mint(namespace, service_account, None, None)
+    }
+
     /// A token for one pod's own service account.
     pub fn mint_pod(&self, namespace: &str, service_account: &str, pod: &str) -> String {
         self.mint(namespace, service_account, Some(pod), None)

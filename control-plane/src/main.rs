@@ -37,6 +37,12 @@ struct Cli {
     #[arg(long)]
     token_key: Option<PathBuf>,
 
+    /// Print a token for `<namespace>/<service account>[/<pod>]`, signed with the token key,
+    /// and exit (as `kubectl create token` does for a cluster): for a local waypoint or a
+    /// workload joining this meshd.
+    #[arg(long, value_name = "NS/SA[/POD]")]
+    print_token: Option<String>,
+
     /// Write `root-cert.pem` and a `token-<node>` per node here, so local ztunnels can join.
     #[arg(long)]
     local_secrets: Option<PathBuf>,
@@ -119,6 +125,28 @@ fn main() -> anyhow::Result<()> {
             .map(|p| p.join("token-key"))
             .unwrap_or_else(|| PathBuf::from("token-key"))
     });
+    if let Some(who) = &cli.print_token {
+        let parts: Vec<&str> = who.split('/').collect();
+        let (ns, sa, pod) = match parts.as_slice() {
+            [ns, sa] => (*ns, *sa, None),
+            [ns, sa, pod] => (*ns, *sa, Some(*pod)),
+            _ => anyhow::bail!(
+                "--print-token takes <namespace>/<service account>[/<pod>], not {who:?}"
+            ),
+        };
+        anyhow::ensure!(
+            !ns.is_empty() && !sa.is_empty(),
+            "--print-token: empty namespace or service account in {who:?}"
+        );
+        let tokens = control_plane::auth::LocalTokens::load_or_create(&token_key)
+            .with_context(|| format!("token key {}", token_key.display()))?;
+        let token = match pod {
+            Some(pod) => tokens.mint_pod(ns, sa, pod),
+            None => tokens.mint_account(ns, sa),
+        };
+        println!("{token}");
+        return Ok(());
+    }
     let config = Config {
         manifests: cli.manifests,
         cacerts: cli.cacerts,

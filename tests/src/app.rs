@@ -209,10 +209,76 @@ pub async fn many(connect: SocketAddr, count: usize, hold: Duration) -> anyhow::
 }
 
 /// A plain HTTP/1.1 request; prints the status code, then the body.
-pub async fn http(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<()> {
+/// A small HTTP/1.1 server: each request (head, then `Content-Length` bytes of body) gets
+/// 200 and `<METHOD> <path> from <peer IP>`; connections are kept alive.
+pub async fn http_serve(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await.context("bind")?;
+    println!("listening {listen}");
+    loop {
+        let (mut s, peer) = listener.accept().await?;
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                let Some(end) = read_head(&mut s, &mut buf).await else {
+                    return;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or("?"), words.next().unwrap_or("?"));
+                let length: usize = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse().ok())
+                    .unwrap_or(0);
+                buf.drain(..end + 4);
+                while buf.len() < length {
+                    let mut chunk = [0u8; 4096];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.drain(..length);
+                let body = format!("{method} {path} from {}", peer.ip());
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if s.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Reads until `buf` holds a request head; the index of its `\r\n\r\n`, or `None` at EOF.
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i);
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    user_agent: &str,
+) -> anyhow::Result<()> {
     let mut s = TcpStream::connect(addr).await.context("connect")?;
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await?;
     let mut resp = Vec::new();

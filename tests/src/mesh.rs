@@ -22,6 +22,7 @@ pub struct Binaries {
     pub meshd: PathBuf,
     pub node_agent: PathBuf,
     pub meshctl: PathBuf,
+    pub waypoint: PathBuf,
     pub meshapp: PathBuf,
 }
 
@@ -52,6 +53,12 @@ const NODE_AGENT: Built = Built {
     sources: &["node-agent", "capture", "zds", "kube-source", "proto"],
 };
 
+const WAYPOINT: Built = Built {
+    bin: "waypoint",
+    package: "waypoint",
+    sources: &["waypoint", "xds-client", "hbone", "authz", "proto"],
+};
+
 const MESHCTL: Built = Built {
     bin: "meshctl",
     package: "meshctl",
@@ -75,6 +82,7 @@ impl Binaries {
             meshd: meshapp.with_file_name("meshd"),
             node_agent: meshapp.with_file_name("node-agent"),
             meshctl: meshapp.with_file_name("meshctl"),
+            waypoint: meshapp.with_file_name("waypoint"),
             meshapp,
         };
         bins.ensure(&ZTUNNEL)?;
@@ -94,6 +102,12 @@ impl Binaries {
         self.ensure(&NODE_AGENT)?;
         self.ensure(&MESHCTL)?;
         Ok(&self.meshctl)
+    }
+
+    /// `waypoint`, (re)built the same way.
+    pub fn waypoint(&self) -> anyhow::Result<&Path> {
+        self.ensure(&WAYPOINT)?;
+        Ok(&self.waypoint)
     }
 
     /// `node-agent`, (re)built the same way.

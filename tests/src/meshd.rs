@@ -128,6 +128,27 @@ impl Meshd {
         self.secrets.join(format!("token-{node}"))
     }
 
+    /// A token for `<ns>/<sa>[/<pod>]` from `meshd --print-token` (as `kubectl create token`),
+    /// written to `token-<ns>.<sa>` beside the node tokens; its path.
+    pub fn mint_token(&self, who: &str) -> anyhow::Result<PathBuf> {
+        let out = std::process::Command::new(&self.meshd)
+            .arg("--cacerts")
+            .arg(&self.cacerts)
+            .args(["--print-token", who])
+            .output()
+            .context("meshd --print-token")?;
+        if !out.status.success() {
+            bail!(
+                "meshd --print-token {who}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let name = who.split('/').take(2).collect::<Vec<_>>().join(".");
+        let path = self.secrets.join(format!("token-{name}"));
+        fs::write(&path, out.stdout.trim_ascii())?;
+        Ok(path)
+    }
+
     /// `GET` on the monitoring port: (status, body).
     pub fn get(&self, path: &str) -> anyhow::Result<(String, String)> {
         http_get(&self.meshapp, &self.host, &self.monitoring_addr(), path)

@@ -18,6 +18,11 @@ enum Cmd {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// HTTP/1.1 server (keep-alive): answers 200 with `<METHOD> <path> from <peer IP>`.
+    HttpServe {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
     PatternServer {
         #[arg(long)]
         listen: SocketAddr,
@@ -119,6 +124,8 @@ enum Cmd {
         method: String,
         #[arg(long)]
         path: String,
+        #[arg(long, default_value = "meshapp")]
+        user_agent: String,
     },
     /// Raw HBONE request to a ztunnel's 15008.
     Probe {
@@ -142,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
     load::raise_fd_limit();
     match Cli::parse().cmd {
         Cmd::Echo { listen } => app::echo(listen).await,
+        Cmd::HttpServe { listen } => app::http_serve(listen).await,
         Cmd::PatternServer { listen } => app::pattern_server(listen).await,
         Cmd::PatternSend {
             connect,
@@ -184,7 +192,12 @@ async fn main() -> anyhow::Result<()> {
             count,
             hold_secs,
         } => load::idle(connect, count, Duration::from_secs_f64(hold_secs)).await,
-        Cmd::Http { addr, method, path } => app::http(addr, &method, &path).await,
+        Cmd::Http {
+            addr,
+            method,
+            path,
+            user_agent,
+        } => app::http(addr, &method, &path, &user_agent).await,
         Cmd::Probe {
             connect,
             method,
