@@ -11,7 +11,7 @@ need_root
 need_tools
 keep=false
 [ "${1:-}" = "--keep" ] && keep=true
-cargo build --release -p meshctl -p control-plane -p node-agent -p ztunnel -p e2e --bins
+cargo build --release -p meshctl -p control-plane -p node-agent -p ztunnel -p waypoint -p e2e --bins
 export PATH="$PWD/target/release:$PATH"
 state=/tmp/meshctl-local/mesh
 say() { printf '\n== %s\n' "$*"; }
@@ -52,6 +52,18 @@ fi
 records=$(LC_ALL=C grep -c -a -P '\x17\x03\x03' "$pcap" || true)
 echo "captured $(stat -c %s "$pcap") bytes on node-a's uplink: TLS application-data records present ($records), the app's plaintext not visible"
 rm -f "$pcap"
+
+say "HTTP to payments goes through shop's waypoint, which decides each request (L7 policy)"
+http() { # pod method path [user-agent]
+  out=$(meshctl local exec "$1" -- meshapp http --addr 10.96.0.21:80 --method "$2" --path "$3" --user-agent "${4:-curl/8}" 2>&1 | tr '\n' ' ')
+  printf '  %-13s %-6s %-28s %-12s -> %s\n' "$1" "$2" "$3" "${4:-curl/8}" "$out"
+}
+http shop/web POST /api/v2/payments/process
+http shop/web GET /api/v2/payments/process
+http shop/db POST /api/v2/payments/process
+http shop/web POST /api/v2/payments/process sqlmap/1.7
+echo "the waypoint's log names the policy of each denial:"
+grep -a 'request denied' "$state/logs/waypoint-shop.waypoint-0.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -o 'peer=[^ ]* method=[^ ]* path=[^ ]* target=[^ ]* policy=.*$' | sed 's/^/  /' || true
 
 say "meshctl local status"
 meshctl local status

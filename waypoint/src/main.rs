@@ -153,10 +153,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         lifetime: args.secret_ttl,
         impersonate: false,
     }));
-    let cert = certs
-        .fetch(&identity)
-        .await
-        .with_context(|| format!("a certificate for {identity}"))?;
+    // The control plane may not be up yet (or reachable): keep asking, as a pod would.
+    let mut wait = Duration::from_millis(200);
+    let cert = loop {
+        match certs.fetch(&identity).await {
+            Ok(cert) => break cert,
+            Err(e) => {
+                tracing::warn!(%identity, error = %format!("{:#}", anyhow::Error::new(e)), retry_in = ?wait, "no certificate yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(15));
+            }
+        }
+    };
     tracing::info!(%identity, "certificate issued");
 
     let waypoint = Waypoint::new(cert, roots, H2Settings::default());

@@ -127,12 +127,17 @@ impl Conn {
         match verdict {
             Some(HttpVerdict::Allowed { .. }) => {}
             other => {
+                let policy = match &other {
+                    Some(HttpVerdict::Denied { by: Some(by), .. }) => by.to_string(),
+                    Some(v) => v.to_string(),
+                    None => "CUSTOM policy with no external authorizer configured".to_string(),
+                };
                 tracing::info!(
                     peer = %self.peer.identity,
                     method = %req.method(),
                     path = %req.uri().path(),
                     target = %self.resolved.addressed,
-                    verdict = ?other,
+                    policy = %policy,
                     "request denied"
                 );
                 return ours(StatusCode::FORBIDDEN, "RBAC: access denied");

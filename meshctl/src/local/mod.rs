@@ -234,7 +234,14 @@ pub fn up(dir: &Path, opts: &Options) -> anyhow::Result<()> {
         )?;
     }
     for node in &plan.nodes {
-        for pod in node.pods.iter().filter(|p| !p.command.is_empty()) {
+        for pod in node.pods.iter().filter(|p| p.waypoint.is_some()) {
+            start_waypoint(opts, &meshd, pod)?;
+        }
+        for pod in node
+            .pods
+            .iter()
+            .filter(|p| !p.command.is_empty() && p.waypoint.is_none())
+        {
             start_app(opts, pod)?;
         }
     }
@@ -263,11 +270,68 @@ pub fn up(dir: &Path, opts: &Options) -> anyhow::Result<()> {
             )
         })?;
     }
+    for pod in plan
+        .nodes
+        .iter()
+        .flat_map(|n| &n.pods)
+        .filter(|p| p.waypoint.is_some())
+    {
+        wait_ready(&pod.netns, Duration::from_secs(60)).with_context(|| {
+            format!(
+                "the waypoint {} is not ready (see {})",
+                pod.key,
+                logs.join(format!("waypoint-{}.log", pod.key.replace('/', ".")))
+                    .display()
+            )
+        })?;
+    }
     println!(
         "local cluster {:?} is up: meshd at {SWITCH_IP}:15012 (metrics and debug at :15014)",
         opts.name
     );
     print_status(opts, &plan);
+    Ok(())
+}
+
+/// Rule 5 of the plan: the `waypoint` binary in the pod's namespace, joining meshd with a
+/// token for its service account (`meshd --print-token`), configured by Istio's names.
+fn start_waypoint(opts: &Options, meshd: &Path, pod: &plan::PodPlan) -> anyhow::Result<()> {
+    let Some((ns, sa, name)) = &pod.waypoint else {
+        return Ok(());
+    };
+    let waypoint = beside("waypoint")?;
+    let secrets = opts.dir().join("secrets");
+    let out = Command::new(meshd)
+        .arg("--cacerts")
+        .arg(opts.dir().join("cacerts"))
+        .args(["--print-token", &format!("{ns}/{sa}/{name}")])
+        .output()
+        .context("meshd --print-token")?;
+    if !out.status.success() {
+        bail!(
+            "a token for waypoint {}: {}",
+            pod.key,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let token = secrets.join(format!("token-{ns}.{name}"));
+    std::fs::write(&token, out.stdout.trim_ascii())?;
+    let root = secrets.join("root-cert.pem");
+    let env = [
+        ("XDS_ADDRESS", format!("https://{SWITCH_IP}:15012")),
+        ("XDS_ROOT_CA", root.display().to_string()),
+        ("ALT_XDS_HOSTNAME", "istiod.istio-system.svc".to_string()),
+        ("AUTH_TOKEN", token.display().to_string()),
+        ("POD_NAME", name.clone()),
+        ("POD_NAMESPACE", ns.clone()),
+        ("SERVICE_ACCOUNT", sa.clone()),
+        ("INSTANCE_IP", pod.ip.to_string()),
+        ("RUST_LOG", "info".to_string()),
+    ];
+    let log = opts
+        .logs()
+        .join(format!("waypoint-{}.log", pod.key.replace('/', ".")));
+    spawn_in(&pod.netns, &waypoint, &[], &env, &log)?;
     Ok(())
 }
 
@@ -451,9 +515,14 @@ pub fn watch(dir: &Path, opts: &Options) -> anyhow::Result<()> {
                     eprintln!("pod {}: {e:#}", pod.key);
                     continue;
                 }
-                if !pod.command.is_empty()
-                    && let Err(e) = start_app(opts, pod)
-                {
+                let started = if pod.waypoint.is_some() {
+                    beside("meshd").and_then(|meshd| start_waypoint(opts, &meshd, pod))
+                } else if !pod.command.is_empty() {
+                    start_app(opts, pod)
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = started {
                     eprintln!("pod {}: {e:#}", pod.key);
                 }
             }

@@ -153,6 +153,11 @@ pub fn create_pod(plan: &Plan, node: &NodePlan, pod: &PodPlan) -> anyhow::Result
             &format!("route replace {}/32 via {}\n", pod.ip, node.underlay_ip),
         )?;
     }
+    // meshd's side too: a pod that talks to it itself (a waypoint) gets its answers back.
+    batch(
+        &plan.switch_netns(),
+        &format!("route replace {}/32 via {}\n", pod.ip, node.underlay_ip),
+    )?;
     Ok(())
 }
 
@@ -163,6 +168,7 @@ pub fn delete_pod(plan: &Plan, node: &NodePlan, pod: &PodPlan) {
     for other in plan.nodes.iter().filter(|n| n.name != node.name) {
         let _ = batch(&other.netns, &format!("route del {}/32\n", pod.ip));
     }
+    let _ = batch(&plan.switch_netns(), &format!("route del {}/32\n", pod.ip));
 }
 
 /// The namespaces named `<name>.*`.

@@ -11,6 +11,8 @@
 //!    names are at most 15 bytes).
 //! 4. A pod runs its first container's `command` + `args` when the command names a program
 //!    found on this machine; otherwise it runs nothing (its namespace still exists).
+//! 5. A pod labeled `gateway.networking.k8s.io/gateway-name` is a waypoint's (as istiod
+//!    deploys them): it runs the `waypoint` binary instead, as its service account.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -48,7 +50,12 @@ pub struct PodPlan {
     pub veth: String,
     /// First container's command and args, when they are to be run.
     pub command: Vec<String>,
+    /// Rule 5: `(namespace, service account, pod name)` of a waypoint pod.
+    pub waypoint: Option<(String, String, String)>,
 }
+
+/// The label istiod puts on a waypoint's pods, naming its Gateway.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 impl Plan {
     /// Rules 1-4 over the objects read; `runnable` says whether a program exists here.
@@ -88,6 +95,13 @@ impl Plan {
                             ip: ipv4(p)?,
                             veth: veth_name(&m.namespace, &m.name),
                             command,
+                            waypoint: m.labels.contains_key(GATEWAY_NAME_LABEL).then(|| {
+                                (
+                                    m.namespace.clone(),
+                                    p.service_account().to_string(),
+                                    m.name.clone(),
+                                )
+                            }),
                         })
                     })
                     .collect();
