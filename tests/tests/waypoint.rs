@@ -215,7 +215,10 @@ fn the_waypoint_decides_each_request_for_its_service() {
         );
         if *want == "200" {
             // The app got the request as sent (its server ztunnel delivers it locally).
-            assert!(body.starts_with(&format!("{method} {path} from ")), "{body}");
+            assert!(
+                body.starts_with(&format!("{method} {path} from ")),
+                "{body}"
+            );
         } else {
             assert_eq!(body, "RBAC: access denied");
         }
