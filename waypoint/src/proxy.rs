@@ -131,18 +131,18 @@ impl Waypoint {
         if let Some(e) = &resolved.pinned {
             return Ok((e.clone(), resolved.addressed.port()));
         }
-        let healthy: Vec<&Endpoint> = resolved
-            .target
-            .endpoints
-            .iter()
-            .filter(|e| e.healthy)
-            .collect();
-        if healthy.is_empty() {
+        // Counted, then the i-th taken: no list built per request.
+        let healthy = || resolved.target.endpoints.iter().filter(|e| e.healthy);
+        let n = healthy().count();
+        if n == 0 {
             return Err(UpstreamError::NoEndpoint(resolved.target.key.clone()));
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % healthy.len();
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let port = resolved.target.target_port(resolved.addressed.port());
-        Ok((healthy[i].clone(), port))
+        let endpoint = healthy()
+            .nth(i)
+            .ok_or_else(|| UpstreamError::NoEndpoint(resolved.target.key.clone()))?;
+        Ok((endpoint.clone(), port))
     }
 
     /// Opens an HBONE stream to `endpoint` for `<ip>:<port>`, as the waypoint.

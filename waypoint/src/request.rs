@@ -47,6 +47,8 @@ enum Upstream {
 struct Conn {
     waypoint: Arc<Waypoint>,
     peer: Arc<PeerInfo>,
+    /// The peer's identity as policies see it, made once per connection.
+    who: authz::Peer,
     resolved: Resolved,
     /// The upstream protocol (rule 4).
     upstream_h2: bool,
@@ -69,6 +71,7 @@ pub async fn serve<IO>(
         .contains(&resolved.addressed.port());
     let conn = Arc::new(Conn {
         waypoint,
+        who: authz_peer(&peer.identity),
         peer,
         resolved,
         upstream_h2,
@@ -167,7 +170,6 @@ impl Conn {
 
     /// Rules 1-2; `None` when a CUSTOM policy would need an authorizer.
     fn decide(&self, req: &Request<Incoming>) -> Option<HttpVerdict> {
-        let who = authz_peer(&self.peer.identity);
         let host = req
             .uri()
             .authority()
@@ -183,7 +185,7 @@ impl Conn {
             host,
             path,
         );
-        view.peer = Some(&who);
+        view.peer = Some(&self.who);
         view.headers = &headers;
         let policies = &self.resolved.target.policies;
         if policies.custom(&view).is_some() {
