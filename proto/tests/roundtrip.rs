@@ -828,6 +828,48 @@ fn wp_endpoint() -> waypoint::Endpoint {
     }
 }
 
+fn wp_jwt_header() -> waypoint::JwtHeader {
+    waypoint::JwtHeader {
+        name: s("x-jwt"),
+        prefix: s("Bearer "),
+    }
+}
+
+fn wp_claim_to_header() -> waypoint::ClaimToHeader {
+    waypoint::ClaimToHeader {
+        header: s("x-user"),
+        claim: s("sub"),
+    }
+}
+
+fn wp_jwt_rule() -> waypoint::JwtRule {
+    waypoint::JwtRule {
+        source: s("shop/company-jwt"),
+        issuer: s("https://issuer.example.com"),
+        audiences: vec![s("payments")],
+        jwks_uri: s("https://issuer.example.com/jwks.json"),
+        jwks: s(r#"{"keys":[]}"#),
+        from_headers: vec![wp_jwt_header()],
+        from_params: vec![s("token")],
+        from_cookies: vec![s("session")],
+        output_payload_to_header: s("x-jwt-payload"),
+        forward_original_token: true,
+        output_claim_to_headers: vec![wp_claim_to_header()],
+        timeout_ms: 3000,
+    }
+}
+
+fn wp_rate_limit() -> waypoint::RateLimit {
+    waypoint::RateLimit {
+        source: s("shop/payments-burst"),
+        r#match: vec![wp_operation()],
+        per: waypoint::rate_limit::Per::SourcePrincipal as i32,
+        max_tokens: 10,
+        tokens_per_fill: 5,
+        fill_interval_ms: 1000,
+    }
+}
+
 #[test]
 fn waypoint_messages_round_trip() {
     let mut t = Samples::new("mesh.waypoint.v1");
@@ -841,9 +883,15 @@ fn waypoint_messages_round_trip() {
             h2_ports: vec![9090],
             endpoints: vec![wp_endpoint()],
             policies: vec![s("shop/payments")],
+            jwt_rules: vec![wp_jwt_rule()],
+            rate_limits: vec![wp_rate_limit()],
         },
     );
     t.check("Endpoint", &wp_endpoint());
+    t.check("JwtRule", &wp_jwt_rule());
+    t.check("JwtHeader", &wp_jwt_header());
+    t.check("ClaimToHeader", &wp_claim_to_header());
+    t.check("RateLimit", &wp_rate_limit());
     t.check(
         "HttpPolicy",
         &waypoint::HttpPolicy {

@@ -26,6 +26,7 @@ fn target(policies: &[&str]) -> wire::Target {
             workload: "shop/api-0".into(),
         }],
         policies: policies.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
     }
 }
 

@@ -97,6 +97,7 @@ impl<'c> Targets<'c> {
                 &svc.metadata.namespace,
                 &svc.metadata.name,
             ),
+            ..Default::default()
         };
         self.by_key.insert(key, self.services.len());
         self.services.push((waypoint.clone(), target));
