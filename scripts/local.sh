@@ -62,8 +62,10 @@ http shop/web POST /api/v2/payments/process
 http shop/web GET /api/v2/payments/process
 http shop/db POST /api/v2/payments/process
 http shop/web POST /api/v2/payments/process sqlmap/1.7
+echo "a noisy client is rate limited (payments-per-client: 3, then 1 per 10 s):"
+for _ in 1 2 3; do http shop/web POST /api/v2/payments/process; done
 echo "the waypoint's log names the policy of each denial:"
-grep -a 'request denied' "$state/logs/waypoint-shop.waypoint-0.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -o 'peer=[^ ]* method=[^ ]* path=[^ ]* target=[^ ]* policy=.*$' | sed 's/^/  /' || true
+grep -a -e 'request denied' -e 'request rate limited' "$state/logs/waypoint-shop.waypoint-0.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -o 'peer=[^ ]* method=[^ ]* path=[^ ]* target=[^ ]* \(policy\|limit\)=.*$' | sed 's/^/  /' || true
 
 say "meshctl local status"
 meshctl local status

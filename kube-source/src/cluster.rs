@@ -143,6 +143,7 @@ impl Resource {
             Kind::AuthorizationPolicy => ("security.istio.io/v1", "authorizationpolicies"),
             Kind::PeerAuthentication => ("security.istio.io/v1", "peerauthentications"),
             Kind::RequestAuthentication => ("security.istio.io/v1", "requestauthentications"),
+            Kind::LocalRateLimit => ("policy.mesh.dev/v1alpha1", "localratelimits"),
         };
         Resource {
             api_version,

@@ -16,7 +16,8 @@ pub use cluster::{ClusterError, ClusterOptions, watch_cluster};
 pub use manifest::{ManifestDir, ManifestError, Origin, Update, watch};
 pub use objects::{
     ContainerPort, GATEWAY_API_GROUP, Gateway, GatewayAddress, GatewaySpec, GatewayStatus,
-    IntOrString, Kind, Meta, Namespace, Object, ObjectKey, OwnerReference, Pod, PodContainer,
-    PodIp, PodSpec, PodStatus, RawPolicy, Service, ServiceAccount, ServicePort, ServiceSpec,
+    IntOrString, Kind, MESH_POLICY_GROUP, Meta, Namespace, Object, ObjectKey, OwnerReference, Pod,
+    PodContainer, PodIp, PodSpec, PodStatus, RawPolicy, Service, ServiceAccount, ServicePort,
+    ServiceSpec,
 };
 pub use parse::{ParseError, Parsed, parse_json_object, parse_yaml_document};

@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 /// API group of the Gateway API (`gateway.networking.k8s.io/v1`).
 pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+/// Our own resources' API group (what Istio has no CRD for, such as LocalRateLimit).
+pub const MESH_POLICY_GROUP: &str = "policy.mesh.dev";
 
 /// The kinds the mesh reads. Anything else in a manifest is skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,10 +30,12 @@ pub enum Kind {
     PeerAuthentication,
     /// `security.istio.io` RequestAuthentication.
     RequestAuthentication,
+    /// Ours (`policy.mesh.dev`): token-bucket limits a waypoint applies.
+    LocalRateLimit,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -40,6 +44,7 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
         Kind::RequestAuthentication,
+        Kind::LocalRateLimit,
     ];
 
     /// The kind named by an object's `apiVersion` and `kind`, if the mesh reads it.
@@ -54,6 +59,7 @@ impl Kind {
             ("security.istio.io", "AuthorizationPolicy") => Kind::AuthorizationPolicy,
             ("security.istio.io", "PeerAuthentication") => Kind::PeerAuthentication,
             ("security.istio.io", "RequestAuthentication") => Kind::RequestAuthentication,
+            (MESH_POLICY_GROUP, "LocalRateLimit") => Kind::LocalRateLimit,
             _ => return None,
         };
         Some(k)
@@ -70,6 +76,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::LocalRateLimit => "LocalRateLimit",
         }
     }
 
@@ -379,6 +386,7 @@ pub enum Object {
     AuthorizationPolicy(RawPolicy),
     PeerAuthentication(RawPolicy),
     RequestAuthentication(RawPolicy),
+    LocalRateLimit(RawPolicy),
 }
 
 impl Object {
@@ -392,6 +400,7 @@ impl Object {
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Object::LocalRateLimit(_) => Kind::LocalRateLimit,
         }
     }
 
@@ -404,7 +413,8 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::AuthorizationPolicy(p)
             | Object::PeerAuthentication(p)
-            | Object::RequestAuthentication(p) => &p.metadata,
+            | Object::RequestAuthentication(p)
+            | Object::LocalRateLimit(p) => &p.metadata,
         }
     }
 
@@ -417,7 +427,8 @@ impl Object {
             Object::Gateway(o) => &mut o.metadata,
             Object::AuthorizationPolicy(p)
             | Object::PeerAuthentication(p)
-            | Object::RequestAuthentication(p) => &mut p.metadata,
+            | Object::RequestAuthentication(p)
+            | Object::LocalRateLimit(p) => &mut p.metadata,
         }
     }
 

@@ -357,6 +357,7 @@ where
         Kind::AuthorizationPolicy => Object::AuthorizationPolicy(policy()?),
         Kind::PeerAuthentication => Object::PeerAuthentication(policy()?),
         Kind::RequestAuthentication => Object::RequestAuthentication(policy()?),
+        Kind::LocalRateLimit => Object::LocalRateLimit(policy()?),
     })
 }
 
@@ -492,6 +493,7 @@ impl<'de> DeserializeSeed<'de> for OneItem {
             Kind::AuthorizationPolicy => Object::AuthorizationPolicy(policy(d)?),
             Kind::PeerAuthentication => Object::PeerAuthentication(policy(d)?),
             Kind::RequestAuthentication => Object::RequestAuthentication(policy(d)?),
+            Kind::LocalRateLimit => Object::LocalRateLimit(policy(d)?),
         }))
     }
 }

@@ -12,9 +12,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use std::time::Duration;
+
 use authz::http::{
     Condition, ConditionKey, ConditionValues, HttpAction, HttpPolicies, HttpPolicy, HttpRule,
-    HttpStringMatch, Operation, Source,
+    HttpStringMatch, Operation, RateLimit, RateLimitPer, Source,
 };
 use authz::{ServiceAccountMatch, StringMatch};
 use hbone::SpiffeId;
@@ -208,6 +210,12 @@ fn convert_target(name: &str, t: &wire::Target) -> Result<TargetSpec, ConfigErro
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
+    let rate_limits = t
+        .rate_limits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| convert_rate_limit(&cx, &format!("rate_limits[{i}]"), l))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(TargetSpec {
         target: Target {
             key: name.to_string(),
@@ -217,6 +225,7 @@ fn convert_target(name: &str, t: &wire::Target) -> Result<TargetSpec, ConfigErro
             h2_ports,
             endpoints,
             policies: HttpPolicies::new(),
+            rate_limits,
         },
         policies: t.policies.clone(),
     })
@@ -280,19 +289,7 @@ fn convert_rule(cx: &Cx<'_>, at: &str, r: &wire::Rule) -> Result<HttpRule, Confi
     let to =
         r.to.iter()
             .enumerate()
-            .map(|(i, o)| {
-                let f = |name: &str| format!("{at}.to[{i}].{name}");
-                Ok(Operation {
-                    hosts: cx.strings(&f("hosts"), &o.hosts)?,
-                    not_hosts: cx.strings(&f("not_hosts"), &o.not_hosts)?,
-                    ports: cx.ports(&f("ports"), &o.ports)?,
-                    not_ports: cx.ports(&f("not_ports"), &o.not_ports)?,
-                    methods: cx.strings(&f("methods"), &o.methods)?,
-                    not_methods: cx.strings(&f("not_methods"), &o.not_methods)?,
-                    paths: cx.strings(&f("paths"), &o.paths)?,
-                    not_paths: cx.strings(&f("not_paths"), &o.not_paths)?,
-                })
-            })
+            .map(|(i, o)| convert_operation(cx, &format!("{at}.to[{i}]"), o))
             .collect::<Result<Vec<_>, ConfigError>>()?;
     let when = r
         .when
@@ -301,6 +298,58 @@ fn convert_rule(cx: &Cx<'_>, at: &str, r: &wire::Rule) -> Result<HttpRule, Confi
         .map(|(i, c)| convert_condition(cx, &format!("{at}.when[{i}]"), c))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpRule { from, to, when })
+}
+
+fn convert_operation(cx: &Cx<'_>, at: &str, o: &wire::Operation) -> Result<Operation, ConfigError> {
+    let f = |name: &str| format!("{at}.{name}");
+    Ok(Operation {
+        hosts: cx.strings(&f("hosts"), &o.hosts)?,
+        not_hosts: cx.strings(&f("not_hosts"), &o.not_hosts)?,
+        ports: cx.ports(&f("ports"), &o.ports)?,
+        not_ports: cx.ports(&f("not_ports"), &o.not_ports)?,
+        methods: cx.strings(&f("methods"), &o.methods)?,
+        not_methods: cx.strings(&f("not_methods"), &o.not_methods)?,
+        paths: cx.strings(&f("paths"), &o.paths)?,
+        not_paths: cx.strings(&f("not_paths"), &o.not_paths)?,
+    })
+}
+
+/// A limit meshd sent: the same bounds as its translation checks (a bucket that can hold or
+/// gain no token would refuse everything).
+fn convert_rate_limit(
+    cx: &Cx<'_>,
+    at: &str,
+    l: &wire::RateLimit,
+) -> Result<RateLimit, ConfigError> {
+    let f = |name: &str| format!("{at}.{name}");
+    let per = match wire::rate_limit::Per::try_from(l.per) {
+        Ok(wire::rate_limit::Per::Route) => RateLimitPer::Route,
+        Ok(wire::rate_limit::Per::SourcePrincipal) => RateLimitPer::SourcePrincipal,
+        Err(_) => return Err(cx.err(f("per"), format!("unknown value {}", l.per))),
+    };
+    if l.max_tokens == 0 {
+        return Err(cx.err(f("max_tokens"), "must be at least 1"));
+    }
+    if l.tokens_per_fill == 0 {
+        return Err(cx.err(f("tokens_per_fill"), "must be at least 1"));
+    }
+    if l.fill_interval_ms == 0 {
+        return Err(cx.err(f("fill_interval_ms"), "must be at least 1"));
+    }
+    let matches = l
+        .r#match
+        .iter()
+        .enumerate()
+        .map(|(i, o)| convert_operation(cx, &format!("{at}.match[{i}]"), o))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RateLimit {
+        source: l.source.clone(),
+        matches,
+        per,
+        max_tokens: l.max_tokens,
+        tokens_per_fill: l.tokens_per_fill,
+        fill_interval: Duration::from_millis(u64::from(l.fill_interval_ms)),
+    })
 }
 
 /// The values' kind follows the key, as the translation made them.

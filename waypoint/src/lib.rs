@@ -14,6 +14,7 @@ pub mod config;
 pub mod detect;
 pub mod health;
 pub mod proxy;
+pub mod ratelimit;
 pub mod request;
 pub mod targets;
 

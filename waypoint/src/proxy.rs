@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::detect::{DETECT_TIMEOUT, Protocol, detect};
+use crate::ratelimit::Limiter;
 use crate::targets::{Endpoint, Resolved, Targets};
 
 /// Why an upstream stream could not be opened.
@@ -56,6 +57,8 @@ pub struct Waypoint {
     pool: Pool,
     settings: H2Settings,
     next: AtomicUsize,
+    /// The token buckets of every target's rate limits.
+    pub limiter: Limiter,
 }
 
 impl std::fmt::Debug for Waypoint {
@@ -82,6 +85,7 @@ impl Waypoint {
             pool: Pool::new(settings.clone(), dialer),
             settings,
             next: AtomicUsize::new(0),
+            limiter: Limiter::default(),
         })
     }
 

@@ -7,6 +7,9 @@
 //!    request is denied (fail closed), never waved through.
 //! 3. Denied: 403 with Envoy's body `RBAC: access denied` (it names no policy; the access log
 //!    does).
+//!    Allowed, then rate limited (`ratelimit.rs`): 429 with Envoy's body
+//!    `local_rate_limited` and the `x-ratelimit-limit`, `-remaining` (0) and `-reset` (whole
+//!    seconds) headers.
 //! 4. Allowed: hop-by-hop headers are dropped and the request goes to an endpoint over HBONE,
 //!    as HTTP/2 on ports the service declares HTTP/2 (gRPC) and HTTP/1.1 elsewhere, whatever
 //!    the client spoke (the request line or pseudo-headers are rewritten to match). Upstream
@@ -19,6 +22,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use authz::http::{Headers, HttpVerdict};
 use bytes::Bytes;
@@ -33,6 +37,7 @@ use tokio::sync::Mutex;
 
 use crate::detect::Protocol;
 use crate::proxy::{UpstreamError, Waypoint, authz_peer, source_ip};
+use crate::ratelimit::Limited;
 use crate::targets::Resolved;
 
 /// What a response carries: the upstream's body, or one of ours.
@@ -49,6 +54,8 @@ struct Conn {
     peer: Arc<PeerInfo>,
     /// The peer's identity as policies see it, made once per connection.
     who: authz::Peer,
+    /// Its principal, for per-caller rate limits.
+    principal: String,
     resolved: Resolved,
     /// The upstream protocol (rule 4).
     upstream_h2: bool,
@@ -72,6 +79,7 @@ pub async fn serve<IO>(
     let conn = Arc::new(Conn {
         waypoint,
         who: authz_peer(&peer.identity),
+        principal: peer.identity.to_string(),
         peer,
         resolved,
         upstream_h2,
@@ -112,6 +120,17 @@ impl Headers for HeaderView<'_> {
     }
 }
 
+/// Rule 3's 429.
+fn too_many(limited: &Limited) -> Response<Body> {
+    let mut r = ours(StatusCode::TOO_MANY_REQUESTS, "local_rate_limited");
+    let reset = limited.reset.as_secs() + u64::from(limited.reset.subsec_nanos() > 0);
+    let h = r.headers_mut();
+    h.insert("x-ratelimit-limit", limited.limit.into());
+    h.insert("x-ratelimit-remaining", 0u32.into());
+    h.insert("x-ratelimit-reset", reset.into());
+    r
+}
+
 fn ours(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
         body.as_bytes(),
@@ -146,6 +165,17 @@ impl Conn {
                 return ours(StatusCode::FORBIDDEN, "RBAC: access denied");
             }
         }
+        if let Err(limited) = self.rate_limit(&req) {
+            tracing::info!(
+                peer = %self.peer.identity,
+                method = %req.method(),
+                path = %req.uri().path(),
+                target = %self.resolved.addressed,
+                limit = %limited.source,
+                "request rate limited"
+            );
+            return too_many(&limited);
+        }
         strip_hop_by_hop(req.headers_mut());
         if let Err(e) = to_version(&mut req, self.upstream_h2) {
             tracing::info!(target = %self.resolved.addressed, error = %e, "request cannot be forwarded");
@@ -170,6 +200,21 @@ impl Conn {
 
     /// Rules 1-2; `None` when a CUSTOM policy would need an authorizer.
     fn decide(&self, req: &Request<Incoming>) -> Option<HttpVerdict> {
+        self.with_view(req, |view| {
+            let policies = &self.resolved.target.policies;
+            if policies.custom(view).is_some() {
+                return None;
+            }
+            Some(policies.decide(view).verdict)
+        })
+    }
+
+    /// Rule 1: `f` over the request as policies see it.
+    fn with_view<R>(
+        &self,
+        req: &Request<Incoming>,
+        f: impl FnOnce(&authz::http::Request<'_>) -> R,
+    ) -> R {
         let host = req
             .uri()
             .authority()
@@ -187,11 +232,23 @@ impl Conn {
         );
         view.peer = Some(&self.who);
         view.headers = &headers;
-        let policies = &self.resolved.target.policies;
-        if policies.custom(&view).is_some() {
-            return None;
+        f(&view)
+    }
+
+    /// Rule 3, rate limits.
+    fn rate_limit(&self, req: &Request<Incoming>) -> Result<(), Limited> {
+        let limits = &self.resolved.target.rate_limits;
+        if limits.is_empty() {
+            return Ok(());
         }
-        Some(policies.decide(&view).verdict)
+        self.with_view(req, |view| {
+            self.waypoint.limiter.check(
+                &self.resolved.target.key,
+                limits.iter().filter(|l| l.applies(view)),
+                &self.principal,
+                Instant::now(),
+            )
+        })
     }
 
     async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ForwardError> {

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use authz::http::HttpPolicies;
+use authz::http::{HttpPolicies, RateLimit};
 use hbone::SpiffeId;
 
 /// One pod behind a target.
@@ -39,6 +39,8 @@ pub struct Target {
     pub h2_ports: BTreeSet<u16>,
     pub endpoints: Vec<Endpoint>,
     pub policies: HttpPolicies,
+    /// Its local rate limits, in order (`ratelimit.rs`).
+    pub rate_limits: Vec<RateLimit>,
 }
 
 impl Target {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use authz::http::HttpPolicies;
+use authz::http::{HttpPolicies, HttpStringMatch, Operation, RateLimit, RateLimitPer};
 use bytes::Bytes;
 use hbone::{
     CertHandle, ConnectHandler, FileCa, H2Settings, InboundConnect, Pool, PoolKey, SpiffeId,
@@ -110,6 +110,10 @@ struct Mesh {
 
 impl Mesh {
     async fn start(name: &str, endpoint_ip: &str) -> Mesh {
+        Mesh::start_with(name, endpoint_ip, Vec::new()).await
+    }
+
+    async fn start_with(name: &str, endpoint_ip: &str, rate_limits: Vec<RateLimit>) -> Mesh {
         let dir = std::env::temp_dir().join(format!("waypoint-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let ca = FileCa::generate(&dir, "test").unwrap();
@@ -154,6 +158,7 @@ impl Mesh {
                 healthy: true,
             }],
             policies: policies(),
+            rate_limits,
         }]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();
@@ -329,4 +334,73 @@ async fn a_target_the_waypoint_does_not_serve_is_refused() {
         .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST), "{err}");
     assert_eq!(mesh.backend.connects.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_rate_limited_caller_gets_429_then_recovers() {
+    let health = Operation {
+        methods: vec![HttpStringMatch::Istio(authz::StringMatch::Exact(
+            "GET".into(),
+        ))],
+        paths: vec![HttpStringMatch::Istio(authz::StringMatch::Exact(
+            "/health".into(),
+        ))],
+        ..Default::default()
+    };
+    let limit = RateLimit {
+        source: "shop/health-per-client".into(),
+        matches: vec![health],
+        per: RateLimitPer::SourcePrincipal,
+        max_tokens: 2,
+        tokens_per_fill: 1,
+        fill_interval: Duration::from_secs(1),
+    };
+    let mesh = Mesh::start_with("ratelimit", "127.77.0.5", vec![limit]).await;
+    let order = id("shop", "order-service");
+    let mut send = mesh.http1(&order).await;
+    for _ in 0..2 {
+        let (status, _) = status_and_body(&mut send, request("GET", "/health", "curl/8", "")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // A denied request takes no token; a request the limit does not match is not counted.
+    let (status, _) = status_and_body(&mut send, request("GET", "/health", "nikto", "")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = status_and_body(
+        &mut send,
+        request("POST", "/api/v2/payments/process", "curl/8", ""),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    send.ready().await.unwrap();
+    let resp = send
+        .send_request(request("GET", "/health", "curl/8", ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(header("x-ratelimit-limit").as_deref(), Some("2"));
+    assert_eq!(header("x-ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(header("x-ratelimit-reset").as_deref(), Some("1"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"local_rate_limited");
+
+    // Another caller has its own bucket.
+    let mut other = mesh.http1(&id("shop", "web")).await;
+    let (status, _) = status_and_body(&mut other, request("GET", "/health", "curl/8", "")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // One fill interval later the first caller has a token again, and only one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = status_and_body(&mut send, request("GET", "/health", "curl/8", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = status_and_body(&mut send, request("GET", "/health", "curl/8", "")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "local_rate_limited")
+    );
 }

@@ -65,6 +65,11 @@ impl Source {
 }
 
 impl Operation {
+    /// Whether `req` is one this operation describes (for uses beyond policy rules).
+    pub fn matches_request(&self, req: &Request<'_>) -> bool {
+        self.matches(&Attrs::new(req))
+    }
+
     fn matches(&self, a: &Attrs<'_>) -> bool {
         field(&self.ports, &self.not_ports, |p| {
             *p == a.req.destination_port

@@ -10,6 +10,7 @@
 mod evaluate;
 mod matching;
 mod model;
+mod rate_limit;
 mod request;
 
 pub use evaluate::{CustomCheck, DenyReason, HttpDecision, HttpPolicies, HttpVerdict, RuleRef};
@@ -17,4 +18,5 @@ pub use model::{
     Condition, ConditionKey, ConditionValues, HttpAction, HttpPolicy, HttpRule, HttpStringMatch,
     Operation, Source,
 };
+pub use rate_limit::{RateLimit, RateLimitPer};
 pub use request::{Headers, JwtAuth, Request};

@@ -7,7 +7,7 @@ use super::spec::{
     sources,
 };
 use super::values::{accounts, nets, port_strings, ports, string_matches};
-use super::{Ctx, Input, Labels, TranslateError, parse_object, selector_matches};
+use super::{Ctx, ISTIO_SECURITY, Input, Labels, TranslateError, parse_object, selector_matches};
 use crate::model::{Action, Clause, Match, Policy, Rule, Scope};
 
 /// Control-plane settings that change the translation.
@@ -73,7 +73,7 @@ pub fn authorization_policy<'a>(
     root_namespace: &str,
     opts: &TranslateOptions,
 ) -> Result<Translated, TranslateError> {
-    let (obj, ctx) = parse_object::<Spec>(input.into(), KIND)?;
+    let (obj, ctx) = parse_object::<Spec>(input.into(), KIND, ISTIO_SECURITY)?;
     let spec = &obj.spec;
     let mut warnings = Vec::new();
 

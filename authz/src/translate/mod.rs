@@ -14,6 +14,7 @@ use serde_yaml::Value;
 
 mod authorization;
 mod peer;
+mod rate_limit;
 mod spec;
 mod values;
 mod waypoint;
@@ -24,6 +25,7 @@ pub use peer::{
     WorkloadMtls, converted_peer_authentication, effective_mtls, peer_authentication,
     peer_authentication_policies, static_strict_policy,
 };
+pub use rate_limit::{LocalRateLimit, local_rate_limit};
 pub use waypoint::{Attachment, HttpTranslated, Target, http_authorization_policy};
 
 /// Kubernetes labels (`matchLabels` of a selector, or a workload's labels).
@@ -128,9 +130,13 @@ impl Ctx {
     }
 }
 
+/// The API group of Istio's security resources.
+const ISTIO_SECURITY: &str = "security.istio.io";
+
 fn parse_object<S: DeserializeOwned + Default>(
     input: Input<'_>,
     kind: &'static str,
+    group: &'static str,
 ) -> Result<(Parsed<S>, Ctx), TranslateError> {
     let syntax = |e: serde_yaml::Error| TranslateError::Syntax {
         kind,
@@ -168,10 +174,10 @@ fn parse_object<S: DeserializeOwned + Default>(
         _ => {}
     }
     match &head.api_version {
-        Some(v) if !v.starts_with("security.istio.io/") => {
+        Some(v) if v.split_once('/').is_none_or(|(g, _)| g != group) => {
             return Err(ctx.err(
                 "apiVersion",
-                format!("expected security.istio.io/v1 or v1beta1, found {v:?}"),
+                format!("expected {group}/<version>, found {v:?}"),
             ));
         }
         _ => {}

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::{Input, Labels, TranslateError, parse_object, scalar_string, selector_matches};
+use super::{
+    ISTIO_SECURITY, Input, Labels, TranslateError, parse_object, scalar_string, selector_matches,
+};
 use crate::model::{Action, Clause, Match, Policy, Rule, Scope, StringMatch};
 
 const KIND: &str = "PeerAuthentication";
@@ -133,7 +135,7 @@ struct ModeSpec {
 pub fn peer_authentication<'a>(
     input: impl Into<Input<'a>>,
 ) -> Result<PeerAuthentication, TranslateError> {
-    let (obj, ctx) = parse_object::<Spec>(input.into(), KIND)?;
+    let (obj, ctx) = parse_object::<Spec>(input.into(), KIND, ISTIO_SECURITY)?;
     let mode_of = |m: Option<&ModeSpec>, field: &str| -> Result<MtlsMode, TranslateError> {
         match m.and_then(|m| m.mode.as_deref()) {
             None | Some("UNSET") => Ok(MtlsMode::Unset),

@@ -24,7 +24,7 @@ use super::spec::{
     operations, rules, sources,
 };
 use super::values::{accounts, http_string_matches, nets, port_strings, ports};
-use super::{Ctx, Input, Labels, TranslateError, parse_object};
+use super::{Ctx, ISTIO_SECURITY, Input, Labels, TranslateError, parse_object};
 use crate::http::{
     Condition, ConditionKey, ConditionValues, HttpAction, HttpPolicy, HttpRule, Operation, Source,
 };
@@ -100,7 +100,7 @@ pub fn http_authorization_policy<'a>(
     input: impl Into<Input<'a>>,
     root_namespace: &str,
 ) -> Result<HttpTranslated, TranslateError> {
-    let (obj, ctx) = parse_object::<Spec>(input.into(), KIND)?;
+    let (obj, ctx) = parse_object::<Spec>(input.into(), KIND, ISTIO_SECURITY)?;
     let spec = &obj.spec;
     let mut warnings = Vec::new();
     let head = header(&ctx, spec, &obj.metadata, &mut warnings)?;
@@ -174,11 +174,27 @@ fn targets(
     namespace: &str,
     in_root: bool,
 ) -> Result<Vec<Target>, TranslateError> {
-    let refs: Vec<(String, &Value)> = match &spec.target_ref {
+    target_refs(
+        ctx,
+        spec.target_ref.as_ref(),
+        spec.target_refs.as_ref(),
+        namespace,
+        in_root,
+    )
+}
+
+/// Rule 2 for any resource with `targetRef` or `targetRefs` (at most one of them set).
+pub(super) fn target_refs(
+    ctx: &Ctx,
+    target_ref: Option<&Value>,
+    target_refs: Option<&Vec<Value>>,
+    namespace: &str,
+    in_root: bool,
+) -> Result<Vec<Target>, TranslateError> {
+    let refs: Vec<(String, &Value)> = match target_ref {
         Some(one) => vec![("spec.targetRef".to_string(), one)],
-        None => spec
-            .target_refs
-            .iter()
+        None => target_refs
+            .into_iter()
             .flatten()
             .enumerate()
             .map(|(i, v)| (format!("spec.targetRefs[{i}]"), v))

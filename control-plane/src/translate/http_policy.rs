@@ -64,7 +64,7 @@ fn source(s: &Source) -> pb::Source {
     }
 }
 
-fn operation(o: &Operation) -> pb::Operation {
+pub(super) fn operation(o: &Operation) -> pb::Operation {
     pb::Operation {
         hosts: strings(&o.hosts),
         not_hosts: strings(&o.not_hosts),

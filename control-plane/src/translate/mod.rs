@@ -39,6 +39,7 @@ mod encode;
 mod http_policy;
 mod labels;
 mod policy;
+mod rate_limit;
 mod service;
 mod waypoint;
 mod waypoint_policy;
@@ -123,6 +124,8 @@ pub(crate) struct Catalog<'a> {
     bindings: policy::Bindings<'a>,
     /// Which waypoint policies attach to which targets.
     attachments: &'a waypoint_policy::Attachments,
+    /// Which rate limits attach to which targets.
+    rate_limits: &'a rate_limit::RateLimits,
 }
 
 /// Translates every object in `index`.
@@ -186,6 +189,8 @@ pub struct Translator {
     waypoint_policies: waypoint_policy::Memo,
     /// Where waypoint policies attached on the last call.
     attachments: waypoint_policy::Attachments,
+    /// The rate limits of the last call, by where they attach.
+    rate_limits: rate_limit::RateLimits,
     namespaces: BTreeMap<String, NamespaceOutput>,
     /// What the last call returned.
     resources: Resources,
@@ -200,6 +205,7 @@ impl Translator {
             policies: policy::Memo::default(),
             waypoint_policies: waypoint_policy::Memo::default(),
             attachments: waypoint_policy::Attachments::default(),
+            rate_limits: rate_limit::RateLimits::default(),
             namespaces: BTreeMap::new(),
             resources: Resources::default(),
             http_policies: ResourceSet::new(),
@@ -224,6 +230,7 @@ impl Translator {
             &mut out,
             &mut self.waypoint_policies,
         );
+        let rate_limits = rate_limit::parse(index, opts, &waypoints, &mut out);
         let cat = Catalog {
             opts,
             namespaces: index
@@ -234,6 +241,7 @@ impl Translator {
             services: service::SelectingServices::new(index, opts),
             bindings: parsed.bindings(&opts.root_namespace),
             attachments: &for_waypoints.attachments,
+            rate_limits: &rate_limits,
         };
         let mut redo: BTreeSet<String> = match scope {
             // Every namespace with something to translate, and every one that had something.
@@ -245,7 +253,7 @@ impl Translator {
                 .collect(),
             Scope::Namespaces(set) => set.clone(),
         };
-        if for_waypoints.attachments != self.attachments {
+        if for_waypoints.attachments != self.attachments || rate_limits != self.rate_limits {
             redo.extend(
                 self.namespaces
                     .iter()
@@ -301,6 +309,7 @@ impl Translator {
             self.resources.waypoints = Arc::new(next);
         }
         self.attachments = for_waypoints.attachments;
+        self.rate_limits = rate_limits;
         self.http_policies = for_waypoints.resources;
         out.resources = self.resources.clone();
         out
@@ -351,7 +360,7 @@ fn patch(set: &mut ResourceSet, old: &[Resource], new: &[Resource], changed: &mu
 fn translate_namespace(index: &Index, cat: &Catalog<'_>, namespace: &str) -> NamespaceOutput {
     let mut out = NamespaceOutput::default();
     let mut warnings = Warnings::default();
-    let mut targets = waypoint_target::Targets::new(cat.attachments);
+    let mut targets = waypoint_target::Targets::new(cat.attachments, cat.rate_limits);
     let ns = cat.namespaces.get(namespace).copied();
     for svc in index
         .services_in(namespace)

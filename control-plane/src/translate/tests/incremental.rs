@@ -206,6 +206,26 @@ fn waypoint_changes_match_a_full_translation() {
             only(&["infra"]),
         ),
         (
+            "a rate limit on the waypoint appears in infra: a's and b's targets carry it",
+            vec![Ok(super::rate_limits::local_rate_limit(
+                "infra",
+                "burst",
+                gw_ref,
+                "{maxTokens: 5}",
+            ))],
+            only(&["infra"]),
+        ),
+        (
+            "its numbers change: the targets carry the new ones",
+            vec![Ok(super::rate_limits::local_rate_limit(
+                "infra",
+                "burst",
+                gw_ref,
+                "{maxTokens: 9, fillInterval: 2s}",
+            ))],
+            only(&["infra"]),
+        ),
+        (
             "an endpoint moves",
             vec![Ok(Object::Pod(pod(
                 "b",
@@ -230,6 +250,7 @@ fn waypoint_changes_match_a_full_translation() {
             vec![
                 gone(Kind::AuthorizationPolicy, "infra", "all-deny"),
                 gone(Kind::AuthorizationPolicy, "a", "web-deny"),
+                gone(Kind::LocalRateLimit, "infra", "burst"),
             ],
             only(&["a", "infra"]),
         ),

@@ -4,6 +4,7 @@
 
 mod incremental;
 mod policies;
+mod rate_limits;
 mod services;
 mod waypoint_config;
 mod waypoints;

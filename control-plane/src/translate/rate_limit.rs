@@ -1,0 +1,166 @@
+//! LocalRateLimits (`policy.mesh.dev/v1alpha1`, ours) -> the `rate_limits` of waypoint
+//! targets.
+//!
+//! Rules:
+//! 1. Each object is translated by `authz`'s `local_rate_limit`; they are few, so every call
+//!    translates them all (no memo).
+//! 2. Where a limit attaches follows its `targetRefs` as for waypoint policies
+//!    (`waypoint_policy.rs` rule 3): a waypoint Gateway -> every target of that waypoint; a
+//!    Service -> that service's target; the `istio-waypoint` GatewayClass (root namespace
+//!    only) -> every target of every waypoint. A Gateway that is no waypoint, or a
+//!    ServiceEntry, is a warning and attaches nowhere.
+//! 3. A LocalRateLimit that fails translation is an error (reported with every translation
+//!    error) and limits nothing. Unlike an authorization policy it fails open: a limit
+//!    protects capacity, not access, and a typo must not take a service down.
+//! 4. A target's limits come in the order of their objects' `namespace/name`, each object's
+//!    limits in its own order; the waypoint keeps a bucket per limit.
+
+use std::collections::BTreeMap;
+
+use authz::http::{RateLimit, RateLimitPer};
+use authz::translate::{Target, local_rate_limit};
+use kube_source::{Kind, Object};
+use proto::waypoint as pb;
+
+use super::http_policy::operation;
+use super::waypoint::{WAYPOINT_CLASS, Waypoints};
+use super::{Options, Translation};
+use crate::index::Index;
+use crate::resources::WaypointKey;
+
+/// The limits of every LocalRateLimit, by where they attach (rule 2). Each list holds
+/// `(object key, its limits)` in key order.
+#[derive(Debug, Default, PartialEq)]
+pub struct RateLimits {
+    by_gateway: BTreeMap<WaypointKey, Vec<Attached>>,
+    /// `(namespace, service name)` -> limits.
+    by_service: BTreeMap<(String, String), Vec<Attached>>,
+    everywhere: Vec<Attached>,
+}
+
+type Attached = (String, Vec<pb::RateLimit>);
+
+impl RateLimits {
+    /// The limits of Service `namespace/name`'s target at `waypoint`.
+    pub fn service(
+        &self,
+        waypoint: &WaypointKey,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<pb::RateLimit> {
+        let own = self
+            .by_service
+            .get(&(namespace.to_string(), name.to_string()));
+        self.merged(waypoint, own)
+    }
+
+    /// The limits of a workload target at `waypoint`.
+    pub fn workload(&self, waypoint: &WaypointKey) -> Vec<pb::RateLimit> {
+        self.merged(waypoint, None)
+    }
+
+    /// Rule 4; an object attached twice (by Gateway and by Service) counts once.
+    fn merged(&self, waypoint: &WaypointKey, own: Option<&Vec<Attached>>) -> Vec<pb::RateLimit> {
+        let mut all: BTreeMap<&str, &[pb::RateLimit]> = BTreeMap::new();
+        for (key, limits) in self
+            .everywhere
+            .iter()
+            .chain(self.by_gateway.get(waypoint).into_iter().flatten())
+            .chain(own.into_iter().flatten())
+        {
+            all.insert(key, limits);
+        }
+        all.into_values().flatten().cloned().collect()
+    }
+}
+
+/// Rules 1-3: translates every LocalRateLimit in `index`, reporting into `out`.
+pub fn parse(
+    index: &Index,
+    opts: &Options,
+    waypoints: &Waypoints<'_>,
+    out: &mut Translation,
+) -> RateLimits {
+    let mut limits = RateLimits::default();
+    for object in index.of_kind(Kind::LocalRateLimit) {
+        let Object::LocalRateLimit(raw) = object else {
+            continue;
+        };
+        let key = object.key();
+        let t = match local_rate_limit(&raw.value, &opts.root_namespace) {
+            Ok(t) => t,
+            Err(e) => {
+                out.errors.push((key, e.to_string()));
+                continue;
+            }
+        };
+        let name = format!("{}/{}", t.namespace, t.name);
+        let wire: Vec<pb::RateLimit> = t.limits.iter().map(to_proto).collect();
+        for w in &t.warnings {
+            out.warnings.push((key.clone(), w.clone()));
+        }
+        for target in &t.targets {
+            let slot = match target {
+                Target::Gateway { namespace, name } if waypoints.is_waypoint(namespace, name) => {
+                    let w = WaypointKey {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    };
+                    limits.by_gateway.entry(w).or_default()
+                }
+                Target::Gateway { namespace, name } => {
+                    out.warnings.push((
+                        key.clone(),
+                        format!(
+                            "targetRefs: Gateway {namespace}/{name} is not a waypoint (no \
+                             Gateway of class {WAYPOINT_CLASS} by that name): this reference \
+                             applies nowhere"
+                        ),
+                    ));
+                    continue;
+                }
+                Target::Service { namespace, name } => limits
+                    .by_service
+                    .entry((namespace.clone(), name.clone()))
+                    .or_default(),
+                Target::GatewayClass => &mut limits.everywhere,
+                Target::ServiceEntry { namespace, name } => {
+                    out.warnings.push((
+                        key.clone(),
+                        format!(
+                            "targetRefs: ServiceEntry {namespace}/{name} is not supported yet: \
+                             this reference applies nowhere"
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            slot.push((name.clone(), wire.clone()));
+        }
+    }
+    for list in limits
+        .by_gateway
+        .values_mut()
+        .chain(limits.by_service.values_mut())
+        .chain(std::iter::once(&mut limits.everywhere))
+    {
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    limits
+}
+
+/// The wire form of one limit (the waypoint's `config.rs` converts it back).
+pub fn to_proto(l: &RateLimit) -> pb::RateLimit {
+    let per = match l.per {
+        RateLimitPer::Route => pb::rate_limit::Per::Route,
+        RateLimitPer::SourcePrincipal => pb::rate_limit::Per::SourcePrincipal,
+    };
+    pb::RateLimit {
+        source: l.source.clone(),
+        r#match: l.matches.iter().map(operation).collect(),
+        per: per as i32,
+        max_tokens: l.max_tokens,
+        tokens_per_fill: l.tokens_per_fill,
+        fill_interval_ms: u32::try_from(l.fill_interval.as_millis()).unwrap_or(u32::MAX),
+    }
+}
