@@ -17,7 +17,7 @@ use hbone::{
 };
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -31,6 +31,8 @@ use waypoint::{Endpoint, Target, Targets, Waypoint};
 const HTTP_VIP: &str = "10.96.0.20:80";
 const TCP_VIP: &str = "10.96.0.30:9000";
 const EMPTY_VIP: &str = "10.96.0.40:80";
+/// No policies: everything is allowed.
+const OPEN_VIP: &str = "10.96.0.50:80";
 
 fn id(ns: &str, sa: &str) -> SpiffeId {
     format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
@@ -74,7 +76,8 @@ fn policies() -> HttpPolicies {
         .collect()
 }
 
-/// The destination: HTTP/1.1 answering with what it saw, or, on port 9000, a TCP echo.
+/// The destination: HTTP/1.1 answering with what it saw (`/slow` after a long wait), or, on
+/// port 9000, a TCP echo.
 struct Backend;
 
 impl ConnectHandler for Backend {
@@ -91,6 +94,9 @@ impl ConnectHandler for Backend {
         let service = hyper::service::service_fn(move |r: Request<hyper::body::Incoming>| {
             let authority = authority.clone();
             async move {
+                if r.uri().path() == "/slow" {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
                 let body = r.into_body().collect().await.unwrap().to_bytes();
                 Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(format!(
                     "{authority} got {} bytes",
@@ -219,6 +225,12 @@ impl Mesh {
                 "shop/empty.shop.svc.cluster.local",
                 EMPTY_VIP,
                 "",
+                HttpPolicies::new(),
+            ),
+            target(
+                "shop/open.shop.svc.cluster.local",
+                OPEN_VIP,
+                endpoint_ip,
                 HttpPolicies::new(),
             ),
         ]));
@@ -748,5 +760,42 @@ async fn the_series_cap_holds() {
         logs.matches("metric series cap reached").count(),
         1,
         "logged once: {logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_response_is_dc() {
+    let mesh = Mesh::start("dc", "127.78.0.6", 1000).await;
+    let io = TokioIo::new(mesh.connect(&id("shop", "web"), OPEN_VIP).await);
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("http://open.shop.svc.cluster.local/slow")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    // Given up on: the client resets the stream, and the waypoint drops the request.
+    let waited = tokio::time::timeout(Duration::from_millis(300), send.send_request(req)).await;
+    assert!(waited.is_err(), "/slow answered early");
+    let left = [
+        ("destination_service", "open.shop.svc.cluster.local"),
+        ("source_principal", "spiffe://cluster.local/ns/shop/sa/web"),
+        ("response_code", "0"),
+        ("response_flags", "DC"),
+    ];
+    let text = mesh.scrape_until("istio_requests_total", &left, 1.0).await;
+    assert_eq!(sum(&text, "istio_requests_total", &[]), 1.0, "{text}");
+    assert_eq!(
+        sum(&text, "istio_request_duration_milliseconds_count", &left),
+        1.0
+    );
+    let logs = mesh.logs.text();
+    assert!(
+        logs.lines().any(|l| l.contains("request complete")
+            && l.contains("path=/slow")
+            && l.contains("status=0")
+            && l.contains("response_flags=DC")),
+        "{logs}"
     );
 }
