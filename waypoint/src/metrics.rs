@@ -24,8 +24,8 @@
 
 use std::collections::HashSet;
 use std::hash::Hash;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use hbone::SpiffeId;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -121,25 +121,25 @@ impl EncodeLabelValue for ResponseFlags {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
     pub reporter: Reporter,
-    pub source_workload: String,
-    pub source_canonical_service: String,
-    pub source_canonical_revision: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub source_app: String,
-    pub source_version: String,
-    pub source_cluster: String,
-    pub destination_service: String,
-    pub destination_service_namespace: String,
-    pub destination_service_name: String,
-    pub destination_workload: String,
-    pub destination_canonical_service: String,
-    pub destination_canonical_revision: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_app: String,
-    pub destination_version: String,
-    pub destination_cluster: String,
+    pub source_workload: Label,
+    pub source_canonical_service: Label,
+    pub source_canonical_revision: Label,
+    pub source_workload_namespace: Label,
+    pub source_principal: Label,
+    pub source_app: Label,
+    pub source_version: Label,
+    pub source_cluster: Label,
+    pub destination_service: Label,
+    pub destination_service_namespace: Label,
+    pub destination_service_name: Label,
+    pub destination_workload: Label,
+    pub destination_canonical_service: Label,
+    pub destination_canonical_revision: Label,
+    pub destination_workload_namespace: Label,
+    pub destination_principal: Label,
+    pub destination_app: Label,
+    pub destination_version: Label,
+    pub destination_cluster: Label,
     pub request_protocol: RequestProtocol,
 }
 
@@ -164,8 +164,46 @@ pub struct TcpLabels {
     pub connection_security_policy: SecurityPolicy,
 }
 
-fn unknown() -> String {
-    UNKNOWN.to_string()
+/// A label value, shared rather than copied: a connection's labels are cloned into every
+/// request's record, and most values repeat.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Label(Arc<str>);
+
+impl Label {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Label {
+    fn from(s: &str) -> Self {
+        Label(s.into())
+    }
+}
+
+impl From<String> for Label {
+    fn from(s: String) -> Self {
+        Label(s.into())
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, w: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(w, &self.0)
+    }
+}
+
+static UNKNOWN_LABEL: LazyLock<Label> = LazyLock::new(|| Label::from(UNKNOWN));
+static LATEST_LABEL: LazyLock<Label> = LazyLock::new(|| Label::from(LATEST));
+
+fn unknown() -> Label {
+    UNKNOWN_LABEL.clone()
 }
 
 impl PeerLabels {
@@ -175,7 +213,7 @@ impl PeerLabels {
             reporter: Reporter::waypoint,
             source_workload: unknown(),
             source_canonical_service: unknown(),
-            source_canonical_revision: LATEST.to_string(),
+            source_canonical_revision: LATEST_LABEL.clone(),
             source_workload_namespace: unknown(),
             source_principal: unknown(),
             source_app: unknown(),
@@ -194,7 +232,7 @@ impl PeerLabels {
             destination_cluster: if cluster.is_empty() {
                 unknown()
             } else {
-                cluster.to_string()
+                cluster.into()
             },
             request_protocol: protocol,
         }
@@ -208,36 +246,36 @@ impl PeerLabels {
         target: &Target,
     ) -> PeerLabels {
         let mut l = PeerLabels::unknown(cluster, protocol);
-        l.source_principal = peer.to_string();
-        l.source_workload_namespace = peer.namespace().to_string();
+        l.source_principal = peer.to_string().into();
+        l.source_workload_namespace = peer.namespace().into();
         let name = target
             .key
             .split_once('/')
             .map_or(target.key.as_str(), |(_, n)| n);
         if !target.namespace.is_empty() {
-            l.destination_service_namespace = target.namespace.clone();
+            l.destination_service_namespace = target.namespace.as_str().into();
         }
         if target.vips.is_empty() {
             // A workload bound directly: its name, no service.
             if !name.is_empty() {
-                l.destination_workload = name.to_string();
+                l.destination_workload = name.into();
             }
         } else if !name.is_empty() {
-            l.destination_service = name.to_string();
-            l.destination_service_name = name.split('.').next().unwrap_or(name).to_string();
+            l.destination_service = name.into();
+            l.destination_service_name = name.split('.').next().unwrap_or(name).into();
         }
         l
     }
 
     /// Rule 3: the endpoint picked.
     pub fn endpoint(&mut self, identity: &SpiffeId) {
-        self.destination_principal = identity.to_string();
-        self.destination_workload_namespace = identity.namespace().to_string();
+        self.destination_principal = identity.to_string().into();
+        self.destination_workload_namespace = identity.namespace().into();
     }
 
     /// The set new series fold into once the cap is reached (rule 5).
     fn overflow(&self) -> PeerLabels {
-        PeerLabels::unknown(&self.destination_cluster, self.request_protocol)
+        PeerLabels::unknown(self.destination_cluster.as_str(), self.request_protocol)
     }
 }
 
@@ -721,7 +759,7 @@ mod tests {
         let m = Metrics::new("c", 3);
         for i in 0..10 {
             let mut peers = PeerLabels::unknown("c", RequestProtocol::http);
-            peers.source_principal = format!("spiffe://cluster.local/ns/a/sa/s{i}");
+            peers.source_principal = format!("spiffe://cluster.local/ns/a/sa/s{i}").into();
             m.request(
                 &RequestLabels {
                     peers,
