@@ -474,3 +474,226 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for CountingIo<IO> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::collections::VecDeque;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::targets::Target;
+
+    /// A response body made of given frames (or errors), one per poll.
+    struct Frames(VecDeque<Result<Frame<Bytes>, std::io::Error>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    fn id(ns: &str, sa: &str) -> SpiffeId {
+        format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
+            .parse()
+            .unwrap()
+    }
+
+    fn connection(metrics: &Arc<Metrics>) -> Connection {
+        let target = Target {
+            key: "shop/api.shop.svc.cluster.local".into(),
+            namespace: "shop".into(),
+            vips: vec!["10.96.0.20".parse().unwrap()],
+            ports: Default::default(),
+            h2_ports: Default::default(),
+            endpoints: vec![],
+            policies: Default::default(),
+        };
+        let resolved = Resolved {
+            target: Arc::new(target),
+            addressed: "10.96.0.20:80".parse().unwrap(),
+            pinned: None,
+        };
+        Connection::new(metrics.clone(), &id("web", "front"), &resolved)
+    }
+
+    fn request(grpc: bool) -> Request<()> {
+        let mut b = Request::builder().method("POST").uri("/pkg.Svc/Call");
+        if grpc {
+            b = b.header("content-type", "application/grpc+proto");
+        }
+        b.body(()).unwrap()
+    }
+
+    fn data(s: &'static str) -> Result<Frame<Bytes>, std::io::Error> {
+        Ok(Frame::data(Bytes::from_static(s.as_bytes())))
+    }
+
+    fn series(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Rule 3, table-driven: how a response body ends decides what is recorded.
+    #[test]
+    fn a_request_is_recorded_once_by_how_its_response_ended() {
+        enum End {
+            /// Read to the end.
+            Complete,
+            /// Dropped after the first frame.
+            DroppedEarly,
+        }
+        struct Row {
+            name: &'static str,
+            grpc: bool,
+            frames: Vec<Result<Frame<Bytes>, std::io::Error>>,
+            end: End,
+            want: &'static [&'static str],
+            response_bytes: u64,
+        }
+        let trailers = |status: &'static str| {
+            let mut t = HeaderMap::new();
+            t.insert("grpc-status", http::HeaderValue::from_static(status));
+            Ok(Frame::trailers(t))
+        };
+        let rows = vec![
+            Row {
+                name: "plain HTTP, complete",
+                grpc: false,
+                frames: vec![data("hello "), data("world")],
+                end: End::Complete,
+                want: &[
+                    "request_protocol=\"http\",response_code=\"200\",grpc_response_status=\"\",response_flags=\"-\"",
+                ],
+                response_bytes: 11,
+            },
+            Row {
+                name: "gRPC with its status in trailers",
+                grpc: true,
+                frames: vec![data("12345"), trailers("7")],
+                end: End::Complete,
+                want: &[
+                    "request_protocol=\"grpc\",response_code=\"200\",grpc_response_status=\"7\",response_flags=\"-\"",
+                ],
+                response_bytes: 5,
+            },
+            Row {
+                name: "the client left mid-body",
+                grpc: false,
+                frames: vec![data("abc"), data("def")],
+                end: End::DroppedEarly,
+                want: &["response_code=\"200\",grpc_response_status=\"\",response_flags=\"DC\""],
+                response_bytes: 3,
+            },
+            Row {
+                name: "the upstream failed mid-body",
+                grpc: false,
+                frames: vec![data("abcd"), Err(std::io::Error::other("reset"))],
+                end: End::Complete,
+                want: &["response_code=\"200\",grpc_response_status=\"\",response_flags=\"UC\""],
+                response_bytes: 4,
+            },
+        ];
+        for row in rows {
+            let metrics = Arc::new(Metrics::new("c", 100));
+            let conn = connection(&metrics);
+            let (_req, exchange) = conn.start(request(row.grpc));
+            let resp = Response::new(Frames(row.frames.into()));
+            let mut body = exchange.respond(resp).into_body();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            match row.end {
+                End::Complete => {
+                    rt.block_on(async { while body.frame().await.is_some() {} });
+                }
+                End::DroppedEarly => {
+                    let _ = rt.block_on(body.frame());
+                }
+            }
+            // The end, or the drop, records; a drop after the end records nothing more.
+            drop(body);
+            let lines = series(&metrics);
+            assert_eq!(lines.len(), 1, "{}: {lines:?}", row.name);
+            assert!(lines[0].ends_with("} 1"), "{}: {lines:?}", row.name);
+            for w in row.want {
+                assert!(lines[0].contains(w), "{}: {w} in {}", row.name, lines[0]);
+            }
+            let text = metrics.encode();
+            let bytes = text
+                .lines()
+                .find(|l| l.starts_with("istio_response_bytes_sum{"))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(|v| v.parse::<f64>().unwrap());
+            assert_eq!(bytes, Some(row.response_bytes as f64), "{}", row.name);
+        }
+    }
+
+    #[test]
+    fn a_request_dropped_before_its_response_is_dc_with_code_0() {
+        let metrics = Arc::new(Metrics::new("c", 100));
+        let (req, exchange) = connection(&metrics).start(request(false));
+        // The handler saw the byte counter travel with the request.
+        let counted = count_request(req.map(|()| Frames(vec![data("xyz")].into())));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut body = counted.into_body();
+        rt.block_on(async { while body.frame().await.is_some() {} });
+        drop(exchange);
+        let lines = series(&metrics);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0]
+                .contains("response_code=\"0\",grpc_response_status=\"\",response_flags=\"DC\""),
+            "{lines:?}"
+        );
+        assert!(
+            metrics
+                .encode()
+                .lines()
+                .any(|l| l.starts_with("istio_request_bytes_sum{") && l.ends_with(" 3.0")),
+            "{}",
+            metrics.encode()
+        );
+    }
+
+    #[test]
+    fn denied_flagged_and_upstream_travel_in_the_response() {
+        let resp = denied(
+            Response::new(()),
+            "shop/deny rule 0".into(),
+            ResponseFlags::None,
+        );
+        let o = resp.extensions().get::<Outcome>().unwrap();
+        assert_eq!(o.policy.as_deref(), Some("shop/deny rule 0"));
+        let mut resp = flagged(resp, ResponseFlags::NoHealthyUpstream);
+        upstream(
+            &mut resp,
+            &Endpoint {
+                ip: "10.0.0.1".parse().unwrap(),
+                identity: id("shop", "api"),
+                healthy: true,
+            },
+        );
+        let o = resp.extensions().get::<Outcome>().unwrap();
+        assert_eq!(o.flags, ResponseFlags::NoHealthyUpstream);
+        assert_eq!(o.policy.as_deref(), Some("shop/deny rule 0"));
+        assert_eq!(o.upstream, Some(id("shop", "api")));
+    }
+}
