@@ -62,8 +62,9 @@ http shop/web POST /api/v2/payments/process
 http shop/web GET /api/v2/payments/process
 http shop/db POST /api/v2/payments/process
 http shop/web POST /api/v2/payments/process sqlmap/1.7
-echo "the waypoint's log names the policy of each denial:"
-grep -a 'request denied' "$state/logs/waypoint-shop.waypoint-0.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -o 'peer=[^ ]* method=[^ ]* path=[^ ]* target=[^ ]* policy=.*$' | sed 's/^/  /' || true
+echo "the waypoint's access log names the policy of each denial:"
+grep -a 'request complete' "$state/logs/waypoint-shop.waypoint-0.log" | sed 's/\x1b\[[0-9;]*m//g' | grep ' status=403 ' |
+  sed -E 's/.*src\.identity=([^ ]*) dst\.addr=([^ ]*).* method=([^ ]*) path=([^ ]*) status=([0-9]*).* policy=(.*)$/  peer=\1 method=\3 path=\4 target=\2 status=\5 policy=\6/' || true
 
 say "meshctl local status"
 meshctl local status
