@@ -11,8 +11,9 @@
 //!
 //! `/explain` takes `dst` (`<ip>:<port>`, as a client's CONNECT names it), `method`, `host`,
 //! `path`, repeated `header=<name>:<value>`, `src_ip`, and the source: `src_identity`
-//! (`spiffe://...`), or `src_namespace` with `src_service_account` (and `src_trust_domain`,
-//! default `cluster.local`), or none for no identity. It runs the target's policies through
+//! (`spiffe://...`) or `src_principal` (`cluster.local/ns/<ns>/sa/<sa>`, as policies write it),
+//! or `src_namespace` with `src_service_account` (and `src_trust_domain`, default
+//! `cluster.local`), or none for no identity. It runs the target's policies through
 //! the same `authz::http` calls the data path makes.
 
 use std::convert::Infallible;
@@ -283,8 +284,13 @@ impl Admin {
     /// The decision for a request described by query parameters, without sending it.
     fn explain(&self, q: &[(String, String)]) -> Result<Value, String> {
         let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        // Istio writes principals without the scheme (`cluster.local/ns/a/sa/b`).
+        let principal = get("src_principal").map(|p| match p.starts_with("spiffe://") {
+            true => p.to_string(),
+            false => format!("spiffe://{p}"),
+        });
         let identity: Option<SpiffeId> = match (
-            get("src_identity"),
+            get("src_identity").or(principal.as_deref()),
             get("src_namespace"),
             get("src_service_account"),
         ) {
@@ -300,7 +306,7 @@ impl Admin {
             (None, None, None) => None,
             _ => {
                 return Err(
-                    "give src_identity, or both src_namespace and src_service_account".into(),
+                    "give src_identity (or src_principal), or both src_namespace and src_service_account".into(),
                 );
             }
         };

@@ -660,6 +660,13 @@ async fn admin_dumps_config_explains_changes_logging_and_quits() {
             "shop/payments",
         ),
         (
+            format!(
+                "dst={HTTP_VIP}&method=POST&path=/api/v2/payments/process&src_principal=cluster.local/ns/shop/sa/order-service"
+            ),
+            "allow",
+            "shop/payments",
+        ),
+        (
             format!("dst={HTTP_VIP}&method=GET&path=/health&header=User-Agent:sqlmap/1"),
             "deny",
             "shop/no-scanners",
