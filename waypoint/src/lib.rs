@@ -7,16 +7,21 @@
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
 //! - [`proxy`]: the HBONE server and upstream streams;
 //! - [`request`]: one HTTP request: policy, then forward;
-//! - [`health`]: readiness on 15021.
+//! - [`health`]: readiness on 15021;
+//! - [`metrics`], [`telemetry`]: Istio's metrics and the access log, per request and stream;
+//! - [`admin`]: admin (15000: config dump, log level, explain, quit) and metrics (15020).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod detect;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod request;
 pub mod targets;
+pub mod telemetry;
 
 pub use proxy::Waypoint;
 pub use targets::{Endpoint, Target, Targets};

@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Parser;
 use hbone::{CertManager, H2Settings, SpiffeId, TrustRoots};
 use proto::waypoint::{HttpPolicy, Target};
-use tracing_subscriber::EnvFilter;
 use waypoint::Waypoint;
+use waypoint::admin::{Admin, LogControl, ReloadableFilter};
 use waypoint::config::Store;
 use xds_client::ca::RemoteCa;
 use xds_client::{Changes, Client, GrpcTarget, Rejection, Token};
@@ -74,6 +74,14 @@ struct Args {
     #[arg(long, default_value_t = 15021)]
     readiness_port: u16,
 
+    /// Admin: `/config_dump`, `/logging`, `/explain`, `/quitquitquit`.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_addr: SocketAddr,
+
+    /// Prometheus: `/metrics` and `/stats/prometheus`.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics_addr: SocketAddr,
+
     /// Certificate lifetime asked for; renewed at half of it.
     #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
     secret_ttl: Duration,
@@ -95,18 +103,29 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logs = init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, logs))
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), changeable on the admin port.
+fn init_logging() -> Arc<dyn LogControl> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let initial = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let (filter, control) = ReloadableFilter::new(&initial);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+    control
 }
 
 fn target(args: &Args, address: &str) -> anyhow::Result<GrpcTarget> {
@@ -135,7 +154,7 @@ fn node(args: &Args) -> proto::core::Node {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     let identity = SpiffeId::new(
         &args.trust_domain,
         &args.pod_namespace,
@@ -167,7 +186,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     tracing::info!(%identity, "certificate issued");
 
-    let waypoint = Waypoint::new(cert, roots, H2Settings::default());
+    let metrics = Arc::new(waypoint::metrics::Metrics::new(
+        &args.cluster_id,
+        waypoint::metrics::MAX_SERIES,
+    ));
+    let waypoint = Waypoint::with_metrics(cert, roots, H2Settings::default(), metrics);
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    operational(&args, &waypoint, logs, &shutdown).await?;
     let store = Arc::new(Mutex::new(Store::default()));
     let (store_t, wp_t) = (store.clone(), waypoint.clone());
     let targets = move |c: Changes<Target>| {
@@ -218,7 +243,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         r = waypoint.serve(hbone) => r.context("HBONE server"),
         _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = shutdown.notified() => {
+            tracing::info!("shutting down (admin /quitquitquit)");
+            Ok(())
+        }
     }
+}
+
+/// Admin and metrics, up once the certificate is issued and before the first config, so an
+/// operator can look at a waypoint that is still waiting for it.
+async fn operational(
+    args: &Args,
+    waypoint: &Arc<Waypoint>,
+    logs: Arc<dyn LogControl>,
+    shutdown: &Arc<tokio::sync::Notify>,
+) -> anyhow::Result<()> {
+    let admin = Arc::new(Admin {
+        waypoint: waypoint.clone(),
+        logs,
+        shutdown: shutdown.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding admin on {}", args.admin_addr))?;
+    tokio::spawn(waypoint::admin::serve(listener, move |req| {
+        admin.clone().handle(req)
+    }));
+    let metrics = waypoint.metrics().clone();
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding metrics on {}", args.metrics_addr))?;
+    tokio::spawn(waypoint::admin::serve(listener, move |req| {
+        waypoint::admin::metrics(metrics.clone(), req)
+    }));
+    Ok(())
 }
 
 /// Applies a push to the store and publishes the new snapshot; rejected resources NACK.

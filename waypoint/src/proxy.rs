@@ -27,8 +27,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::detect::{DETECT_TIMEOUT, Protocol, detect};
+use crate::metrics::{Metrics, ResponseFlags};
 use crate::ratelimit::Limiter;
 use crate::targets::{Endpoint, Resolved, Targets};
+use crate::telemetry::{CountingIo, TcpStream};
 
 /// Why an upstream stream could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,7 @@ pub struct Waypoint {
     next: AtomicUsize,
     /// The token buckets of every target's rate limits.
     pub limiter: Limiter,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Waypoint {
@@ -71,6 +74,16 @@ impl std::fmt::Debug for Waypoint {
 
 impl Waypoint {
     pub fn new(cert: CertHandle, roots: TrustRoots, settings: H2Settings) -> Arc<Waypoint> {
+        Waypoint::with_metrics(cert, roots, settings, Arc::default())
+    }
+
+    /// As [`Waypoint::new`], recording into `metrics`.
+    pub fn with_metrics(
+        cert: CertHandle,
+        roots: TrustRoots,
+        settings: H2Settings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Waypoint> {
         let dialer: hbone::Dialer = Arc::new(|dst, _local| {
             Box::pin(async move {
                 let tcp = tokio::net::TcpStream::connect(dst).await?;
@@ -86,7 +99,12 @@ impl Waypoint {
             settings,
             next: AtomicUsize::new(0),
             limiter: Limiter::default(),
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn identity(&self) -> &SpiffeId {
@@ -242,28 +260,68 @@ fn tcp_verdict(peer: &PeerInfo, resolved: &Resolved) -> Option<authz::http::Http
     Some(policies.decide(&request).verdict)
 }
 
-/// Rule 4.
-async fn serve_tcp<IO>(waypoint: &Waypoint, peer: &PeerInfo, resolved: &Resolved, mut io: IO)
+/// Rule 4, counted and logged as a TCP stream (denials and upstream failures too).
+async fn serve_tcp<IO>(waypoint: &Waypoint, peer: &PeerInfo, resolved: &Resolved, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let metrics = waypoint.metrics();
     let verdict = tcp_verdict(peer, resolved);
     if !matches!(verdict, Some(authz::http::HttpVerdict::Allowed { .. })) {
-        tracing::info!(target = %resolved.addressed, peer = %peer.identity, ?verdict, "TCP connection denied");
+        let (policy, flags) = match &verdict {
+            Some(v) => (v.to_string(), ResponseFlags::None),
+            None => (
+                "CUSTOM policy with no external authorizer configured".to_string(),
+                ResponseFlags::UnauthorizedExternalService,
+            ),
+        };
+        TcpStream::opened(metrics, &peer.identity, resolved, None, flags).closed(
+            0,
+            0,
+            Some(&policy),
+        );
         return;
     }
-    let upstream = match waypoint.pick(resolved) {
-        Ok((endpoint, port)) => waypoint.open(&endpoint, port).await,
-        Err(e) => Err(e),
-    };
-    let mut upstream = match upstream {
-        Ok(u) => u,
+    let (endpoint, port) = match waypoint.pick(resolved) {
+        Ok(picked) => picked,
         Err(e) => {
-            tracing::info!(target = %resolved.addressed, error = %e, "TCP connection failed upstream");
+            tracing::debug!(target = %resolved.addressed, error = %e, "TCP connection failed upstream");
+            TcpStream::opened(
+                metrics,
+                &peer.identity,
+                resolved,
+                None,
+                ResponseFlags::NoHealthyUpstream,
+            )
+            .closed(0, 0, None);
             return;
         }
     };
+    let mut upstream = match waypoint.open(&endpoint, port).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(target = %resolved.addressed, error = %e, "TCP connection failed upstream");
+            TcpStream::opened(
+                metrics,
+                &peer.identity,
+                resolved,
+                Some(&endpoint),
+                ResponseFlags::UpstreamConnectionFailure,
+            )
+            .closed(0, 0, None);
+            return;
+        }
+    };
+    let stream = TcpStream::opened(
+        metrics,
+        &peer.identity,
+        resolved,
+        Some(&endpoint),
+        ResponseFlags::None,
+    );
+    let mut io = CountingIo::new(io);
     if let Err(e) = tokio::io::copy_bidirectional(&mut io, &mut upstream).await {
         tracing::debug!(error = %e, "TCP stream ended with an error");
     }
+    stream.closed(io.written, io.read, None);
 }

@@ -36,16 +36,21 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
 use crate::detect::Protocol;
+use crate::metrics::ResponseFlags;
 use crate::proxy::{UpstreamError, Waypoint, authz_peer, source_ip};
 use crate::ratelimit::Limited;
 use crate::targets::Resolved;
+use crate::telemetry::{self, Counted};
 
 /// What a response carries: the upstream's body, or one of ours.
 pub type Body = Either<Incoming, Full<Bytes>>;
 
+/// A request body on its way upstream, its bytes counted for telemetry.
+type Sent = Counted<Incoming>;
+
 enum Upstream {
-    H1(client1::SendRequest<Incoming>),
-    H2(client2::SendRequest<Incoming>),
+    H1(client1::SendRequest<Sent>),
+    H2(client2::SendRequest<Sent>),
 }
 
 /// One downstream connection's state.
@@ -76,6 +81,11 @@ pub async fn serve<IO>(
         .target
         .h2_ports
         .contains(&resolved.addressed.port());
+    let telemetry = Arc::new(telemetry::Connection::new(
+        waypoint.metrics().clone(),
+        &peer.identity,
+        &resolved,
+    ));
     let conn = Arc::new(Conn {
         waypoint,
         who: authz_peer(&peer.identity),
@@ -86,8 +96,12 @@ pub async fn serve<IO>(
         upstreams: Mutex::new(HashMap::new()),
     });
     let service = hyper::service::service_fn(move |req| {
-        let conn = conn.clone();
-        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+        let (conn, telemetry) = (conn.clone(), telemetry.clone());
+        async move {
+            // Recorded when the response ends, or as `DC` if this is dropped first.
+            let (req, exchange) = telemetry.start(req);
+            Ok::<_, Infallible>(exchange.respond(conn.handle(req).await))
+        }
     });
     let io = TokioIo::new(io);
     let served = match protocol {
@@ -149,37 +163,31 @@ impl Conn {
         match verdict {
             Some(HttpVerdict::Allowed { .. }) => {}
             other => {
-                let policy = match &other {
-                    Some(HttpVerdict::Denied { by: Some(by), .. }) => by.to_string(),
-                    Some(v) => v.to_string(),
-                    None => "CUSTOM policy with no external authorizer configured".to_string(),
+                // The access log names the deciding policy.
+                let (policy, flags) = match &other {
+                    Some(HttpVerdict::Denied { by: Some(by), .. }) => {
+                        (by.to_string(), ResponseFlags::None)
+                    }
+                    Some(v) => (v.to_string(), ResponseFlags::None),
+                    None => (
+                        "CUSTOM policy with no external authorizer configured".to_string(),
+                        ResponseFlags::UnauthorizedExternalService,
+                    ),
                 };
-                tracing::info!(
-                    peer = %self.peer.identity,
-                    method = %req.method(),
-                    path = %req.uri().path(),
-                    target = %self.resolved.addressed,
-                    policy = %policy,
-                    "request denied"
-                );
-                return ours(StatusCode::FORBIDDEN, "RBAC: access denied");
+                let denied = ours(StatusCode::FORBIDDEN, "RBAC: access denied");
+                return telemetry::denied(denied, policy, flags);
             }
         }
         if let Err(limited) = self.rate_limit(&req) {
-            tracing::info!(
-                peer = %self.peer.identity,
-                method = %req.method(),
-                path = %req.uri().path(),
-                target = %self.resolved.addressed,
-                limit = %limited.source,
-                "request rate limited"
-            );
-            return too_many(&limited);
+            // The access log names the limit where it names a deciding policy.
+            let source = limited.source.clone();
+            return telemetry::denied(too_many(&limited), source, ResponseFlags::RateLimited);
         }
         strip_hop_by_hop(req.headers_mut());
         if let Err(e) = to_version(&mut req, self.upstream_h2) {
             tracing::info!(target = %self.resolved.addressed, error = %e, "request cannot be forwarded");
-            return ours(StatusCode::BAD_REQUEST, "bad request");
+            let bad = ours(StatusCode::BAD_REQUEST, "bad request");
+            return telemetry::flagged(bad, ResponseFlags::DownstreamProtocolError);
         }
         match self.forward(req).await {
             Ok(mut resp) => {
@@ -188,12 +196,16 @@ impl Conn {
             }
             Err(e) => {
                 tracing::info!(target = %self.resolved.addressed, error = %e, "upstream failed");
-                match e {
+                let (body, flags) = match e {
                     ForwardError::Upstream(UpstreamError::NoEndpoint(_)) => {
-                        ours(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+                        ("no healthy upstream", ResponseFlags::NoHealthyUpstream)
                     }
-                    _ => ours(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error"),
-                }
+                    _ => (
+                        "upstream connect error",
+                        ResponseFlags::UpstreamConnectionFailure,
+                    ),
+                };
+                telemetry::flagged(ours(StatusCode::SERVICE_UNAVAILABLE, body), flags)
             }
         }
     }
@@ -253,6 +265,7 @@ impl Conn {
 
     async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ForwardError> {
         let (endpoint, port) = self.waypoint.pick(&self.resolved)?;
+        let req = telemetry::count_request(req);
         let dst = SocketAddr::new(endpoint.ip, port);
         let mut upstreams = self.upstreams.lock().await;
         let reuse = match upstreams.get_mut(&dst) {
@@ -281,12 +294,16 @@ impl Conn {
             Some(Upstream::H2(s)) => {
                 let mut s = s.clone();
                 drop(upstreams);
-                return Ok(s.send_request(req).await?);
+                let mut resp = s.send_request(req).await?;
+                telemetry::upstream(&mut resp, &endpoint);
+                return Ok(resp);
             }
             None => return Err(ForwardError::Lost),
         };
         drop(upstreams);
-        Ok(sent.await?)
+        let mut resp = sent.await?;
+        telemetry::upstream(&mut resp, &endpoint);
+        Ok(resp)
     }
 }
 
