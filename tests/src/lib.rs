@@ -5,6 +5,7 @@
 pub mod app;
 pub mod capture;
 pub mod load;
+pub mod local;
 pub mod mesh;
 pub mod meshd;
 pub mod netns;

@@ -91,6 +91,52 @@ async fn exchange(s: &mut TcpStream, msg: &[u8], buf: &mut [u8]) -> anyhow::Resu
     Ok(())
 }
 
+fn http_request(authority: SocketAddr, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "POST /bench HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: meshapp-bench\r\nContent-Length: {size}\r\n\r\n"
+    )
+    .into_bytes();
+    m.resize(m.len() + size, b'x');
+    m
+}
+
+/// Sends `msg`, reads one response (head, then `Content-Length` bytes); it must be a 200.
+async fn http_exchange(s: &mut TcpStream, msg: &[u8], buf: &mut [u8]) -> anyhow::Result<()> {
+    s.write_all(msg).await?;
+    let mut have = 0;
+    let end = loop {
+        if let Some(i) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        anyhow::ensure!(
+            have < buf.len(),
+            "response head larger than {} bytes",
+            buf.len()
+        );
+        let n = s.read(&mut buf[have..]).await?;
+        anyhow::ensure!(n > 0, "connection closed before a response");
+        have += n;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    anyhow::ensure!(status == "200", "status {status}: {head:?}");
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .context("a content-length")?;
+    // The server answers one request at a time, so nothing follows the body.
+    let mut left = (end + length).saturating_sub(have);
+    let cap = buf.len();
+    while left > 0 {
+        let n = s.read(&mut buf[..left.min(cap)]).await?;
+        anyhow::ensure!(n > 0, "connection closed mid-body");
+        left -= n;
+    }
+    Ok(())
+}
+
 /// One connection, one `size`-byte request at a time against an echo server, for `secs`.
 pub async fn pingpong(connect: SocketAddr, size: usize, secs: f64) -> anyhow::Result<()> {
     let mut s = TcpStream::connect(connect).await.context("connect")?;
@@ -124,6 +170,37 @@ pub async fn rate(
     size: usize,
     secs: f64,
 ) -> anyhow::Result<()> {
+    rate_of(connect, rps, conns, size, secs, Exchange::Echo).await
+}
+
+/// As [`rate`], each request an HTTP/1.1 `POST` with a `size`-byte body on kept-alive
+/// connections (against `meshapp http-serve`); any status but 200 fails the run.
+pub async fn http_rate(
+    connect: SocketAddr,
+    rps: f64,
+    conns: usize,
+    size: usize,
+    secs: f64,
+) -> anyhow::Result<()> {
+    rate_of(connect, rps, conns, size, secs, Exchange::Http).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Exchange {
+    /// `size` bytes echoed back.
+    Echo,
+    /// One HTTP/1.1 request and its response.
+    Http,
+}
+
+async fn rate_of(
+    connect: SocketAddr,
+    rps: f64,
+    conns: usize,
+    size: usize,
+    secs: f64,
+    kind: Exchange,
+) -> anyhow::Result<()> {
     let per_conn = rps / conns as f64;
     let interval = Duration::from_secs_f64(1.0 / per_conn);
     let mut tasks = Vec::new();
@@ -135,8 +212,11 @@ pub async fn rate(
         tasks.push(tokio::spawn(async move {
             let mut s = TcpStream::connect(connect).await.context("connect")?;
             s.set_nodelay(true)?;
-            let msg = vec![1u8; size];
-            let mut buf = vec![0u8; size];
+            let msg = match kind {
+                Exchange::Echo => vec![1u8; size],
+                Exchange::Http => http_request(connect, size),
+            };
+            let mut buf = vec![0u8; size.max(4096)];
             let mut h = histogram();
             let n = (secs * per_conn) as u64;
             for i in 0..n {
@@ -150,7 +230,10 @@ pub async fn rate(
                 } else {
                     due
                 };
-                exchange(&mut s, &msg, &mut buf).await?;
+                match kind {
+                    Exchange::Echo => exchange(&mut s, &msg, &mut buf[..size]).await?,
+                    Exchange::Http => http_exchange(&mut s, &msg, &mut buf).await?,
+                }
                 h.saturating_record(from.elapsed().as_micros() as u64);
             }
             Ok::<_, anyhow::Error>(h)

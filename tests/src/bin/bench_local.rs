@@ -12,12 +12,12 @@
 //! Needs root and `meshctl`, `meshd`, `node-agent`, `ztunnel` and `meshapp` beside it (build
 //! them in one profile). `--short` is the CI mode.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
+use e2e::local::{Cluster, bin_dir, log_time, pid_in_netns, wait_for_count};
 use e2e::procfs::{median, rss};
 use serde_json::{Value, json};
 
@@ -47,7 +47,6 @@ const CLIENT_IP: &str = "10.244.0.2";
 const OUTSIDER_IP: &str = "10.244.0.3";
 const SERVER_IP: &str = "10.244.1.2";
 const BARE_IP: &str = "10.244.1.3";
-const T: Duration = Duration::from_secs(120);
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
@@ -56,17 +55,8 @@ fn main() -> anyhow::Result<()> {
         args.rounds = 1;
         args.secs = 1.0;
     }
-    let exe = std::env::current_exe()?;
-    let bin_dir = exe.parent().context("the bench's directory")?.to_path_buf();
+    let bin_dir = bin_dir(&["meshctl", "meshd", "node-agent", "ztunnel", "meshapp"])?;
     let meshctl = bin_dir.join("meshctl");
-    for b in ["meshctl", "meshd", "node-agent", "ztunnel", "meshapp"] {
-        if !bin_dir.join(b).exists() {
-            bail!(
-                "{b} is not beside the bench in {}: build the workspace's binaries in one profile",
-                bin_dir.display()
-            );
-        }
-    }
     let dir = std::env::temp_dir().join(format!("bench-local-{}", args.name));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -129,7 +119,7 @@ fn measure(args: &Args, cluster: &Cluster, up_secs: f64) -> anyhow::Result<Value
         })
         .next()
         .unwrap_or(0.0);
-    let zt_pid = ztunnel_pid(&format!("{}.node-a", cluster.name))?;
+    let zt_pid = pid_in_netns(&format!("{}.node-a", cluster.name), "ztunnel")?;
     let zt_rss = rss(zt_pid).map(|r| r.total()).unwrap_or(0);
 
     // Throughput: one stream through both node proxies vs the same hop without the mesh.
@@ -233,98 +223,4 @@ fn manifests(pods: usize) -> String {
         );
     }
     y
-}
-
-struct Cluster {
-    meshctl: PathBuf,
-    name: String,
-    state: PathBuf,
-    /// With the binaries' directory first, so pods find `meshapp`.
-    path: String,
-}
-
-impl Cluster {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.meshctl);
-        c.env("PATH", &self.path).arg("local").arg(args[0]);
-        c.args(["--name", &self.name, "--state"]).arg(&self.state);
-        c.args(&args[1..]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
-        let status = self.command(args).status()?;
-        if !status.success() {
-            bail!("meshctl local {args:?}: {status}");
-        }
-        Ok(())
-    }
-
-    fn output(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = self.command(args).output()?;
-        if !out.status.success() {
-            bail!(
-                "meshctl local {args:?}: {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-/// Waits until `needle` appears `count` times in the file; its text then.
-fn wait_for_count(path: &Path, needle: &str, count: usize) -> anyhow::Result<String> {
-    let deadline = Instant::now() + T;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.matches(needle).count() >= count {
-            return Ok(text);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{needle:?} not {count} times in {} within {T:?}",
-                path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The ztunnel process in a node's network namespace.
-fn ztunnel_pid(netns: &str) -> anyhow::Result<u32> {
-    let out = Command::new("ip").args(["netns", "pids", netns]).output()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "ztunnel")
-        })
-        .with_context(|| format!("no ztunnel in {netns}"))
-}
-
-/// Seconds since the epoch of a log line starting `2026-12-01T08:20:21.315496Z`.
-fn log_time(line: &str) -> Option<f64> {
-    let line = line.trim_start_matches(|c: char| !c.is_ascii_digit());
-    let (date, rest) = line.split_once('T')?;
-    let time = rest.split('Z').next()?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let t: Vec<f64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let (&[y, m, day], &[h, min, s]) = (d.as_slice(), t.as_slice()) else {
-        return None;
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + s)
 }

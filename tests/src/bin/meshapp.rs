@@ -85,6 +85,20 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
+    /// Benchmark: HTTP/1.1 latency at a fixed request rate (against `http-serve`).
+    HttpRate {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1000.0)]
+        rps: f64,
+        #[arg(long, default_value_t = 10)]
+        conns: usize,
+        /// Request body bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
     /// Benchmark: latency at a fixed request rate.
     Rate {
         #[arg(long)]
@@ -175,6 +189,13 @@ async fn main() -> anyhow::Result<()> {
             size,
             secs,
         } => load::pingpong(connect, size, secs).await,
+        Cmd::HttpRate {
+            connect,
+            rps,
+            conns,
+            size,
+            secs,
+        } => load::http_rate(connect, rps, conns, size, secs).await,
         Cmd::Rate {
             connect,
             rps,
