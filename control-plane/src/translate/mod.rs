@@ -216,6 +216,7 @@ impl Translator {
         let mut out = Translation::default();
         let parsed = policy::parse(index, opts, scope, &mut out, &mut self.policies);
         let waypoints = waypoint::Waypoints::new(index, opts);
+        out.warnings.extend(waypoints.warnings().iter().cloned());
         let for_waypoints = waypoint_policy::parse(
             index,
             opts,
