@@ -13,7 +13,9 @@ mod objects;
 mod parse;
 
 pub use cluster::{ClusterError, ClusterOptions, watch_cluster};
-pub use manifest::{ManifestDir, ManifestError, Origin, Update, watch};
+pub use manifest::{
+    Document, ManifestDir, ManifestError, Origin, Update, manifest_files, split_documents, watch,
+};
 pub use objects::{
     ContainerPort, GATEWAY_API_GROUP, Gateway, GatewayAddress, GatewaySpec, GatewayStatus,
     IntOrString, Kind, MESH_POLICY_GROUP, Meta, Namespace, Object, ObjectKey, OwnerReference, Pod,

@@ -542,18 +542,23 @@ fn parse_file(path: &Path, bytes: &[u8]) -> FileParse {
     out
 }
 
-/// One document of a file.
+/// One document of a manifest file, as rule 3 splits it.
 #[derive(Debug, PartialEq)]
-struct Document<'a> {
-    text: &'a str,
+pub struct Document<'a> {
+    /// Its text: from the line after the `---` before it (or the file's start) up to the next
+    /// `---` line (or the file's end).
+    pub text: &'a str,
+    /// Where `text` starts in the file, in bytes.
+    pub start: usize,
     /// The file line of `text`'s first line (a parser's line 1).
-    first_line: usize,
+    pub first_line: usize,
     /// The file line of its first line with content: the object's [`Origin`].
-    origin_line: usize,
+    pub origin_line: usize,
 }
 
-/// Splits on `---` lines; documents with no content (blank lines, comments) are dropped.
-fn split_documents(text: &str) -> Vec<Document<'_>> {
+/// Rule 3: splits a file's text on `---` lines; documents with no content (blank lines,
+/// comments) are dropped. Each document parses with [`parse_yaml_document`].
+pub fn split_documents(text: &str) -> Vec<Document<'_>> {
     let mut docs = Vec::new();
     let (mut start, mut offset) = (0, 0);
     let mut first_line = 1;
@@ -564,6 +569,7 @@ fn split_documents(text: &str) -> Vec<Document<'_>> {
             if let Some(origin_line) = origin_line {
                 docs.push(Document {
                     text: &text[start..offset],
+                    start,
                     first_line,
                     origin_line,
                 });
@@ -579,6 +585,7 @@ fn split_documents(text: &str) -> Vec<Document<'_>> {
     if let Some(origin_line) = origin_line {
         docs.push(Document {
             text: &text[start..],
+            start,
             first_line,
             origin_line,
         });
@@ -600,6 +607,13 @@ fn is_separator(line: &str) -> bool {
 struct Walk {
     files: BTreeSet<PathBuf>,
     unreadable: Vec<(PathBuf, io::Error)>,
+}
+
+/// Rule 1: the manifest files under `root` (or `root` itself when it is a file), in path
+/// order, and the directories that could not be listed with why.
+pub fn manifest_files(root: &Path) -> (Vec<PathBuf>, Vec<(PathBuf, io::Error)>) {
+    let w = walk(root);
+    (w.files.into_iter().collect(), w.unreadable)
 }
 
 /// Rule 1.

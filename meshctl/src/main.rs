@@ -1,12 +1,14 @@
 //! `meshctl`: the operator's command line. `meshctl local` makes a manifest directory real on
 //! this machine: network namespaces for nodes and pods, `meshd`, and per node a `node-agent`
-//! and a shared-mode `ztunnel`.
+//! and a shared-mode `ztunnel`. `meshctl waypoint` writes, lists and deletes waypoint Gateways
+//! in such a directory.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 mod local;
+mod waypoint;
 
 #[derive(Parser)]
 #[command(name = "meshctl", version, about = "Operate the mesh")]
@@ -21,6 +23,15 @@ enum Command {
     Local {
         #[command(subcommand)]
         command: LocalCommand,
+    },
+    /// Waypoint Gateways in a manifest directory (a running `meshd` or `local up` picks them
+    /// up live).
+    Waypoint {
+        /// The manifest directory (as `meshd --manifests` and `meshctl local up` read it).
+        #[arg(long, env = "MESH_MANIFESTS", default_value = ".", global = true)]
+        manifests: PathBuf,
+        #[command(subcommand)]
+        command: waypoint::Command,
     },
 }
 
@@ -76,5 +87,6 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         },
+        Command::Waypoint { manifests, command } => waypoint::run(&manifests, &command),
     }
 }

@@ -23,6 +23,9 @@ pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
 pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
 pub const USE_WAYPOINT_NONE: &str = "none";
 pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
+/// Annotation on a waypoint Gateway naming the service account (in the Gateway's namespace)
+/// whose pods it serves. Istio dropped it in 1.22 (istio/istio#50173); we keep it.
+pub const FOR_SERVICE_ACCOUNT: &str = "istio.io/for-service-account";
 /// `gateway.istio.io/managed: istio.io-mesh-controller` marks a waypoint's own pods and
 /// Service: a waypoint never has a waypoint.
 pub const GATEWAY_MANAGED: &str = "gateway.istio.io/managed";

@@ -9,7 +9,8 @@
 //! 1. policies (`policy.rs`): every AuthorizationPolicy and PeerAuthentication is parsed once
 //!    by the `authz` crate, published as Authorization resources (`authorization.rs` converts
 //!    the model to the wire type), and indexed by namespace and selector;
-//! 2. lookups: namespaces by name, Gateways by name (`waypoint.rs`), pod-selecting Services by
+//! 2. lookups: namespaces by name, Gateways by name and the service accounts waypoints claim
+//!    (`waypoint.rs`, which also warns once per conflicting claim), pod-selecting Services by
 //!    namespace and selector (`service.rs`), so no pod is compared with every Service or
 //!    every policy;
 //! 3. Services (`service.rs`), then Pods (`workload.rs`), as Address resources encoded so
@@ -222,6 +223,7 @@ impl Translator {
         let mut out = Translation::default();
         let parsed = policy::parse(index, opts, scope, &mut out, &mut self.policies);
         let waypoints = waypoint::Waypoints::new(index, opts);
+        out.warnings.extend(waypoints.warnings().iter().cloned());
         let for_waypoints = waypoint_policy::parse(
             index,
             opts,

@@ -3,10 +3,22 @@
 //! Rules, in order, as istiod's `fetchWaypointForService` / `fetchWaypointForWorkload`:
 //! 1. A waypoint's own pods and Service (`gateway.istio.io/managed: istio.io-mesh-controller`)
 //!    have no waypoint.
-//! 2. The object's own `istio.io/use-waypoint` label decides; without it, its namespace's.
-//!    `none` opts out (on the object it also overrides the namespace). The waypoint lives in
-//!    the labelled object's namespace unless `istio.io/use-waypoint-namespace` names another.
-//!    An explicit binding that cannot be honoured does not fall back to the namespace's.
+//! 2. The object's own `istio.io/use-waypoint` label decides; without it, for a pod, the
+//!    waypoint of its service account (below); without that, its namespace's label. `none`
+//!    opts out (on the object it also overrides the account and the namespace). The waypoint
+//!    lives in the labelled object's namespace unless `istio.io/use-waypoint-namespace` names
+//!    another. An explicit binding that cannot be honoured does not fall back to the
+//!    namespace's.
+//!
+//!    A service account's waypoint: a waypoint Gateway annotated `istio.io/for-service-account:
+//!    <sa>` serves the pods of its own namespace running as `<sa>` (`spec.serviceAccountName`,
+//!    default `default`), as if each carried `istio.io/use-waypoint: <gateway>`; a waypoint's
+//!    own pods (`gateway.networking.k8s.io/gateway-name`) are left out. Istio dropped the
+//!    annotation in 1.22; we keep it. A claim counts only when the Gateway admits workloads
+//!    (`istio.io/waypoint-for` `workload` or `all`); otherwise it is ignored with one warning
+//!    on the Gateway. When several Gateways claim one account, the oldest
+//!    (`metadata.creationTimestamp`; none, as in a manifest, counts as oldest), then the first
+//!    by name, serves it, and each other claimant gets one warning.
 //! 3. The named Gateway must exist with `gatewayClassName: istio-waypoint`; otherwise there is
 //!    no waypoint, and a warning on the object carrying the label.
 //! 4. The Gateway's `istio.io/waypoint-for` (default `service`) must admit the kind: `service`
@@ -17,18 +29,19 @@
 //!    else the Service istiod deploys for it, `<gw>.<gw ns>.svc.<domain_suffix>`; always with
 //!    `hbone_mtls_port: 15008`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use kube_source::{Gateway, Kind, Meta, Namespace, ObjectKey};
+use kube_source::{Gateway, Kind, Meta, Namespace, ObjectKey, Pod};
 use proto::workload::{GatewayAddress, NamespacedHostname, NetworkAddress, gateway_address};
 
 use super::Options;
 use super::labels::{
-    USE_WAYPOINT, USE_WAYPOINT_NAMESPACE, USE_WAYPOINT_NONE, WAYPOINT_FOR, is_waypoint_itself,
+    FOR_SERVICE_ACCOUNT, USE_WAYPOINT, USE_WAYPOINT_NAMESPACE, USE_WAYPOINT_NONE, WAYPOINT_FOR,
+    is_waypoint_itself,
 };
 use crate::index::Index;
-use crate::resources::WaypointKey;
+use crate::resources::{GATEWAY_NAME_LABEL, WaypointKey};
 
 pub const WAYPOINT_CLASS: &str = "istio-waypoint";
 pub const HBONE_MTLS_PORT: u32 = 15008;
@@ -66,10 +79,17 @@ pub struct Outcome {
     pub warning: Option<(ObjectKey, String)>,
 }
 
-/// Every Gateway by `(namespace, name)`, for binding lookups.
+/// `(namespace, service account)` -> the waypoint serving that account's pods.
+type Accounts<'a> = HashMap<(&'a str, &'a str), &'a Gateway>;
+
+/// Every Gateway by `(namespace, name)`, and the service accounts waypoints serve, for
+/// binding lookups.
 #[derive(Debug)]
 pub struct Waypoints<'a> {
     gateways: HashMap<(&'a str, &'a str), &'a Gateway>,
+    accounts: Accounts<'a>,
+    /// Account claims not honoured, once each, on the Gateway that made them.
+    warnings: Vec<(ObjectKey, String)>,
     opts: &'a Options,
 }
 
@@ -97,7 +117,32 @@ impl<'a> Waypoints<'a> {
             .gateways()
             .map(|g| ((g.metadata.namespace.as_str(), g.metadata.name.as_str()), g))
             .collect();
-        Waypoints { gateways, opts }
+        let (accounts, warnings) = account_claims(index.gateways());
+        Waypoints {
+            gateways,
+            accounts,
+            warnings,
+            opts,
+        }
+    }
+
+    /// Service-account claims that were not honoured: one warning per Gateway at fault.
+    pub fn warnings(&self) -> &[(ObjectKey, String)] {
+        &self.warnings
+    }
+
+    /// The waypoint of a Pod in `namespace` (its Namespace object, if any): rule 2 with its
+    /// service account's waypoint between its own label and its namespace's.
+    pub fn resolve_pod(&self, pod: &Pod, namespace: Option<&Namespace>) -> Outcome {
+        let m = &pod.metadata;
+        let account = if m.labels.contains_key(GATEWAY_NAME_LABEL) {
+            None
+        } else {
+            self.accounts
+                .get(&(m.namespace.as_str(), pod.service_account()))
+                .copied()
+        };
+        self.resolve_with(Client::Workload, Kind::Pod, m, namespace, account)
     }
 
     /// The waypoint of the `kind` object `meta` in `namespace` (its Namespace object, if any).
@@ -108,6 +153,18 @@ impl<'a> Waypoints<'a> {
         meta: &Meta,
         namespace: Option<&Namespace>,
     ) -> Outcome {
+        self.resolve_with(client, kind, meta, namespace, None)
+    }
+
+    /// Rules 1-5; `account` is the waypoint serving the object's service account, if any.
+    fn resolve_with(
+        &self,
+        client: Client,
+        kind: Kind,
+        meta: &Meta,
+        namespace: Option<&Namespace>,
+        account: Option<&Gateway>,
+    ) -> Outcome {
         if is_waypoint_itself(meta) {
             return Outcome::default();
         }
@@ -116,7 +173,11 @@ impl<'a> Waypoints<'a> {
             namespace: meta.namespace.clone(),
             name: meta.name.clone(),
         };
-        let (bound, labelled, explicit) = match binding(meta, &meta.namespace) {
+        let by_account = account.map(|gw| Binding::Named {
+            namespace: gw.metadata.namespace.as_str(),
+            name: gw.metadata.name.as_str(),
+        });
+        let (bound, labelled, explicit) = match binding(meta, &meta.namespace).or(by_account) {
             Some(b) => (b, own_key(), true),
             None => {
                 let Some(ns) = namespace else {
@@ -160,11 +221,7 @@ impl<'a> Waypoints<'a> {
             }
             Some(gw) => *gw,
         };
-        let waypoint_for = gw
-            .metadata
-            .labels
-            .get(WAYPOINT_FOR)
-            .map_or("service", String::as_str);
+        let waypoint_for = waypoint_for(gw);
         if !client.admitted_by(waypoint_for) {
             if explicit || client == Client::Service {
                 return warn(
@@ -229,6 +286,75 @@ impl<'a> Waypoints<'a> {
             hbone_mtls_port: HBONE_MTLS_PORT,
         }
     }
+}
+
+/// The `istio.io/waypoint-for` of a Gateway (default `service`).
+fn waypoint_for(gw: &Gateway) -> &str {
+    gw.metadata
+        .labels
+        .get(WAYPOINT_FOR)
+        .map_or("service", String::as_str)
+}
+
+/// Rule 2's service-account claims: which waypoint serves each `(namespace, account)`, and a
+/// warning for each claim that is not honoured.
+fn account_claims<'a>(
+    gateways: impl Iterator<Item = &'a Gateway>,
+) -> (Accounts<'a>, Vec<(ObjectKey, String)>) {
+    let mut warnings = Vec::new();
+    let mut claims: BTreeMap<(&str, &str), Vec<&Gateway>> = BTreeMap::new();
+    let on = |gw: &Gateway| ObjectKey {
+        kind: Kind::Gateway,
+        namespace: gw.metadata.namespace.clone(),
+        name: gw.metadata.name.clone(),
+    };
+    for gw in gateways.filter(|g| g.spec.gateway_class_name == WAYPOINT_CLASS) {
+        let Some(account) = gw.metadata.annotations.get(FOR_SERVICE_ACCOUNT) else {
+            continue;
+        };
+        let waypoint_for = waypoint_for(gw);
+        if account.is_empty() {
+            warnings.push((on(gw), format!("{FOR_SERVICE_ACCOUNT} is empty: ignored")));
+        } else if !Client::Workload.admitted_by(waypoint_for) {
+            warnings.push((
+                on(gw),
+                format!(
+                    "{FOR_SERVICE_ACCOUNT} {account:?} is ignored: the waypoint's \
+                     {WAYPOINT_FOR} is {waypoint_for:?}, which does not admit workloads \
+                     (use \"workload\" or \"all\")"
+                ),
+            ));
+        } else {
+            claims
+                .entry((gw.metadata.namespace.as_str(), account.as_str()))
+                .or_default()
+                .push(gw);
+        }
+    }
+    let mut accounts = HashMap::with_capacity(claims.len());
+    for ((namespace, account), mut claimants) in claims {
+        // RFC 3339 timestamps from the API server sort as text.
+        claimants.sort_by(|a, b| {
+            let (a, b) = (&a.metadata, &b.metadata);
+            (&a.creation_timestamp, &a.name).cmp(&(&b.creation_timestamp, &b.name))
+        });
+        let Some((winner, others)) = claimants.split_first() else {
+            continue;
+        };
+        for other in others {
+            warnings.push((
+                on(other),
+                format!(
+                    "{FOR_SERVICE_ACCOUNT} {account:?} is ignored: waypoint \
+                     {namespace}/{} serves that service account (the oldest claim, then \
+                     the first by name)",
+                    winner.metadata.name
+                ),
+            ));
+        }
+        accounts.insert((namespace, account), *winner);
+    }
+    (accounts, warnings)
 }
 
 fn hostname_destination(namespace: &str, hostname: String) -> gateway_address::Destination {

@@ -19,11 +19,10 @@
 
 use std::net::IpAddr;
 
-use kube_source::{Kind, ObjectKey, Pod};
+use kube_source::{ObjectKey, Pod};
 use proto::workload::{NetworkMode, TunnelProtocol, Workload, WorkloadStatus, WorkloadType};
 
 use super::labels::{self, POD_TEMPLATE_HASH};
-use super::waypoint::Client;
 use super::{Catalog, ObjectError, ip_bytes};
 use crate::resources::WaypointKey;
 
@@ -69,9 +68,7 @@ pub fn translate(pod: &Pod, cat: &Catalog<'_>) -> Result<Option<Translated>, Obj
     let network = labels::network(m, namespace, &opts.network);
     let aliases = ips.iter().map(|ip| format!("{network}/{ip}")).collect();
     let (workload_name, workload_type) = workload_name_and_type(pod);
-    let waypoint = cat
-        .waypoints
-        .resolve(Client::Workload, Kind::Pod, m, namespace);
+    let waypoint = cat.waypoints.resolve_pod(pod, namespace);
     let tunnel = if labels::ambient_enrolled(pod, namespace) {
         TunnelProtocol::Hbone
     } else {

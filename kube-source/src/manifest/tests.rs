@@ -475,6 +475,7 @@ fn splits_documents() {
         docs.iter().map(|d| d.text).collect::<Vec<_>>(),
         ["a: 1\n", "b: 2\n"]
     );
+    assert_eq!(docs.iter().map(|d| d.start).collect::<Vec<_>>(), [0, 9]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! reads the resources back as ztunnel would (decoded protos). Fixtures here, cases by concern
 //! in the submodules.
 
+mod account_waypoints;
 mod incremental;
 mod policies;
 mod rate_limits;
