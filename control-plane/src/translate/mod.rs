@@ -16,7 +16,8 @@
 //!    equal content always has equal bytes (`encode.rs`);
 //! 4. for waypoints, in the same passes: policies with `targetRefs` as HttpPolicy resources
 //!    and where they attach (`waypoint_policy.rs`, `http_policy.rs`), the Services and Pods
-//!    bound to each waypoint as Target resources (`waypoint_target.rs`), then each waypoint's
+//!    bound to each waypoint as Target resources (`waypoint_target.rs`) with the JWT rules of
+//!    the RequestAuthentications attached to them (`waypoint_jwt.rs`), then each waypoint's
 //!    set: its targets and the policies they name.
 //!
 //! Warnings about a namespace-wide binding (a namespace's waypoint that does not exist) are
@@ -41,6 +42,7 @@ mod labels;
 mod policy;
 mod service;
 mod waypoint;
+mod waypoint_jwt;
 mod waypoint_policy;
 mod waypoint_target;
 mod workload;
@@ -123,6 +125,8 @@ pub(crate) struct Catalog<'a> {
     bindings: policy::Bindings<'a>,
     /// Which waypoint policies attach to which targets.
     attachments: &'a waypoint_policy::Attachments,
+    /// Which RequestAuthentication rules attach to which targets.
+    jwt: &'a waypoint_jwt::JwtAttachments,
 }
 
 /// Translates every object in `index`.
@@ -186,6 +190,8 @@ pub struct Translator {
     waypoint_policies: waypoint_policy::Memo,
     /// Where waypoint policies attached on the last call.
     attachments: waypoint_policy::Attachments,
+    /// The RequestAuthentication rules of the last call, and where they attached.
+    jwt: waypoint_jwt::JwtAttachments,
     namespaces: BTreeMap<String, NamespaceOutput>,
     /// What the last call returned.
     resources: Resources,
@@ -200,6 +206,7 @@ impl Translator {
             policies: policy::Memo::default(),
             waypoint_policies: waypoint_policy::Memo::default(),
             attachments: waypoint_policy::Attachments::default(),
+            jwt: waypoint_jwt::JwtAttachments::default(),
             namespaces: BTreeMap::new(),
             resources: Resources::default(),
             http_policies: ResourceSet::new(),
@@ -224,6 +231,7 @@ impl Translator {
             &mut out,
             &mut self.waypoint_policies,
         );
+        let jwt = waypoint_jwt::parse(index, opts, &waypoints, &mut out);
         let cat = Catalog {
             opts,
             namespaces: index
@@ -234,6 +242,7 @@ impl Translator {
             services: service::SelectingServices::new(index, opts),
             bindings: parsed.bindings(&opts.root_namespace),
             attachments: &for_waypoints.attachments,
+            jwt: &jwt,
         };
         let mut redo: BTreeSet<String> = match scope {
             // Every namespace with something to translate, and every one that had something.
@@ -245,7 +254,7 @@ impl Translator {
                 .collect(),
             Scope::Namespaces(set) => set.clone(),
         };
-        if for_waypoints.attachments != self.attachments {
+        if for_waypoints.attachments != self.attachments || jwt != self.jwt {
             redo.extend(
                 self.namespaces
                     .iter()
@@ -301,6 +310,7 @@ impl Translator {
             self.resources.waypoints = Arc::new(next);
         }
         self.attachments = for_waypoints.attachments;
+        self.jwt = jwt;
         self.http_policies = for_waypoints.resources;
         out.resources = self.resources.clone();
         out
@@ -351,7 +361,7 @@ fn patch(set: &mut ResourceSet, old: &[Resource], new: &[Resource], changed: &mu
 fn translate_namespace(index: &Index, cat: &Catalog<'_>, namespace: &str) -> NamespaceOutput {
     let mut out = NamespaceOutput::default();
     let mut warnings = Warnings::default();
-    let mut targets = waypoint_target::Targets::new(cat.attachments);
+    let mut targets = waypoint_target::Targets::new(cat.attachments, cat.jwt);
     let ns = cat.namespaces.get(namespace).copied();
     for svc in index
         .services_in(namespace)

@@ -18,6 +18,7 @@
 //! 6. A workload whose own waypoint is G is a target of G named `<namespace>/<pod name>`,
 //!    with no VIPs or ports and itself as the one endpoint.
 //! 7. `policies`: the keys `waypoint_policy.rs` attaches to it.
+//! 8. `jwt_rules`: the RequestAuthentication rules `waypoint_jwt.rs` attaches to it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ use proto::waypoint::{Endpoint, Target};
 use proto::workload::{Service as PbService, Workload, WorkloadStatus};
 
 use super::encode::target_resource;
+use super::waypoint_jwt::JwtAttachments;
 use super::waypoint_policy::Attachments;
 use super::workload::DEFAULT_TRUST_DOMAIN;
 use crate::resources::{Resource, WaypointKey};
@@ -45,6 +47,7 @@ pub struct TargetOutput {
 #[derive(Debug)]
 pub struct Targets<'c> {
     attachments: &'c Attachments,
+    jwt: &'c JwtAttachments,
     /// Service targets, and where each is by its Address name (`Workload.services` keys).
     services: Vec<(WaypointKey, Target)>,
     by_key: HashMap<String, usize>,
@@ -52,9 +55,10 @@ pub struct Targets<'c> {
 }
 
 impl<'c> Targets<'c> {
-    pub fn new(attachments: &'c Attachments) -> Self {
+    pub fn new(attachments: &'c Attachments, jwt: &'c JwtAttachments) -> Self {
         Targets {
             attachments,
+            jwt,
             services: Vec::new(),
             by_key: HashMap::new(),
             workloads: Vec::new(),
@@ -97,6 +101,9 @@ impl<'c> Targets<'c> {
                 &svc.metadata.namespace,
                 &svc.metadata.name,
             ),
+            jwt_rules: self
+                .jwt
+                .service(waypoint, &svc.metadata.namespace, &svc.metadata.name),
             ..Default::default()
         };
         self.by_key.insert(key, self.services.len());
@@ -129,6 +136,7 @@ impl<'c> Targets<'c> {
                     namespace: workload.namespace.clone(),
                     endpoints: vec![endpoint],
                     policies: self.attachments.workload(w),
+                    jwt_rules: self.jwt.workload(w),
                     ..Default::default()
                 },
             ));

@@ -6,6 +6,7 @@ mod incremental;
 mod policies;
 mod services;
 mod waypoint_config;
+mod waypoint_jwt;
 mod waypoints;
 mod workloads;
 
