@@ -6,13 +6,15 @@
 //! - [`targets`]: what it serves and how a CONNECT's authority resolves (pure);
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
 //! - [`proxy`]: the HBONE server and upstream streams;
-//! - [`request`]: one HTTP request: policy, then forward;
+//! - [`jwt`]: RequestAuthentication: a request's token checked before policy;
+//! - [`request`]: one HTTP request: token, policy, then forward;
 //! - [`health`]: readiness on 15021.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod detect;
 pub mod health;
+pub mod jwt;
 pub mod proxy;
 pub mod request;
 pub mod targets;

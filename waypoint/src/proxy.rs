@@ -56,6 +56,8 @@ pub struct Waypoint {
     pool: Pool,
     settings: H2Settings,
     next: AtomicUsize,
+    /// `jwksUri` key sets, shared by every target and kept across config changes.
+    jwks: crate::jwt::KeyCache,
 }
 
 impl std::fmt::Debug for Waypoint {
@@ -68,6 +70,16 @@ impl std::fmt::Debug for Waypoint {
 
 impl Waypoint {
     pub fn new(cert: CertHandle, roots: TrustRoots, settings: H2Settings) -> Arc<Waypoint> {
+        Waypoint::with_jwks(cert, roots, settings, crate::jwt::FetchSettings::default())
+    }
+
+    /// [`Waypoint::new`] with its own JWKS refresh intervals (tests shorten them).
+    pub fn with_jwks(
+        cert: CertHandle,
+        roots: TrustRoots,
+        settings: H2Settings,
+        jwks: crate::jwt::FetchSettings,
+    ) -> Arc<Waypoint> {
         let dialer: hbone::Dialer = Arc::new(|dst, _local| {
             Box::pin(async move {
                 let tcp = tokio::net::TcpStream::connect(dst).await?;
@@ -82,7 +94,12 @@ impl Waypoint {
             pool: Pool::new(settings.clone(), dialer),
             settings,
             next: AtomicUsize::new(0),
+            jwks: crate::jwt::KeyCache::new(jwks),
         })
+    }
+
+    pub(crate) fn jwks(&self) -> &crate::jwt::KeyCache {
+        &self.jwks
     }
 
     pub fn identity(&self) -> &SpiffeId {

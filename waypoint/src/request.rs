@@ -2,7 +2,9 @@
 //!
 //! Rules, per request:
 //! 1. The policy view: source = the HBONE peer (its certificate's identity, its IP),
-//!    destination = the address the client dialled, host/method/path/headers as sent.
+//!    destination = the address the client dialled, host/method/path/headers as sent, and the
+//!    request principal of a JWT the target's RequestAuthentication accepted ([`crate::jwt`]:
+//!    a token it refuses is answered 401, or 403 for its audience, before policy).
 //! 2. A CUSTOM policy that matches needs an external authorizer: until one is configured the
 //!    request is denied (fail closed), never waved through.
 //! 3. Denied: 403 with Envoy's body `RBAC: access denied` (it names no policy; the access log
@@ -20,7 +22,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authz::http::{Headers, HttpVerdict};
+use authz::http::{Headers, HttpVerdict, JwtAuth};
 use bytes::Bytes;
 use hbone::PeerInfo;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
@@ -126,7 +128,16 @@ fn ours(status: StatusCode, body: &'static str) -> Response<Body> {
 
 impl Conn {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
-        let verdict = self.decide(&req);
+        let rules = &self.resolved.target.jwt;
+        let jwt = match crate::jwt::authenticate(self.waypoint.jwks(), rules, &mut req).await {
+            Ok(jwt) => jwt,
+            Err(r) => {
+                tracing::info!(peer = %self.peer.identity, target = %self.resolved.addressed,
+                    source = r.source.as_deref().unwrap_or("-"), reason = %r.failure, "JWT refused");
+                return ours(r.failure.status(), r.failure.body());
+            }
+        };
+        let verdict = self.decide(&req, jwt.as_ref());
         match verdict {
             Some(HttpVerdict::Allowed { .. }) => {}
             other => {
@@ -169,7 +180,7 @@ impl Conn {
     }
 
     /// Rules 1-2; `None` when a CUSTOM policy would need an authorizer.
-    fn decide(&self, req: &Request<Incoming>) -> Option<HttpVerdict> {
+    fn decide(&self, req: &Request<Incoming>, jwt: Option<&JwtAuth>) -> Option<HttpVerdict> {
         let host = req
             .uri()
             .authority()
@@ -187,6 +198,7 @@ impl Conn {
         );
         view.peer = Some(&self.who);
         view.headers = &headers;
+        view.jwt = jwt;
         let policies = &self.resolved.target.policies;
         if policies.custom(&view).is_some() {
             return None;

@@ -39,6 +39,8 @@ pub struct Target {
     pub h2_ports: BTreeSet<u16>,
     pub endpoints: Vec<Endpoint>,
     pub policies: HttpPolicies,
+    /// RequestAuthentication: checked before policy ([`crate::jwt`]); empty: none.
+    pub jwt: Vec<crate::jwt::JwtRule>,
 }
 
 impl Target {
