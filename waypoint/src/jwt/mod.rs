@@ -322,3 +322,187 @@ pub fn claim_value(
     };
     HeaderValue::from_str(&text).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::json;
+
+    use super::*;
+
+    fn rule(audiences: &[&str]) -> JwtRule {
+        JwtRule {
+            source: "shop/jwt".into(),
+            issuer: "https://idp".into(),
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            keys: KeySource::Remote {
+                uri: Uri::from_static("http://idp/jwks"),
+                timeout: Duration::from_secs(1),
+            },
+            locations: Location::defaults(),
+            output_payload_to_header: None,
+            forward_original_token: false,
+            claim_to_headers: Vec::new(),
+        }
+    }
+
+    fn token(claims: &serde_json::Value) -> String {
+        let part = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.sig", part(&json!({"alg": "RS256"})), part(claims))
+    }
+
+    #[test]
+    fn claims_are_checked_as_envoy_does() {
+        const NOW: f64 = 1_000_000.0;
+        type Row = (
+            &'static str,
+            &'static [&'static str],
+            serde_json::Value,
+            Result<(), Failure>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "plain",
+                &[],
+                json!({"iss": "https://idp", "exp": NOW + 1.0}),
+                Ok(()),
+            ),
+            ("no exp", &[], json!({"iss": "https://idp"}), Ok(())),
+            (
+                "other issuer",
+                &[],
+                json!({"iss": "https://evil"}),
+                Err(Failure::UnknownIssuer),
+            ),
+            (
+                "no issuer",
+                &[],
+                json!({"sub": "x"}),
+                Err(Failure::UnknownIssuer),
+            ),
+            (
+                "expired within skew",
+                &[],
+                json!({"iss": "https://idp", "exp": NOW - 59.0}),
+                Ok(()),
+            ),
+            (
+                "expired",
+                &[],
+                json!({"iss": "https://idp", "exp": NOW - 61.0}),
+                Err(Failure::Expired),
+            ),
+            (
+                "early within skew",
+                &[],
+                json!({"iss": "https://idp", "nbf": NOW + 59.0}),
+                Ok(()),
+            ),
+            (
+                "early",
+                &[],
+                json!({"iss": "https://idp", "nbf": NOW + 61.0}),
+                Err(Failure::NotYetValid),
+            ),
+            (
+                "exp not a number",
+                &[],
+                json!({"iss": "https://idp", "exp": "later"}),
+                Err(Failure::Format(FormatError::ClaimType("exp"))),
+            ),
+            (
+                "any audience when none listed",
+                &[],
+                json!({"iss": "https://idp", "aud": "x"}),
+                Ok(()),
+            ),
+            (
+                "listed audience",
+                &["shop"],
+                json!({"iss": "https://idp", "aud": ["bank", "shop"]}),
+                Ok(()),
+            ),
+            (
+                "scheme and slash ignored",
+                &["https://shop.test/"],
+                json!({"iss": "https://idp", "aud": "http://shop.test"}),
+                Ok(()),
+            ),
+            (
+                "other audience",
+                &["shop"],
+                json!({"iss": "https://idp", "aud": "bank"}),
+                Err(Failure::Audience),
+            ),
+            (
+                "no audience",
+                &["shop"],
+                json!({"iss": "https://idp"}),
+                Err(Failure::Audience),
+            ),
+            (
+                "audience not strings",
+                &["shop"],
+                json!({"iss": "https://idp", "aud": [1]}),
+                Err(Failure::Format(FormatError::ClaimType("aud"))),
+            ),
+        ];
+        for (name, audiences, claims, want) in rows {
+            let t = token(&claims);
+            let peeked = peek(&t).expect("reads");
+            assert_eq!(check_claims(&rule(audiences), &peeked, NOW), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn identity_and_claim_headers() {
+        let t = token(&json!({
+            "iss": "https://idp", "sub": "alice", "aud": "shop", "azp": "web",
+            "n": 7, "ok": true, "list": ["a"], "org": {"team": "payments", "bad": "a\nb"},
+        }));
+        let peeked = peek(&t).expect("reads");
+        let a = auth(&peeked);
+        assert_eq!(a.principal, "https://idp/alice");
+        assert_eq!(a.audiences, ["shop"]);
+        assert_eq!(a.presenter.as_deref(), Some("web"));
+        assert_eq!(a.claims["org"]["team"], "payments");
+        for (path, want) in [
+            ("sub", Some("alice")),
+            ("n", Some("7")),
+            ("ok", Some("true")),
+            ("org.team", Some("payments")),
+            ("list", None),
+            ("org", None),
+            ("org.bad", None),
+            ("org.team.x", None),
+            ("missing", None),
+            ("", None),
+        ] {
+            let got = claim_value(&peeked.claims, path);
+            assert_eq!(got.as_ref().and_then(|v| v.to_str().ok()), want, "{path}");
+        }
+        // No subject: the issuer alone, as Istio forms it.
+        let t = token(&json!({"iss": "https://idp"}));
+        assert_eq!(auth(&peek(&t).expect("reads")).principal, "https://idp/");
+    }
+
+    #[test]
+    fn failures_answer_as_envoy() {
+        assert_eq!(Failure::Audience.status(), http::StatusCode::FORBIDDEN);
+        for f in [
+            Failure::Signature,
+            Failure::Expired,
+            Failure::UnknownIssuer,
+            Failure::Fetch,
+            Failure::Format(FormatError::Parts),
+        ] {
+            assert_eq!(f.status(), http::StatusCode::UNAUTHORIZED, "{f}");
+        }
+        assert_eq!(Failure::Signature.body(), "Jwt verification fails");
+        assert_eq!(
+            Failure::UnknownIssuer.body(),
+            "Jwt issuer is not configured"
+        );
+    }
+}
