@@ -480,6 +480,43 @@ async fn rotated_keys_are_fetched_for_an_unknown_kid() {
 }
 
 #[tokio::test]
+async fn stale_keys_serve_while_a_background_refresh_replaces_them() {
+    let (old, new) = (TestKey::new("k1"), TestKey::new("k2"));
+    let server = JwksServer::start(jwks(&[&old])).await;
+    let timeout = Duration::from_secs(5);
+    let jwt = vec![rule(KeySource::Remote {
+        uri: server.uri(),
+        timeout,
+    })];
+    // Every set is stale at once, so each request starts a refresh behind it.
+    let fetch = FetchSettings {
+        refresh: Duration::ZERO,
+        min_refetch: Duration::ZERO,
+    };
+    let mesh = Mesh::start("refresh", "127.78.0.6", jwt, fetch).await;
+    let mut send = mesh.client().await;
+    let (status, _) = get(&mut send, "/private", Some(&old.sign(&claims("alice")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.fetches(), 1);
+
+    // The issuer drops the old key; a request with it is still served from the stale set
+    // while the refresh runs behind it.
+    server.set(jwks(&[&new]));
+    let (status, _) = get(&mut send, "/public", Some(&old.sign(&claims("alice")))).await;
+    assert_eq!(status, StatusCode::OK);
+    for _ in 0..100 {
+        if server.fetches() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(server.fetches() >= 2, "the refresh ran");
+    // Once it has, the new key's tokens verify.
+    let (status, body) = get(&mut send, "/private", Some(&new.sign(&claims("alice")))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
 async fn unknown_kids_refetch_at_most_once_per_interval() {
     let (old, new) = (TestKey::new("k1"), TestKey::new("k2"));
     let server = JwksServer::start(jwks(&[&old])).await;

@@ -5,7 +5,8 @@
 //!    fetch (bounded by the rule's timeout) and fails with Envoy's `Jwks remote fetch is
 //!    failed` when there is nothing to use.
 //! 2. Keys older than the refresh interval (20 minutes) are still used while a background
-//!    fetch replaces them; a failed fetch keeps the old keys.
+//!    fetch replaces them; a failed fetch keeps the old keys and is tried again no sooner than
+//!    rule 3's interval.
 //! 3. A token whose `kid` the cached set lacks asks for a fetch now (key rotation), at most
 //!    once per 30 seconds per URI, so a flood of made-up `kid`s costs one fetch.
 //! 4. One fetch per URI at a time: concurrent requests wait for the one under way and take
@@ -213,7 +214,11 @@ impl KeyCache {
             let mut s = entry.state.lock().unwrap_or_else(|p| p.into_inner());
             if let (Some(keys), Some(fetched)) = (&s.keys, s.fetched) {
                 let keys = keys.clone();
-                if now.duration_since(fetched) >= self.settings.refresh && !s.refreshing {
+                let stale = now.duration_since(fetched) >= self.settings.refresh;
+                let may_retry = s
+                    .attempted
+                    .is_none_or(|a| now.duration_since(a) >= self.settings.min_refetch);
+                if stale && may_retry && !s.refreshing {
                     s.refreshing = true;
                     let (entry, fetcher, uri) =
                         (entry.clone(), self.fetcher().clone(), uri.clone());
