@@ -8,10 +8,14 @@
 //! 3. A target that names a policy the waypoint has not received denies every request until
 //!    the policy arrives: a missing ALLOW would otherwise turn into "no ALLOW policy, allow
 //!    all". Fail closed.
+//! 4. A target's JWT rules must be usable as they are: an issuer, an inline `jwks` with a
+//!    usable key or an `http(s)` `jwks_uri`, valid header names. A bad rule rejects the target
+//!    (its last good version stays): dropping the rule would let that issuer's tokens through
+//!    as "issuer not configured" only while another rule exists, and silently otherwise.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-
+use std::sync::Arc;
 use std::time::Duration;
 
 use authz::http::{
@@ -20,9 +24,11 @@ use authz::http::{
 };
 use authz::{ServiceAccountMatch, StringMatch};
 use hbone::SpiffeId;
+use http::{HeaderName, Uri};
 use ipnet::IpNet;
 use proto::waypoint as wire;
 
+use crate::jwt::{JwtRule, KeySet, KeySource, Location};
 use crate::targets::{Endpoint, Target, Targets};
 
 /// Why a resource was rejected.
@@ -216,6 +222,12 @@ fn convert_target(name: &str, t: &wire::Target) -> Result<TargetSpec, ConfigErro
         .enumerate()
         .map(|(i, l)| convert_rate_limit(&cx, &format!("rate_limits[{i}]"), l))
         .collect::<Result<Vec<_>, _>>()?;
+    let jwt = t
+        .jwt_rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| convert_jwt_rule(&cx, &format!("jwt_rules[{i}]"), r))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(TargetSpec {
         target: Target {
             key: name.to_string(),
@@ -226,6 +238,7 @@ fn convert_target(name: &str, t: &wire::Target) -> Result<TargetSpec, ConfigErro
             endpoints,
             policies: HttpPolicies::new(),
             rate_limits,
+            jwt,
         },
         policies: t.policies.clone(),
     })
@@ -380,5 +393,93 @@ fn convert_condition(cx: &Cx<'_>, at: &str, c: &wire::Condition) -> Result<Condi
         key,
         values,
         not_values,
+    })
+}
+
+/// Rule 4.
+fn convert_jwt_rule(cx: &Cx<'_>, at: &str, r: &wire::JwtRule) -> Result<JwtRule, ConfigError> {
+    let f = |name: &str| format!("{at}.{name}");
+    if r.issuer.is_empty() {
+        return Err(cx.err(f("issuer"), "required"));
+    }
+    let keys = if !r.jwks.is_empty() {
+        let set = KeySet::parse(&r.jwks).map_err(|e| cx.err(f("jwks"), e.to_string()))?;
+        KeySource::Inline(Arc::new(set))
+    } else if !r.jwks_uri.is_empty() {
+        let uri = r
+            .jwks_uri
+            .parse::<Uri>()
+            .map_err(|e| cx.err(f("jwks_uri"), format!("{:?}: {e}", r.jwks_uri)))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(cx.err(
+                f("jwks_uri"),
+                format!("{:?} is not an http(s) URL", r.jwks_uri),
+            ));
+        }
+        let timeout = match r.timeout_ms {
+            0 => Duration::from_secs(5),
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        KeySource::Remote { uri, timeout }
+    } else {
+        return Err(cx.err(at, "a rule needs jwks or jwks_uri"));
+    };
+    let header = |field: String, name: &str| {
+        HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| cx.err(field, format!("{name:?} is not a header name")))
+    };
+    let mut locations = Vec::new();
+    for (i, h) in r.from_headers.iter().enumerate() {
+        locations.push(Location::Header {
+            name: header(f(&format!("from_headers[{i}].name")), &h.name)?,
+            prefix: h.prefix.clone(),
+        });
+    }
+    for (i, p) in r.from_params.iter().enumerate() {
+        if p.is_empty() {
+            return Err(cx.err(f(&format!("from_params[{i}]")), "empty"));
+        }
+        locations.push(Location::Param(p.clone()));
+    }
+    for (i, c) in r.from_cookies.iter().enumerate() {
+        if c.is_empty() {
+            return Err(cx.err(f(&format!("from_cookies[{i}]")), "empty"));
+        }
+        locations.push(Location::Cookie(c.clone()));
+    }
+    if locations.is_empty() {
+        locations = Location::defaults();
+    }
+    let output_payload_to_header = match r.output_payload_to_header.as_str() {
+        "" => None,
+        h => Some(header(f("output_payload_to_header"), h)?),
+    };
+    let claim_to_headers = r
+        .output_claim_to_headers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.claim.is_empty() {
+                return Err(cx.err(
+                    f(&format!("output_claim_to_headers[{i}].claim")),
+                    "required",
+                ));
+            }
+            let h = header(
+                f(&format!("output_claim_to_headers[{i}].header")),
+                &c.header,
+            )?;
+            Ok((h, c.claim.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(JwtRule {
+        source: r.source.clone(),
+        issuer: r.issuer.clone(),
+        audiences: r.audiences.clone(),
+        keys,
+        locations,
+        output_payload_to_header,
+        forward_original_token: r.forward_original_token,
+        claim_to_headers,
     })
 }

@@ -6,7 +6,8 @@
 //! - [`targets`]: what it serves and how a CONNECT's authority resolves (pure);
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
 //! - [`proxy`]: the HBONE server and upstream streams;
-//! - [`request`]: one HTTP request: policy, then forward;
+//! - [`jwt`]: RequestAuthentication: a request's token checked before policy;
+//! - [`request`]: one HTTP request: token, policy, rate limits, then forward;
 //! - [`health`]: readiness on 15021;
 //! - [`metrics`], [`telemetry`]: Istio's metrics and the access log, per request and stream;
 //! - [`admin`]: admin (15000: config dump, log level, explain, quit) and metrics (15020).
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod detect;
 pub mod health;
+pub mod jwt;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -583,6 +583,7 @@ mod tests {
             }],
             policies: Default::default(),
             rate_limits: Vec::new(),
+            jwt: Vec::new(),
         }
     }
 

@@ -62,6 +62,8 @@ pub struct Waypoint {
     /// The token buckets of every target's rate limits.
     pub limiter: Limiter,
     metrics: Arc<Metrics>,
+    /// `jwksUri` key sets, shared by every target and kept across config changes.
+    jwks: crate::jwt::KeyCache,
 }
 
 impl std::fmt::Debug for Waypoint {
@@ -74,7 +76,13 @@ impl std::fmt::Debug for Waypoint {
 
 impl Waypoint {
     pub fn new(cert: CertHandle, roots: TrustRoots, settings: H2Settings) -> Arc<Waypoint> {
-        Waypoint::with_metrics(cert, roots, settings, Arc::default())
+        Waypoint::build(
+            cert,
+            roots,
+            settings,
+            Arc::default(),
+            crate::jwt::FetchSettings::default(),
+        )
     }
 
     /// As [`Waypoint::new`], recording into `metrics`.
@@ -83,6 +91,32 @@ impl Waypoint {
         roots: TrustRoots,
         settings: H2Settings,
         metrics: Arc<Metrics>,
+    ) -> Arc<Waypoint> {
+        Waypoint::build(
+            cert,
+            roots,
+            settings,
+            metrics,
+            crate::jwt::FetchSettings::default(),
+        )
+    }
+
+    /// [`Waypoint::new`] with its own JWKS refresh intervals (tests shorten them).
+    pub fn with_jwks(
+        cert: CertHandle,
+        roots: TrustRoots,
+        settings: H2Settings,
+        jwks: crate::jwt::FetchSettings,
+    ) -> Arc<Waypoint> {
+        Waypoint::build(cert, roots, settings, Arc::default(), jwks)
+    }
+
+    fn build(
+        cert: CertHandle,
+        roots: TrustRoots,
+        settings: H2Settings,
+        metrics: Arc<Metrics>,
+        jwks: crate::jwt::FetchSettings,
     ) -> Arc<Waypoint> {
         let dialer: hbone::Dialer = Arc::new(|dst, _local| {
             Box::pin(async move {
@@ -100,11 +134,16 @@ impl Waypoint {
             next: AtomicUsize::new(0),
             limiter: Limiter::default(),
             metrics,
+            jwks: crate::jwt::KeyCache::new(jwks),
         })
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub(crate) fn jwks(&self) -> &crate::jwt::KeyCache {
+        &self.jwks
     }
 
     pub fn identity(&self) -> &SpiffeId {

@@ -2,7 +2,9 @@
 //!
 //! Rules, per request:
 //! 1. The policy view: source = the HBONE peer (its certificate's identity, its IP),
-//!    destination = the address the client dialled, host/method/path/headers as sent.
+//!    destination = the address the client dialled, host/method/path/headers as sent, and the
+//!    request principal of a JWT the target's RequestAuthentication accepted ([`crate::jwt`]:
+//!    a token it refuses is answered 401, or 403 for its audience, before policy).
 //! 2. A CUSTOM policy that matches needs an external authorizer: until one is configured the
 //!    request is denied (fail closed), never waved through.
 //! 3. Denied: 403 with Envoy's body `RBAC: access denied` (it names no policy; the access log
@@ -24,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use authz::http::{Headers, HttpVerdict};
+use authz::http::{Headers, HttpVerdict, JwtAuth};
 use bytes::Bytes;
 use hbone::PeerInfo;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
@@ -159,7 +161,21 @@ fn ours(status: StatusCode, body: &'static str) -> Response<Body> {
 
 impl Conn {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
-        let verdict = self.decide(&req);
+        let rules = &self.resolved.target.jwt;
+        let jwt = match crate::jwt::authenticate(self.waypoint.jwks(), rules, &mut req).await {
+            Ok(jwt) => jwt,
+            Err(r) => {
+                // The access log names the RequestAuthentication and why.
+                let why = format!(
+                    "RequestAuthentication {}: {}",
+                    r.source.as_deref().unwrap_or("-"),
+                    r.failure
+                );
+                let refused = ours(r.failure.status(), r.failure.body());
+                return telemetry::denied(refused, why, ResponseFlags::None);
+            }
+        };
+        let verdict = self.decide(&req, jwt.as_ref());
         match verdict {
             Some(HttpVerdict::Allowed { .. }) => {}
             other => {
@@ -211,8 +227,8 @@ impl Conn {
     }
 
     /// Rules 1-2; `None` when a CUSTOM policy would need an authorizer.
-    fn decide(&self, req: &Request<Incoming>) -> Option<HttpVerdict> {
-        self.with_view(req, |view| {
+    fn decide(&self, req: &Request<Incoming>, jwt: Option<&JwtAuth>) -> Option<HttpVerdict> {
+        self.with_view(req, jwt, |view| {
             let policies = &self.resolved.target.policies;
             if policies.custom(view).is_some() {
                 return None;
@@ -225,6 +241,7 @@ impl Conn {
     fn with_view<R>(
         &self,
         req: &Request<Incoming>,
+        jwt: Option<&JwtAuth>,
         f: impl FnOnce(&authz::http::Request<'_>) -> R,
     ) -> R {
         let host = req
@@ -244,6 +261,7 @@ impl Conn {
         );
         view.peer = Some(&self.who);
         view.headers = &headers;
+        view.jwt = jwt;
         f(&view)
     }
 
@@ -253,7 +271,7 @@ impl Conn {
         if limits.is_empty() {
             return Ok(());
         }
-        self.with_view(req, |view| {
+        self.with_view(req, None, |view| {
             self.waypoint.limiter.check(
                 &self.resolved.target.key,
                 limits.iter().filter(|l| l.applies(view)),

@@ -41,6 +41,8 @@ pub struct Target {
     pub policies: HttpPolicies,
     /// Its local rate limits, in order (`ratelimit.rs`).
     pub rate_limits: Vec<RateLimit>,
+    /// RequestAuthentication: checked before policy ([`crate::jwt`]); empty: none.
+    pub jwt: Vec<crate::jwt::JwtRule>,
 }
 
 impl Target {

@@ -520,6 +520,7 @@ mod tests {
             endpoints: vec![],
             policies: Default::default(),
             rate_limits: Vec::new(),
+            jwt: Vec::new(),
         };
         let resolved = Resolved {
             target: Arc::new(target),

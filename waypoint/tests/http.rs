@@ -159,6 +159,7 @@ impl Mesh {
             }],
             policies: policies(),
             rate_limits,
+            jwt: Vec::new(),
         }]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();

@@ -161,6 +161,7 @@ fn target(key: &str, vip: &str, endpoint_ip: &str, policies: HttpPolicies) -> Ta
         },
         policies,
         rate_limits: Vec::new(),
+        jwt: Vec::new(),
     }
 }
 

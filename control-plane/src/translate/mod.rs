@@ -17,7 +17,8 @@
 //!    equal content always has equal bytes (`encode.rs`);
 //! 4. for waypoints, in the same passes: policies with `targetRefs` as HttpPolicy resources
 //!    and where they attach (`waypoint_policy.rs`, `http_policy.rs`), the Services and Pods
-//!    bound to each waypoint as Target resources (`waypoint_target.rs`), then each waypoint's
+//!    bound to each waypoint as Target resources (`waypoint_target.rs`) with the JWT rules of
+//!    the RequestAuthentications attached to them (`waypoint_jwt.rs`), then each waypoint's
 //!    set: its targets and the policies they name.
 //!
 //! Warnings about a namespace-wide binding (a namespace's waypoint that does not exist) are
@@ -43,6 +44,7 @@ mod policy;
 mod rate_limit;
 mod service;
 mod waypoint;
+mod waypoint_jwt;
 mod waypoint_policy;
 mod waypoint_target;
 mod workload;
@@ -127,6 +129,8 @@ pub(crate) struct Catalog<'a> {
     attachments: &'a waypoint_policy::Attachments,
     /// Which rate limits attach to which targets.
     rate_limits: &'a rate_limit::RateLimits,
+    /// Which RequestAuthentication rules attach to which targets.
+    jwt: &'a waypoint_jwt::JwtAttachments,
 }
 
 /// Translates every object in `index`.
@@ -192,6 +196,8 @@ pub struct Translator {
     attachments: waypoint_policy::Attachments,
     /// The rate limits of the last call, by where they attach.
     rate_limits: rate_limit::RateLimits,
+    /// The RequestAuthentication rules of the last call, and where they attached.
+    jwt: waypoint_jwt::JwtAttachments,
     namespaces: BTreeMap<String, NamespaceOutput>,
     /// What the last call returned.
     resources: Resources,
@@ -207,6 +213,7 @@ impl Translator {
             waypoint_policies: waypoint_policy::Memo::default(),
             attachments: waypoint_policy::Attachments::default(),
             rate_limits: rate_limit::RateLimits::default(),
+            jwt: waypoint_jwt::JwtAttachments::default(),
             namespaces: BTreeMap::new(),
             resources: Resources::default(),
             http_policies: ResourceSet::new(),
@@ -233,6 +240,7 @@ impl Translator {
             &mut self.waypoint_policies,
         );
         let rate_limits = rate_limit::parse(index, opts, &waypoints, &mut out);
+        let jwt = waypoint_jwt::parse(index, opts, &waypoints, &mut out);
         let cat = Catalog {
             opts,
             namespaces: index
@@ -244,6 +252,7 @@ impl Translator {
             bindings: parsed.bindings(&opts.root_namespace),
             attachments: &for_waypoints.attachments,
             rate_limits: &rate_limits,
+            jwt: &jwt,
         };
         let mut redo: BTreeSet<String> = match scope {
             // Every namespace with something to translate, and every one that had something.
@@ -255,7 +264,10 @@ impl Translator {
                 .collect(),
             Scope::Namespaces(set) => set.clone(),
         };
-        if for_waypoints.attachments != self.attachments || rate_limits != self.rate_limits {
+        if for_waypoints.attachments != self.attachments
+            || rate_limits != self.rate_limits
+            || jwt != self.jwt
+        {
             redo.extend(
                 self.namespaces
                     .iter()
@@ -312,6 +324,7 @@ impl Translator {
         }
         self.attachments = for_waypoints.attachments;
         self.rate_limits = rate_limits;
+        self.jwt = jwt;
         self.http_policies = for_waypoints.resources;
         out.resources = self.resources.clone();
         out
@@ -362,7 +375,7 @@ fn patch(set: &mut ResourceSet, old: &[Resource], new: &[Resource], changed: &mu
 fn translate_namespace(index: &Index, cat: &Catalog<'_>, namespace: &str) -> NamespaceOutput {
     let mut out = NamespaceOutput::default();
     let mut warnings = Warnings::default();
-    let mut targets = waypoint_target::Targets::new(cat.attachments, cat.rate_limits);
+    let mut targets = waypoint_target::Targets::new(cat.attachments, cat.rate_limits, cat.jwt);
     let ns = cat.namespaces.get(namespace).copied();
     for svc in index
         .services_in(namespace)

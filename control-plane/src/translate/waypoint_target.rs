@@ -19,6 +19,7 @@
 //!    with no VIPs or ports and itself as the one endpoint.
 //! 7. `policies`: the keys `waypoint_policy.rs` attaches to it; `rate_limits`: the limits
 //!    `rate_limit.rs` attaches to it.
+//! 8. `jwt_rules`: the RequestAuthentication rules `waypoint_jwt.rs` attaches to it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,6 +30,7 @@ use proto::workload::{Service as PbService, Workload, WorkloadStatus};
 
 use super::encode::target_resource;
 use super::rate_limit::RateLimits;
+use super::waypoint_jwt::JwtAttachments;
 use super::waypoint_policy::Attachments;
 use super::workload::DEFAULT_TRUST_DOMAIN;
 use crate::resources::{Resource, WaypointKey};
@@ -48,6 +50,7 @@ pub struct TargetOutput {
 pub struct Targets<'c> {
     attachments: &'c Attachments,
     rate_limits: &'c RateLimits,
+    jwt: &'c JwtAttachments,
     /// Service targets, and where each is by its Address name (`Workload.services` keys).
     services: Vec<(WaypointKey, Target)>,
     by_key: HashMap<String, usize>,
@@ -55,10 +58,15 @@ pub struct Targets<'c> {
 }
 
 impl<'c> Targets<'c> {
-    pub fn new(attachments: &'c Attachments, rate_limits: &'c RateLimits) -> Self {
+    pub fn new(
+        attachments: &'c Attachments,
+        rate_limits: &'c RateLimits,
+        jwt: &'c JwtAttachments,
+    ) -> Self {
         Targets {
             attachments,
             rate_limits,
+            jwt,
             services: Vec::new(),
             by_key: HashMap::new(),
             workloads: Vec::new(),
@@ -106,6 +114,9 @@ impl<'c> Targets<'c> {
                 &svc.metadata.namespace,
                 &svc.metadata.name,
             ),
+            jwt_rules: self
+                .jwt
+                .service(waypoint, &svc.metadata.namespace, &svc.metadata.name),
             ..Default::default()
         };
         self.by_key.insert(key, self.services.len());
@@ -139,6 +150,7 @@ impl<'c> Targets<'c> {
                     endpoints: vec![endpoint],
                     policies: self.attachments.workload(w),
                     rate_limits: self.rate_limits.workload(w),
+                    jwt_rules: self.jwt.workload(w),
                     ..Default::default()
                 },
             ));

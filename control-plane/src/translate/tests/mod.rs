@@ -8,6 +8,7 @@ mod policies;
 mod rate_limits;
 mod services;
 mod waypoint_config;
+mod waypoint_jwt;
 mod waypoints;
 mod workloads;
 

@@ -1,0 +1,324 @@
+//! Key sets fetched from `jwksUri`, cached per URI for every target that names it.
+//!
+//! Rules, in order:
+//! 1. A URI's keys are fetched the first time a token needs them; the request waits for that
+//!    fetch (bounded by the rule's timeout) and fails with Envoy's `Jwks remote fetch is
+//!    failed` when there is nothing to use.
+//! 2. Keys older than the refresh interval (20 minutes) are still used while a background
+//!    fetch replaces them; a failed fetch keeps the old keys and is tried again no sooner than
+//!    rule 3's interval.
+//! 3. A token whose `kid` the cached set lacks asks for a fetch now (key rotation), at most
+//!    once per 30 seconds per URI, so a flood of made-up `kid`s costs one fetch.
+//! 4. One fetch per URI at a time: concurrent requests wait for the one under way and take
+//!    its outcome. With no keys at all, a failed fetch is not retried for a second (Envoy's
+//!    `failed_refetch_duration`), so a dead JWKS server is not asked once per request.
+//! 5. HTTP and HTTPS (the system's roots), HTTP/1.1, a 2xx answer of at most 1 MiB.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+
+use super::keys::{KeySet, KeysError};
+
+/// Rule 5.
+const MAX_BODY: usize = 1 << 20;
+
+/// How often keys are refreshed and refetched.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchSettings {
+    /// Rule 2.
+    pub refresh: Duration,
+    /// Rule 3.
+    pub min_refetch: Duration,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        FetchSettings {
+            refresh: Duration::from_secs(20 * 60),
+            min_refetch: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why keys could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("fetching {uri}: timed out after {timeout:?}")]
+    Timeout { uri: Uri, timeout: Duration },
+    #[error("fetching {uri}")]
+    Request {
+        uri: Uri,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("fetching {uri}: HTTP status {status}")]
+    Status { uri: Uri, status: http::StatusCode },
+    #[error("fetching {uri}: reading the body (at most 1 MiB)")]
+    Body {
+        uri: Uri,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("fetching {uri}: the body is not UTF-8")]
+    Utf8 { uri: Uri },
+    #[error("fetching {uri}: failed less than a second ago")]
+    Recent { uri: Uri },
+    #[error("fetching {uri}")]
+    Keys {
+        uri: Uri,
+        #[source]
+        source: KeysError,
+    },
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Fetches one URI (rule 5).
+#[derive(Clone)]
+struct Fetcher {
+    client: HttpsClient,
+}
+
+impl Fetcher {
+    fn new() -> Fetcher {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match builder.with_native_roots() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "no system trust roots: jwksUri over HTTPS will fail");
+                let roots = tokio_rustls::rustls::RootCertStore::empty();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                    tokio_rustls::rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                )
+            }
+        };
+        let connector = builder.https_or_http().enable_http1().build();
+        Fetcher {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    async fn fetch(&self, uri: &Uri, timeout: Duration) -> Result<KeySet, FetchError> {
+        let get = async {
+            let resp =
+                self.client
+                    .get(uri.clone())
+                    .await
+                    .map_err(|source| FetchError::Request {
+                        uri: uri.clone(),
+                        source,
+                    })?;
+            if !resp.status().is_success() {
+                return Err(FetchError::Status {
+                    uri: uri.clone(),
+                    status: resp.status(),
+                });
+            }
+            let body = Limited::new(resp.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|source| FetchError::Body {
+                    uri: uri.clone(),
+                    source,
+                })?
+                .to_bytes();
+            let text =
+                std::str::from_utf8(&body).map_err(|_| FetchError::Utf8 { uri: uri.clone() })?;
+            KeySet::parse(text).map_err(|source| FetchError::Keys {
+                uri: uri.clone(),
+                source,
+            })
+        };
+        tokio::time::timeout(timeout, get)
+            .await
+            .map_err(|_| FetchError::Timeout {
+                uri: uri.clone(),
+                timeout,
+            })?
+    }
+}
+
+/// What is known of one URI.
+#[derive(Default)]
+struct State {
+    keys: Option<Arc<KeySet>>,
+    /// When `keys` arrived.
+    fetched: Option<Instant>,
+    /// When the last fetch started (rule 3).
+    attempted: Option<Instant>,
+    /// When the last fetch failed (rule 4).
+    failed: Option<Instant>,
+    /// A background refresh is under way (rule 2).
+    refreshing: bool,
+}
+
+#[derive(Default)]
+struct Entry {
+    state: Mutex<State>,
+    /// Held while fetching (rule 4); the state is re-read once it is taken.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// Every URI's keys (rules 1-4), shared by all targets.
+pub struct KeyCache {
+    /// Made on first use (it reads the system's trust roots).
+    fetcher: OnceLock<Fetcher>,
+    settings: FetchSettings,
+    /// One entry per URI ever used; an entry is a few hundred bytes.
+    entries: Mutex<HashMap<Uri, Arc<Entry>>>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyCache {
+    pub fn new(settings: FetchSettings) -> KeyCache {
+        KeyCache {
+            fetcher: OnceLock::new(),
+            settings,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn fetcher(&self) -> &Fetcher {
+        self.fetcher.get_or_init(Fetcher::new)
+    }
+
+    fn entry(&self, uri: &Uri) -> Arc<Entry> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.entry(uri.clone()).or_default().clone()
+    }
+
+    /// Rules 1 and 2: the keys to check a token with.
+    pub async fn keys(&self, uri: &Uri, timeout: Duration) -> Result<Arc<KeySet>, FetchError> {
+        let entry = self.entry(uri);
+        let now = Instant::now();
+        {
+            let mut s = entry.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(keys), Some(fetched)) = (&s.keys, s.fetched) {
+                let keys = keys.clone();
+                let stale = now.duration_since(fetched) >= self.settings.refresh;
+                let may_retry = s
+                    .attempted
+                    .is_none_or(|a| now.duration_since(a) >= self.settings.min_refetch);
+                if stale && may_retry && !s.refreshing {
+                    s.refreshing = true;
+                    let (entry, fetcher, uri) =
+                        (entry.clone(), self.fetcher().clone(), uri.clone());
+                    tokio::spawn(async move {
+                        let _ = fetch_into(&entry, &fetcher, &uri, timeout, None).await;
+                        entry
+                            .state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .refreshing = false;
+                    });
+                }
+                return Ok(keys);
+            }
+        }
+        fetch_into(&entry, self.fetcher(), uri, timeout, None).await
+    }
+
+    /// Rule 3: fresh keys for a token whose `kid` `stale` lacks; `None` when a fetch is not
+    /// allowed yet or fails (the caller keeps what it had).
+    pub async fn refetch(
+        &self,
+        uri: &Uri,
+        timeout: Duration,
+        stale: &Arc<KeySet>,
+    ) -> Option<Arc<KeySet>> {
+        let entry = self.entry(uri);
+        let allowed = {
+            let s = entry.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.attempted
+                .is_none_or(|t| t.elapsed() >= self.settings.min_refetch)
+        };
+        if !allowed {
+            return None;
+        }
+        fetch_into(&entry, self.fetcher(), uri, timeout, Some(stale))
+            .await
+            .ok()
+            .filter(|k| !Arc::ptr_eq(k, stale))
+    }
+}
+
+/// Fetches `uri` into `entry` (rule 4). When another fetch started while this one waited for
+/// its turn, its outcome is taken instead: its keys when they are not `seen` (the set the
+/// caller already has), else its failure.
+async fn fetch_into(
+    entry: &Entry,
+    fetcher: &Fetcher,
+    uri: &Uri,
+    timeout: Duration,
+    seen: Option<&Arc<KeySet>>,
+) -> Result<Arc<KeySet>, FetchError> {
+    let asked = Instant::now();
+    let _turn = entry.fetching.lock().await;
+    {
+        let mut s = entry.state.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = s
+            .keys
+            .as_ref()
+            .filter(|k| seen.is_none_or(|seen| !Arc::ptr_eq(k, seen)));
+        let since = |t: Option<Instant>| t.is_some_and(|t| t >= asked);
+        if since(s.attempted) || since(s.fetched) || since(s.failed) {
+            return newer
+                .cloned()
+                .ok_or(FetchError::Recent { uri: uri.clone() });
+        }
+        let recent_failure = s
+            .failed
+            .is_some_and(|f| f.elapsed() < Duration::from_secs(1));
+        if s.keys.is_none() && recent_failure {
+            return Err(FetchError::Recent { uri: uri.clone() });
+        }
+        s.attempted = Some(Instant::now());
+    }
+    let fetched = fetcher.fetch(uri, timeout).await;
+    let mut s = entry.state.lock().unwrap_or_else(|p| p.into_inner());
+    match fetched {
+        Ok(keys) => {
+            tracing::debug!(%uri, keys = keys.len(), "JWKS fetched");
+            let keys = Arc::new(keys);
+            s.keys = Some(keys.clone());
+            s.fetched = Some(Instant::now());
+            s.failed = None;
+            Ok(keys)
+        }
+        Err(e) => {
+            tracing::warn!(error = %format_chain(&e), "JWKS fetch failed");
+            s.failed = Some(Instant::now());
+            Err(e)
+        }
+    }
+}
+
+fn format_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,778 @@
+//! RequestAuthentication at the waypoint, in process: a JWKS server (plain HTTP, keys made by
+//! the test), tokens signed with them, and requests through the waypoint to an endpoint that
+//! echoes the headers it received. Istio's semantics: a bad token is refused before policy
+//! (401, 403 for its audience), no token leaves the decision to policy, and an accepted one is
+//! the request principal `<iss>/<sub>`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use authz::http::HttpPolicies;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use hbone::{
+    CertHandle, ConnectHandler, FileCa, H2Settings, InboundConnect, Pool, PoolKey, SpiffeId,
+    StreamIo, TrustRoots,
+};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use tokio::net::TcpListener;
+use waypoint::jwt::{FetchSettings, JwtRule, KeySet, KeySource, Location};
+use waypoint::{Endpoint, Target, Targets, Waypoint};
+
+const VIP: &str = "10.96.0.20:80";
+const ISSUER: &str = "https://idp.test";
+// Endpoints' HBONE is on port 15008, so each test takes a loopback address of its own
+// (127.78.0.0/24 is this file's).
+
+fn id(ns: &str, sa: &str) -> SpiffeId {
+    format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
+        .parse()
+        .unwrap()
+}
+
+/// An ES256 key: its signing half and its JWK.
+struct TestKey {
+    kid: String,
+    signing: EncodingKey,
+    jwk: serde_json::Value,
+}
+
+impl TestKey {
+    fn new(kid: &str) -> TestKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let point = pair.public_key_raw();
+        assert_eq!(
+            (point.len(), point[0]),
+            (65, 4),
+            "an uncompressed P-256 point"
+        );
+        TestKey {
+            kid: kid.into(),
+            signing: EncodingKey::from_ec_der(&pair.serialize_der()),
+            jwk: json!({
+                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+            }),
+        }
+    }
+
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.signing).unwrap()
+    }
+}
+
+fn jwks(keys: &[&TestKey]) -> String {
+    json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn claims(sub: &str) -> serde_json::Value {
+    json!({"iss": ISSUER, "sub": sub, "aud": ["shop"], "exp": now() + 600, "team": "payments"})
+}
+
+/// Serves a JWKS that the test can change, counting fetches.
+struct JwksServer {
+    body: Mutex<String>,
+    fetches: AtomicUsize,
+    addr: SocketAddr,
+}
+
+impl JwksServer {
+    async fn start(body: String) -> Arc<JwksServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Arc::new(JwksServer {
+            body: Mutex::new(body),
+            fetches: AtomicUsize::new(0),
+            addr: listener.local_addr().unwrap(),
+        });
+        let s = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        s.fetches.fetch_add(1, Ordering::SeqCst);
+                        let body = s.body.lock().unwrap().clone();
+                        async move {
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        server
+    }
+
+    fn set(&self, body: String) {
+        *self.body.lock().unwrap() = body;
+    }
+
+    fn uri(&self) -> http::Uri {
+        format!("http://{}/jwks", self.addr).parse().unwrap()
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+/// The destination: answers with the request headers the test looks at.
+struct Echo;
+
+impl ConnectHandler for Echo {
+    async fn handle(self: Arc<Self>, req: InboundConnect) {
+        let stream = req.responder.accept(HeaderMap::new()).unwrap();
+        let service = hyper::service::service_fn(|r: Request<hyper::body::Incoming>| async move {
+            let seen: Vec<String> = ["authorization", "x-jwt-payload", "x-sub", "x-team"]
+                .iter()
+                .map(|h| {
+                    let v = r.headers().get(*h).map(|v| v.to_str().unwrap_or("?"));
+                    format!("{h}={}", v.unwrap_or("-"))
+                })
+                .collect();
+            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(seen.join(" ")))))
+        });
+        let io = TokioIo::new(StreamIo::new(stream));
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+    }
+}
+
+/// `/public` for anyone, `/private` for alice's token only.
+fn policies() -> HttpPolicies {
+    let yaml = format!(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: jwt, namespace: shop}}
+spec:
+  targetRefs: [{{kind: Service, group: "", name: api}}]
+  action: ALLOW
+  rules:
+  - to: [{{operation: {{paths: ["/public"]}}}}]
+  - from: [{{source: {{requestPrincipals: ["{ISSUER}/alice"]}}}}]
+    to: [{{operation: {{paths: ["/private"]}}}}]
+"#
+    );
+    [
+        authz::translate::http_authorization_policy(&yaml, "istio-system")
+            .unwrap()
+            .policy,
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn rule(keys: KeySource) -> JwtRule {
+    JwtRule {
+        source: "shop/jwt".into(),
+        issuer: ISSUER.into(),
+        audiences: vec!["shop".into()],
+        keys,
+        locations: Location::defaults(),
+        output_payload_to_header: Some(http::HeaderName::from_static("x-jwt-payload")),
+        forward_original_token: false,
+        claim_to_headers: vec![
+            (http::HeaderName::from_static("x-sub"), "sub".into()),
+            (http::HeaderName::from_static("x-team"), "team".into()),
+        ],
+    }
+}
+
+struct Mesh {
+    ca: FileCa,
+    roots: TrustRoots,
+    waypoint_addr: SocketAddr,
+}
+
+impl Mesh {
+    async fn start(name: &str, endpoint_ip: &str, jwt: Vec<JwtRule>, fetch: FetchSettings) -> Mesh {
+        let dir = std::env::temp_dir().join(format!("waypoint-jwt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = FileCa::generate(&dir, "test").unwrap();
+        let roots = TrustRoots::new(ca.roots()).unwrap();
+        let cert =
+            |i: &SpiffeId| CertHandle::new(ca.issue(i, Duration::from_secs(600)).unwrap()).unwrap();
+
+        let backend = TcpListener::bind((endpoint_ip, hbone::HBONE_PORT))
+            .await
+            .unwrap();
+        let tls = hbone::server_config(cert(&id("shop", "api")), &roots).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = backend.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = hbone::serve_connection(
+                        tcp,
+                        acceptor,
+                        &H2Settings::default(),
+                        Arc::new(Echo),
+                    )
+                    .await;
+                });
+            }
+        });
+
+        let waypoint = Waypoint::with_jwks(
+            cert(&id("shop", "waypoint")),
+            roots.clone(),
+            H2Settings::default(),
+            fetch,
+        );
+        waypoint.set_targets(Targets::new([Target {
+            key: "shop/api.shop.svc.cluster.local".into(),
+            namespace: "shop".into(),
+            vips: vec!["10.96.0.20".parse().unwrap()],
+            ports: [(80, 8080)].into(),
+            h2_ports: Default::default(),
+            endpoints: vec![Endpoint {
+                ip: endpoint_ip.parse().unwrap(),
+                identity: id("shop", "api"),
+                healthy: true,
+            }],
+            policies: policies(),
+            jwt,
+            rate_limits: Vec::new(),
+        }]));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let waypoint_addr = listener.local_addr().unwrap();
+        tokio::spawn(waypoint.serve(listener));
+        Mesh {
+            ca,
+            roots,
+            waypoint_addr,
+        }
+    }
+
+    async fn client(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let client = id("shop", "web");
+        let cert =
+            CertHandle::new(self.ca.issue(&client, Duration::from_secs(600)).unwrap()).unwrap();
+        let dialer: hbone::Dialer =
+            Arc::new(|dst, _| Box::pin(tokio::net::TcpStream::connect(dst)));
+        let pool = Pool::new(H2Settings::default(), dialer);
+        let key = PoolKey::new(
+            client,
+            vec![id("shop", "waypoint")],
+            self.waypoint_addr,
+            None,
+        );
+        let (stream, _) = pool
+            .open(&key, &cert, &self.roots, VIP, HeaderMap::new())
+            .await
+            .unwrap();
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(StreamIo::new(stream)))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+}
+
+async fn get(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = Request::builder()
+        .uri(path)
+        .header("host", "api.shop.svc.cluster.local")
+        // A client cannot set what only a verified token may.
+        .header("x-sub", "mallory");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    send.ready().await.unwrap();
+    let resp = send
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn tokens_are_checked_before_policy_decides() {
+    let key = TestKey::new("k1");
+    let server = JwksServer::start(jwks(&[&key])).await;
+    let timeout = Duration::from_secs(5);
+    let jwt = vec![rule(KeySource::Remote {
+        uri: server.uri(),
+        timeout,
+    })];
+    let mesh = Mesh::start("decide", "127.78.0.2", jwt, FetchSettings::default()).await;
+    let mut send = mesh.client().await;
+
+    let forger = TestKey::new("k1");
+    let alice = key.sign(&claims("alice"));
+    let bob = key.sign(&claims("bob"));
+    let mut expired = claims("alice");
+    expired["exp"] = json!(now() - 3600);
+    let mut early = claims("alice");
+    early["nbf"] = json!(now() + 3600);
+    let mut other_issuer = claims("alice");
+    other_issuer["iss"] = json!("https://evil.test");
+    let mut other_audience = claims("alice");
+    other_audience["aud"] = json!("https://bank.test/");
+    let mut no_audience = claims("alice");
+    no_audience.as_object_mut().unwrap().remove("aud");
+
+    type Row = (
+        &'static str,
+        &'static str,
+        Option<String>,
+        StatusCode,
+        &'static str,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "valid, principal allowed",
+            "/private",
+            Some(alice.clone()),
+            StatusCode::OK,
+            "",
+        ),
+        (
+            "valid, other principal",
+            "/private",
+            Some(bob),
+            StatusCode::FORBIDDEN,
+            "RBAC: access denied",
+        ),
+        ("no token, open path", "/public", None, StatusCode::OK, ""),
+        (
+            "no token, principal needed",
+            "/private",
+            None,
+            StatusCode::FORBIDDEN,
+            "RBAC: access denied",
+        ),
+        (
+            "forged signature",
+            "/public",
+            Some(forger.sign(&claims("alice"))),
+            StatusCode::UNAUTHORIZED,
+            "Jwt verification fails",
+        ),
+        (
+            "expired",
+            "/public",
+            Some(key.sign(&expired)),
+            StatusCode::UNAUTHORIZED,
+            "Jwt is expired",
+        ),
+        (
+            "not yet valid",
+            "/public",
+            Some(key.sign(&early)),
+            StatusCode::UNAUTHORIZED,
+            "Jwt not yet valid",
+        ),
+        (
+            "unknown issuer",
+            "/public",
+            Some(key.sign(&other_issuer)),
+            StatusCode::UNAUTHORIZED,
+            "Jwt issuer is not configured",
+        ),
+        (
+            "wrong audience",
+            "/public",
+            Some(key.sign(&other_audience)),
+            StatusCode::FORBIDDEN,
+            "Audiences in Jwt are not allowed",
+        ),
+        (
+            "no audience",
+            "/public",
+            Some(key.sign(&no_audience)),
+            StatusCode::FORBIDDEN,
+            "Audiences in Jwt are not allowed",
+        ),
+        (
+            "not a JWT",
+            "/public",
+            Some("opaque-token".into()),
+            StatusCode::UNAUTHORIZED,
+            "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+        ),
+    ];
+    for (name, path, token, want, body) in rows {
+        let (status, got) = get(&mut send, path, token.as_deref()).await;
+        assert_eq!(status, want, "{name}: {got}");
+        if want != StatusCode::OK {
+            assert_eq!(got, body, "{name}");
+        }
+    }
+
+    // What the endpoint sees: no token (not forwarded), the payload, the claims the rule
+    // names, and never the client's own x-sub.
+    let payload = alice.split('.').nth(1).unwrap();
+    let (_, seen) = get(&mut send, "/private", Some(&alice)).await;
+    assert_eq!(
+        seen,
+        format!("authorization=- x-jwt-payload={payload} x-sub=alice x-team=payments")
+    );
+    let (_, seen) = get(&mut send, "/public", None).await;
+    assert_eq!(seen, "authorization=- x-jwt-payload=- x-sub=- x-team=-");
+    // One fetch served every request.
+    assert_eq!(server.fetches(), 1);
+}
+
+#[tokio::test]
+async fn rotated_keys_are_fetched_for_an_unknown_kid() {
+    let (old, new) = (TestKey::new("k1"), TestKey::new("k2"));
+    let server = JwksServer::start(jwks(&[&old])).await;
+    let uri = server.uri();
+    let timeout = Duration::from_secs(5);
+    let jwt = vec![rule(KeySource::Remote { uri, timeout })];
+    let fetch = FetchSettings {
+        refresh: Duration::from_secs(1200),
+        min_refetch: Duration::ZERO,
+    };
+    let mesh = Mesh::start("rotate", "127.78.0.3", jwt, fetch).await;
+    let mut send = mesh.client().await;
+
+    let (status, _) = get(&mut send, "/private", Some(&old.sign(&claims("alice")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.fetches(), 1);
+
+    // The issuer rotates: a token of the new key makes the waypoint fetch again.
+    server.set(jwks(&[&new]));
+    let (status, body) = get(&mut send, "/private", Some(&new.sign(&claims("alice")))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(server.fetches(), 2);
+    // The old key is gone from the set: its tokens no longer verify.
+    let (status, body) = get(&mut send, "/private", Some(&old.sign(&claims("alice")))).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            "Jwks doesn't have key to match kid or alg from Jwt"
+        )
+    );
+}
+
+#[tokio::test]
+async fn stale_keys_serve_while_a_background_refresh_replaces_them() {
+    let (old, new) = (TestKey::new("k1"), TestKey::new("k2"));
+    let server = JwksServer::start(jwks(&[&old])).await;
+    let timeout = Duration::from_secs(5);
+    let jwt = vec![rule(KeySource::Remote {
+        uri: server.uri(),
+        timeout,
+    })];
+    // Every set is stale at once, so each request starts a refresh behind it.
+    let fetch = FetchSettings {
+        refresh: Duration::ZERO,
+        min_refetch: Duration::ZERO,
+    };
+    let mesh = Mesh::start("refresh", "127.78.0.6", jwt, fetch).await;
+    let mut send = mesh.client().await;
+    let (status, _) = get(&mut send, "/private", Some(&old.sign(&claims("alice")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.fetches(), 1);
+
+    // The issuer drops the old key; a request with it is still served from the stale set
+    // while the refresh runs behind it.
+    server.set(jwks(&[&new]));
+    let (status, _) = get(&mut send, "/public", Some(&old.sign(&claims("alice")))).await;
+    assert_eq!(status, StatusCode::OK);
+    for _ in 0..100 {
+        if server.fetches() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(server.fetches() >= 2, "the refresh ran");
+    // Once it has, the new key's tokens verify.
+    let (status, body) = get(&mut send, "/private", Some(&new.sign(&claims("alice")))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn unknown_kids_refetch_at_most_once_per_interval() {
+    let (old, new) = (TestKey::new("k1"), TestKey::new("k2"));
+    let server = JwksServer::start(jwks(&[&old])).await;
+    let timeout = Duration::from_secs(5);
+    let jwt = vec![rule(KeySource::Remote {
+        uri: server.uri(),
+        timeout,
+    })];
+    let mesh = Mesh::start("ratelimit", "127.78.0.4", jwt, FetchSettings::default()).await;
+    let mut send = mesh.client().await;
+
+    let (status, _) = get(&mut send, "/private", Some(&old.sign(&claims("alice")))).await;
+    assert_eq!(status, StatusCode::OK);
+    server.set(jwks(&[&old, &new]));
+    // Within 30 s of the last fetch, a made-up (or new) kid costs no fetch.
+    for _ in 0..3 {
+        let (status, _) = get(&mut send, "/private", Some(&new.sign(&claims("alice")))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(server.fetches(), 1);
+}
+
+#[tokio::test]
+async fn a_jwks_server_that_is_down_refuses_tokens_only() {
+    let key = TestKey::new("k1");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead: http::Uri = format!("http://{}/jwks", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    drop(listener);
+    let jwt = vec![rule(KeySource::Remote {
+        uri: dead,
+        timeout: Duration::from_secs(2),
+    })];
+    let mesh = Mesh::start("down", "127.78.0.5", jwt, FetchSettings::default()).await;
+    let mut send = mesh.client().await;
+    let (status, body) = get(&mut send, "/public", Some(&key.sign(&claims("alice")))).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::UNAUTHORIZED, "Jwks remote fetch is failed")
+    );
+    let (status, _) = get(&mut send, "/public", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// The check itself, without sockets: inline keys, other token locations, forwarding.
+#[tokio::test]
+async fn locations_and_outputs() {
+    let key = TestKey::new("k1");
+    let keys = Arc::new(KeySet::parse(&jwks(&[&key])).unwrap());
+    let cache = waypoint::jwt::KeyCache::new(FetchSettings::default());
+    let token = key.sign(&claims("alice"));
+    let base = JwtRule {
+        audiences: vec![],
+        output_payload_to_header: None,
+        claim_to_headers: vec![],
+        ..rule(KeySource::Inline(keys))
+    };
+    let custom = JwtRule {
+        locations: vec![
+            Location::Header {
+                name: http::HeaderName::from_static("x-token"),
+                prefix: String::new(),
+            },
+            Location::Cookie("session".into()),
+        ],
+        forward_original_token: true,
+        ..base.clone()
+    };
+    struct Case {
+        name: &'static str,
+        rule: JwtRule,
+        uri: String,
+        headers: Vec<(&'static str, String)>,
+        principal: Option<&'static str>,
+        kept: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            name: "default header, removed",
+            rule: base.clone(),
+            uri: "/".into(),
+            headers: vec![("authorization", format!("Bearer {token}"))],
+            principal: Some("https://idp.test/alice"),
+            kept: None,
+        },
+        Case {
+            name: "default query parameter",
+            rule: base.clone(),
+            uri: format!("/x?a=1&access_token={token}"),
+            headers: vec![],
+            principal: Some("https://idp.test/alice"),
+            kept: None,
+        },
+        Case {
+            name: "the default header is not a custom rule's",
+            rule: custom.clone(),
+            uri: "/".into(),
+            headers: vec![("authorization", format!("Bearer {token}"))],
+            principal: None,
+            kept: None,
+        },
+        Case {
+            name: "custom header, forwarded",
+            rule: custom.clone(),
+            uri: "/".into(),
+            headers: vec![("x-token", token.clone())],
+            principal: Some("https://idp.test/alice"),
+            kept: Some("x-token"),
+        },
+        Case {
+            name: "cookie",
+            rule: custom,
+            uri: "/".into(),
+            headers: vec![("cookie", format!("a=b; session={token}"))],
+            principal: Some("https://idp.test/alice"),
+            kept: None,
+        },
+    ];
+    for c in cases {
+        let mut req = Request::builder().uri(&c.uri);
+        for (n, v) in &c.headers {
+            req = req.header(*n, v);
+        }
+        let mut req = req.body(()).unwrap();
+        let auth = waypoint::jwt::authenticate(&cache, std::slice::from_ref(&c.rule), &mut req)
+            .await
+            .unwrap();
+        let principal = auth.as_ref().map(|a| a.principal.as_str());
+        assert_eq!(principal, c.principal, "{}", c.name);
+        if let Some(a) = auth {
+            assert_eq!(a.audiences, ["shop"]);
+            assert_eq!(a.claims["team"], "payments");
+        }
+        if let Some(h) = c.kept {
+            assert!(req.headers().contains_key(h), "{}", c.name);
+        }
+        if c.name.starts_with("default header") {
+            assert!(!req.headers().contains_key("authorization"), "{}", c.name);
+        }
+    }
+}
+
+/// meshd's JwtRule at the config boundary: a usable rule is kept with Istio's default
+/// locations; a bad one rejects the target (the NACK names the field) and the last good
+/// version stays.
+#[test]
+fn rules_are_checked_at_the_config_boundary() {
+    use proto::waypoint as wire;
+    use waypoint::config::Store;
+    const NAME: &str = "shop/api.shop.svc.cluster.local";
+    let target = |rules: Vec<wire::JwtRule>| wire::Target {
+        name: "api.shop.svc.cluster.local".into(),
+        namespace: "shop".into(),
+        vips: vec!["10.96.0.20".into()],
+        jwt_rules: rules,
+        ..Default::default()
+    };
+    let good = wire::JwtRule {
+        source: "shop/jwt".into(),
+        issuer: ISSUER.into(),
+        jwks_uri: "https://idp.test/jwks".into(),
+        timeout_ms: 1500,
+        ..Default::default()
+    };
+    let mut store = Store::default();
+    store
+        .apply_target(NAME, &target(vec![good.clone()]))
+        .unwrap();
+    let rules = |store: &Store| {
+        let snapshot = store.snapshot();
+        let t = snapshot.resolve(VIP.parse().unwrap()).unwrap();
+        t.target.jwt.clone()
+    };
+    let kept = rules(&store);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].locations, Location::defaults());
+    assert!(matches!(
+        &kept[0].keys,
+        KeySource::Remote { uri, timeout } if uri == "https://idp.test/jwks" && *timeout == Duration::from_millis(1500)
+    ));
+
+    let key = TestKey::new("k1");
+    let cases: Vec<(wire::JwtRule, &str, &str)> = vec![
+        (
+            wire::JwtRule { issuer: String::new(), ..good.clone() },
+            "jwt_rules[0].issuer",
+            "required",
+        ),
+        (
+            wire::JwtRule { jwks_uri: String::new(), ..good.clone() },
+            "jwt_rules[0]",
+            "a rule needs jwks or jwks_uri",
+        ),
+        (
+            wire::JwtRule { jwks_uri: "ftp://idp.test/keys".into(), ..good.clone() },
+            "jwt_rules[0].jwks_uri",
+            "\"ftp://idp.test/keys\" is not an http(s) URL",
+        ),
+        (
+            wire::JwtRule { jwks: "{\"keys\": [{\"kty\": \"EC\"}]}".into(), ..good.clone() },
+            "jwt_rules[0].jwks",
+            "not a JSON Web Key Set",
+        ),
+        (
+            wire::JwtRule {
+                jwks: json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "use": "enc"}]}).to_string(),
+                ..good.clone()
+            },
+            "jwt_rules[0].jwks",
+            "no usable key among 1",
+        ),
+        (
+            wire::JwtRule {
+                from_headers: vec![wire::JwtHeader { name: "bad header".into(), prefix: String::new() }],
+                ..good.clone()
+            },
+            "jwt_rules[0].from_headers[0].name",
+            "\"bad header\" is not a header name",
+        ),
+        (
+            wire::JwtRule {
+                output_claim_to_headers: vec![wire::ClaimToHeader { header: "x-sub".into(), claim: String::new() }],
+                ..good.clone()
+            },
+            "jwt_rules[0].output_claim_to_headers[0].claim",
+            "required",
+        ),
+    ];
+    for (bad, field, reason) in cases {
+        let err = store
+            .apply_target(NAME, &target(vec![good.clone(), bad.clone()]))
+            .map(|_| ())
+            .unwrap_err();
+        let field = field.replacen("[0]", "[1]", 1);
+        assert_eq!(
+            (err.field.as_str(), err.resource.as_str()),
+            (field.as_str(), NAME),
+            "{bad:?}"
+        );
+        assert!(
+            err.reason.starts_with(reason),
+            "{}: {}",
+            err.field,
+            err.reason
+        );
+        // The last good version still serves.
+        assert_eq!(rules(&store).len(), 1);
+    }
+    // An inline set with a usable key is taken as it is.
+    let inline = wire::JwtRule {
+        jwks: jwks(&[&key]),
+        jwks_uri: String::new(),
+        ..good
+    };
+    store.apply_target(NAME, &target(vec![inline])).unwrap();
+    assert!(matches!(&rules(&store)[0].keys, KeySource::Inline(k) if k.len() == 1));
+}
