@@ -117,7 +117,6 @@ impl<'c> Targets<'c> {
             jwt_rules: self
                 .jwt
                 .service(waypoint, &svc.metadata.namespace, &svc.metadata.name),
-            ..Default::default()
         };
         self.by_key.insert(key, self.services.len());
         self.services.push((waypoint.clone(), target));
