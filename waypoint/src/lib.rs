@@ -7,6 +7,7 @@
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
 //! - [`proxy`]: the HBONE server and upstream streams;
 //! - [`request`]: one HTTP request: policy, then forward;
+//! - [`ext_authz`]: the external authorizers CUSTOM policies ask (HTTP and gRPC);
 //! - [`health`]: readiness on 15021;
 //! - [`metrics`], [`telemetry`]: Istio's metrics and the access log, per request and stream;
 //! - [`admin`]: admin (15000: config dump, log level, explain, quit) and metrics (15020).
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod config;
 pub mod detect;
+pub mod ext_authz;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

@@ -579,6 +579,7 @@ mod tests {
                 healthy: true,
             }],
             policies: Default::default(),
+            ext_authz: Default::default(),
         }
     }
 

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use authz::http::HttpPolicies;
 use hbone::SpiffeId;
 
+use crate::ext_authz::Provider;
+
 /// One pod behind a target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
@@ -39,6 +41,9 @@ pub struct Target {
     pub h2_ports: BTreeSet<u16>,
     pub endpoints: Vec<Endpoint>,
     pub policies: HttpPolicies,
+    /// The external authorizer of each CUSTOM policy, by the policy's key; a CUSTOM policy
+    /// missing here denies what it matches.
+    pub ext_authz: BTreeMap<String, Arc<Provider>>,
 }
 
 impl Target {

@@ -519,6 +519,7 @@ mod tests {
             h2_ports: Default::default(),
             endpoints: vec![],
             policies: Default::default(),
+            ext_authz: Default::default(),
         };
         let resolved = Resolved {
             target: Arc::new(target),

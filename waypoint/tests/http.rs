@@ -154,6 +154,7 @@ impl Mesh {
                 healthy: true,
             }],
             policies: policies(),
+            ext_authz: Default::default(),
         }]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();

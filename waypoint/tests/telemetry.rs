@@ -160,6 +160,7 @@ fn target(key: &str, vip: &str, endpoint_ip: &str, policies: HttpPolicies) -> Ta
             }]
         },
         policies,
+        ext_authz: Default::default(),
     }
 }
 
