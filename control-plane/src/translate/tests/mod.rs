@@ -2,6 +2,7 @@
 //! reads the resources back as ztunnel would (decoded protos). Fixtures here, cases by concern
 //! in the submodules.
 
+mod ext_authz;
 mod incremental;
 mod policies;
 mod services;
