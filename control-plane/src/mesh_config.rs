@@ -266,6 +266,14 @@ extensionProviders:
     }
 
     #[test]
+    fn the_example_loads() {
+        let m =
+            MeshConfig::parse(include_str!("../../examples/ext-authz/mesh-config.yaml")).unwrap();
+        let names: Vec<&str> = m.ext_authz.keys().map(String::as_str).collect();
+        assert_eq!(names, ["ext-authz-grpc", "ext-authz-http"]);
+    }
+
+    #[test]
     fn bad_providers_are_refused() {
         let rows: &[(&str, &str)] = &[
             ("envoyExtAuthzHttp: {service: a, port: 0}", "port 0"),
