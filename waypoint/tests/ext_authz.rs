@@ -69,6 +69,8 @@ fn policies() -> HttpPolicies {
 #[derive(Default)]
 struct Seen {
     checks: AtomicUsize,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
     last: Mutex<Option<Check>>,
 }
 
@@ -101,6 +103,7 @@ async fn http_authorizer() -> (SocketAddr, Arc<Seen>) {
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
+            s.connections.fetch_add(1, Ordering::SeqCst);
             let s = s.clone();
             let service = hyper::service::service_fn(move |r: Request<hyper::body::Incoming>| {
                 let s = s.clone();
@@ -220,9 +223,11 @@ async fn grpc_authorizer() -> (SocketAddr, Arc<Seen>) {
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
     let server = AuthorizationServer::new(GrpcAuthorizer(seen.clone()));
+    let s = seen.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
+            s.connections.fetch_add(1, Ordering::SeqCst);
             let server = server.clone();
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -448,6 +453,12 @@ async fn an_allowing_authorizer_lets_the_request_through_with_its_headers() {
                 assert_eq!(header(&headers, "x-trace").as_deref(), Some("t-2"));
             }
         }
+
+        // The next check goes over the same connection.
+        let (status, _, _) = mesh.get("/api/orders?id=2", "allow").await;
+        assert_eq!(status, StatusCode::OK, "{kind:?}");
+        assert_eq!(seen.checks.load(Ordering::SeqCst), 2, "{kind:?}");
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 1, "{kind:?}");
 
         // Outside the CUSTOM policy's paths nobody is asked.
         let before = seen.checks.load(Ordering::SeqCst);

@@ -1,5 +1,5 @@
-//! The `envoyExtAuthzHttp` check: one plain HTTP/1.1 request per check, on a connection of its
-//! own.
+//! The `envoyExtAuthzHttp` check: one plain HTTP/1.1 request per check, on a connection kept
+//! per provider (idle ones are reused).
 //!
 //! Rules, in order:
 //! 1. The check has the request's method and `pathPrefix` + its path and query; `Host` is the
@@ -13,10 +13,11 @@
 //!    matching `headersToDownstreamOnDeny` (with `WWW-Authenticate` and `Location`, as Envoy
 //!    adds them), or all of them but `Host` when that list is empty.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use super::{
     Allowed, CheckError, CheckRequest, Decision, Denied, HeaderEdit, HeaderPattern, HttpSettings,
@@ -26,27 +27,31 @@ use super::{
 /// The most of a denial's body passed on to the client; past that the check failed.
 pub const MAX_DENY_BODY: usize = 64 * 1024;
 
+/// A provider's pooled HTTP/1.1 client.
+pub(super) type Client = hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>;
+
 pub(super) async fn check(
     provider: &Provider,
     settings: &HttpSettings,
     req: &CheckRequest<'_>,
 ) -> Result<Decision, CheckError> {
-    let check = request(settings, req)?;
-    let tcp = tokio::net::TcpStream::connect(provider.address.as_str())
-        .await
-        .map_err(|source| CheckError::Connect {
-            address: provider.address.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let (mut send, conn) = http1::handshake(TokioIo::new(tcp)).await?;
-    // Lives as long as the answer is read; ends when `send` and the body are dropped.
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "ext_authz HTTP connection ended with an error");
-        }
+    let mut check = request(settings, req)?;
+    // The client dials the URI's authority; the request keeps the original Host.
+    let mut uri = check.uri().clone().into_parts();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(
+        provider
+            .address
+            .parse()
+            .map_err(|_| CheckError::Address(provider.address.clone()))?,
+    );
+    *check.uri_mut() = Uri::from_parts(uri).map_err(http::Error::from)?;
+    let client = provider.http.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector)
     });
-    let resp = send.send_request(check).await?;
+    let resp = client.request(check).await?;
     let status = resp.status();
     if status == StatusCode::OK {
         return Ok(Decision::Allow(allowed(settings, resp.headers())));
@@ -71,7 +76,7 @@ pub(super) async fn check(
 fn request(
     settings: &HttpSettings,
     req: &CheckRequest<'_>,
-) -> Result<Request<Empty<bytes::Bytes>>, CheckError> {
+) -> Result<Request<Empty<Bytes>>, CheckError> {
     let path = format!("{}{}", settings.path_prefix, req.path);
     let mut check = Request::builder()
         .method(req.method.clone())

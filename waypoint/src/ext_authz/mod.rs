@@ -111,6 +111,8 @@ pub struct Provider {
     /// The gRPC channel, made on first use (it needs the runtime) and then shared by every
     /// check of this provider: one HTTP/2 connection, redialled when it breaks.
     channel: OnceLock<tonic::transport::Channel>,
+    /// The HTTP client, made on first use: idle connections are kept for the next checks.
+    http: OnceLock<http::Client>,
 }
 
 impl Provider {
@@ -130,6 +132,7 @@ impl Provider {
             fail_open,
             status_on_error,
             channel: OnceLock::new(),
+            http: OnceLock::new(),
         }
     }
 }
@@ -215,14 +218,9 @@ pub enum Decision {
 pub enum CheckError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    #[error("connecting to {address}")]
-    Connect {
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Connecting included.
     #[error("HTTP exchange with the authorizer")]
-    Http(#[from] hyper::Error),
+    Http(#[from] hyper_util::client::legacy::Error),
     #[error("the authorizer answered {0}")]
     ServerError(StatusCode),
     #[error("the check request could not be made")]
