@@ -120,3 +120,49 @@ fn a_custom_policy_is_sent_with_its_provider_or_not_at_all() {
     let t = run([objects(), vec![custom("ext", "http")]].concat());
     assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
 }
+
+/// The provider's Service changes in its own namespace: the CUSTOM policy elsewhere follows,
+/// as a full translation would have it, and is named as changed.
+#[test]
+fn a_provider_service_change_reaches_the_policy() {
+    use crate::translate::{Scope, Translator};
+    let mut all = objects();
+    all.push(custom("ext", "http"));
+    let mut idx = index(all);
+    let mut t = Translator::new(opts());
+    t.translate(&idx, &Scope::All);
+    let foo = Scope::Namespaces(["foo".to_string()].into());
+    let address = |tr: &Translation| {
+        let p: BTreeMap<String, HttpPolicy> =
+            waypoint_set(tr, "shop", "wp", proto::WAYPOINT_POLICY_TYPE_URL);
+        p.get("shop/ext")
+            .and_then(|p| p.ext_authz.as_ref())
+            .map(|e| e.address.clone())
+    };
+    let changed = |tr: &Translation| -> Vec<String> {
+        tr.changed
+            .get(proto::WAYPOINT_POLICY_TYPE_URL)
+            .into_iter()
+            .flatten()
+            .map(|n| n.to_string())
+            .collect()
+    };
+
+    idx.apply(Object::Service(service(
+        "foo",
+        "ext-authz",
+        "10.96.0.51",
+        &[],
+    )));
+    let moved = t.translate(&idx, &foo);
+    assert_eq!(address(&moved).as_deref(), Some("10.96.0.51:8000"));
+    assert_eq!(changed(&moved), ["shop/ext"]);
+    assert_eq!(moved.resources, translate(&idx, &opts()).resources);
+
+    idx.delete(&key(Kind::Service, "foo", "ext-authz"));
+    let gone = t.translate(&idx, &foo);
+    assert_eq!(address(&gone), None, "not sent without its authorizer");
+    assert_eq!(changed(&gone), ["shop/ext"]);
+    let errors: Vec<&ObjectKey> = gone.errors.iter().map(|(k, _)| k).collect();
+    assert_eq!(errors, [&key(Kind::AuthorizationPolicy, "shop", "ext")]);
+}
