@@ -174,15 +174,19 @@ pub struct Allowed {
 }
 
 impl Allowed {
-    /// Applies the upstream edits to a request's headers.
+    /// Applies the upstream edits to a request's headers. `Host` stays as the client sent it:
+    /// an authorizer neither removes it (as in Envoy) nor rewrites it.
     pub fn edit_request(&self, headers: &mut HeaderMap) {
         for name in &self.remove_upstream {
-            // Envoy never lets an authorizer remove the host.
             if name != ::http::header::HOST {
                 headers.remove(name);
             }
         }
-        for e in &self.upstream {
+        for e in self
+            .upstream
+            .iter()
+            .filter(|e| e.name != ::http::header::HOST)
+        {
             if e.append {
                 headers.append(e.name.clone(), e.value.clone());
             } else {
@@ -314,6 +318,11 @@ mod tests {
                     name: HeaderName::from_static("x-tag"),
                     value: HeaderValue::from_static("b"),
                     append: true,
+                },
+                HeaderEdit {
+                    name: HeaderName::from_static("host"),
+                    value: HeaderValue::from_static("elsewhere"),
+                    append: false,
                 },
             ],
             remove_upstream: vec![
