@@ -157,7 +157,8 @@ impl Conn {
         let mut allowed_by_authorizer = None;
         if let Some(check) = self.custom(&req) {
             let view = self.check_request(&req);
-            match self.ask(&check, &view).await {
+            // Boxed: only requests a CUSTOM policy matches carry the check's future.
+            match Box::pin(self.ask(&check, &view)).await {
                 Ok(allowed) => {
                     allowed.edit_request(req.headers_mut());
                     allowed_by_authorizer = Some(allowed);
