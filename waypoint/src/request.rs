@@ -214,14 +214,16 @@ impl Conn {
         let decision = match ext_authz::check(provider, view).await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(
-                    provider = %provider.name,
-                    address = %provider.address,
-                    fail_open = provider.fail_open,
-                    error = %e,
-                    source = ?std::error::Error::source(&e),
-                    "external authorization check failed"
-                );
+                if provider.log_failure_now() {
+                    tracing::warn!(
+                        provider = %provider.name,
+                        address = %provider.address,
+                        fail_open = provider.fail_open,
+                        error = %e,
+                        source = ?std::error::Error::source(&e),
+                        "external authorization check failed (logged once a second at most)"
+                    );
+                }
                 ext_authz::on_error(provider)
             }
         };

@@ -25,7 +25,8 @@ mod http;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use bytes::Bytes;
@@ -113,6 +114,9 @@ pub struct Provider {
     channel: OnceLock<tonic::transport::Channel>,
     /// The HTTP client, made on first use: idle connections are kept for the next checks.
     http: OnceLock<http::Client>,
+    /// The second (since the epoch) of the last failed check logged: one line a second at
+    /// most, so an authorizer outage under load does not flood the log.
+    last_logged: AtomicU64,
 }
 
 impl Provider {
@@ -133,7 +137,16 @@ impl Provider {
             status_on_error,
             channel: OnceLock::new(),
             http: OnceLock::new(),
+            last_logged: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a failed check should be logged now (at most one a second).
+    pub fn log_failure_now(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_logged.swap(now, Ordering::Relaxed) != now
     }
 }
 
@@ -336,6 +349,21 @@ mod tests {
         assert_eq!(h.get_all("x-tag").iter().collect::<Vec<_>>(), ["a", "b"]);
         assert!(h.get("authorization").is_none());
         assert_eq!(h.get("host").map(|v| v.as_bytes()), Some(&b"api"[..]));
+    }
+
+    #[test]
+    fn failures_are_logged_once_a_second_at_most() {
+        let p = Provider::new(
+            "p".into(),
+            Protocol::Grpc,
+            "127.0.0.1:1".into(),
+            DEFAULT_TIMEOUT,
+            false,
+            StatusCode::FORBIDDEN,
+        );
+        let logged = (0..100).filter(|_| p.log_failure_now()).count();
+        // The second may turn over once during the loop.
+        assert!((1..=2).contains(&logged), "{logged}");
     }
 
     #[test]
