@@ -12,8 +12,12 @@ const FILES: &[&str] = &[
     "istio/v1/auth/ca.proto",
     "google/rpc/status.proto",
     "envoy/type/v3/semantic_version.proto",
+    "envoy/type/v3/http_status.proto",
     "envoy/config/core/v3/base.proto",
+    "envoy/config/core/v3/address.proto",
     "envoy/service/discovery/v3/discovery.proto",
+    "envoy/service/auth/v3/attribute_context.proto",
+    "envoy/service/auth/v3/external_auth.proto",
     "mesh/waypoint/v1/waypoint.proto",
 ];
 

@@ -10,6 +10,7 @@ pub mod ca;
 pub mod debug;
 pub mod grpc;
 pub mod index;
+pub mod mesh_config;
 pub mod meshd;
 pub mod metrics;
 pub mod pipeline;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use control_plane::ca::CaPolicy;
+use control_plane::mesh_config::MeshConfig;
 use control_plane::meshd::{self, Config};
 use control_plane::translate::Options;
 use tracing_subscriber::EnvFilter;
@@ -72,6 +73,11 @@ struct Cli {
 
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
+
+    /// Istio MeshConfig YAML (the `mesh` key of the `istio` ConfigMap): meshd reads its
+    /// `extensionProviders` (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`) for CUSTOM policies.
+    #[arg(long, env = "MESH_CONFIG")]
+    mesh_config: Option<PathBuf>,
 
     /// meshConfig rootNamespace: policies here apply mesh-wide.
     #[arg(long, env = "ROOT_NAMESPACE", default_value = "istio-system")]
@@ -147,6 +153,14 @@ fn main() -> anyhow::Result<()> {
         println!("{token}");
         return Ok(());
     }
+    let mesh = match &cli.mesh_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --mesh-config {}", path.display()))?;
+            MeshConfig::parse(&text).with_context(|| format!("--mesh-config {}", path.display()))?
+        }
+        None => MeshConfig::default(),
+    };
     let config = Config {
         manifests: cli.manifests,
         cacerts: cli.cacerts,
@@ -162,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             trust_domain: cli.trust_domain.clone(),
             root_namespace: cli.root_namespace,
             enable_dry_run: cli.enable_dry_run,
+            mesh,
             ..Options::default()
         },
         ca: CaPolicy {

@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use prost::Message;
 use prost_types::{Any, Duration, FileDescriptorSet, Struct, Value, value::Kind};
 
-use proto::{citadel, core, discovery, rpc, security, types, waypoint, workload, zds};
+use proto::{citadel, core, discovery, ext_authz, rpc, security, types, waypoint, workload, zds};
 
 /// Collects, per message type, which top-level field numbers the samples put
 /// on the wire.
@@ -562,10 +562,17 @@ fn semver() -> types::SemanticVersion {
     }
 }
 
+fn http_status() -> types::HttpStatus {
+    types::HttpStatus {
+        code: types::StatusCode::Unauthorized as i32,
+    }
+}
+
 #[test]
 fn envoy_type_messages_round_trip() {
     let mut t = Samples::new("envoy.type.v3");
     t.check("SemanticVersion", &semver());
+    t.check("HttpStatus", &http_status());
     t.assert_complete();
 }
 
@@ -630,6 +637,34 @@ fn control_plane() -> core::ControlPlane {
     }
 }
 
+fn header_option(key: &str, value: &str) -> core::HeaderValueOption {
+    core::HeaderValueOption {
+        header: Some(core::HeaderValue {
+            key: s(key),
+            value: s(value),
+            raw_value: value.as_bytes().to_vec(),
+        }),
+        append: Some(true),
+        append_action: core::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+    }
+}
+
+fn socket_address(port: core::socket_address::PortSpecifier) -> core::SocketAddress {
+    core::SocketAddress {
+        protocol: core::socket_address::Protocol::Udp as i32,
+        address: s("10.0.0.7"),
+        port_specifier: Some(port),
+    }
+}
+
+fn c_address() -> core::Address {
+    core::Address {
+        address: Some(core::address::Address::SocketAddress(socket_address(
+            core::socket_address::PortSpecifier::PortValue(8080),
+        ))),
+    }
+}
+
 #[test]
 fn envoy_core_messages_round_trip() {
     let mut t = Samples::new("envoy.config.core.v3");
@@ -645,6 +680,109 @@ fn envoy_core_messages_round_trip() {
     );
     t.check("Metadata", &c_metadata());
     t.check("ControlPlane", &control_plane());
+    t.check("HeaderValueOption", &header_option("x-user", "alice"));
+    t.check(
+        "HeaderValue",
+        &header_option("x-user", "alice").header.expect("header"),
+    );
+    t.check("Address", &c_address());
+    t.check(
+        "SocketAddress",
+        &socket_address(core::socket_address::PortSpecifier::PortValue(80)),
+    );
+    t.check(
+        "SocketAddress",
+        &socket_address(core::socket_address::PortSpecifier::NamedPort(s("http"))),
+    );
+    t.assert_complete();
+}
+
+// ---------------------------------------------------------------- envoy.service.auth.v3
+
+fn peer(principal: &str) -> ext_authz::attribute_context::Peer {
+    ext_authz::attribute_context::Peer {
+        address: Some(c_address()),
+        service: s("web"),
+        principal: s(principal),
+    }
+}
+
+fn http_request() -> ext_authz::attribute_context::HttpRequest {
+    ext_authz::attribute_context::HttpRequest {
+        id: s("b1946ac9"),
+        method: s("POST"),
+        headers: HashMap::from([(s("x-mode"), s("allow")), (s(":path"), s("/api"))]),
+        path: s("/api?x=1"),
+        host: s("api.shop.svc.cluster.local"),
+        scheme: s("http"),
+        query: s("x=1"),
+        fragment: s("top"),
+        size: 12,
+        protocol: s("HTTP/1.1"),
+    }
+}
+
+fn attribute_context() -> ext_authz::AttributeContext {
+    ext_authz::AttributeContext {
+        source: Some(peer("spiffe://cluster.local/ns/shop/sa/web")),
+        destination: Some(peer("spiffe://cluster.local/ns/shop/sa/waypoint")),
+        request: Some(ext_authz::attribute_context::Request {
+            time: Some(prost_types::Timestamp {
+                seconds: 1_796_000_000,
+                nanos: 5,
+            }),
+            http: Some(http_request()),
+        }),
+    }
+}
+
+fn denied_response() -> ext_authz::DeniedHttpResponse {
+    ext_authz::DeniedHttpResponse {
+        status: Some(http_status()),
+        headers: vec![header_option("x-reason", "bad token")],
+        body: s("denied"),
+    }
+}
+
+fn ok_response() -> ext_authz::OkHttpResponse {
+    ext_authz::OkHttpResponse {
+        headers: vec![header_option("x-user", "alice")],
+        headers_to_remove: vec![s("authorization")],
+        response_headers_to_add: vec![header_option("x-trace", "t-1")],
+    }
+}
+
+#[test]
+fn ext_authz_messages_round_trip() {
+    use ext_authz::check_response::HttpResponse;
+    let mut t = Samples::new("envoy.service.auth.v3");
+    t.check(
+        "CheckRequest",
+        &ext_authz::CheckRequest {
+            attributes: Some(attribute_context()),
+        },
+    );
+    t.check("AttributeContext", &attribute_context());
+    t.check("AttributeContext.Peer", &peer("spiffe://a"));
+    t.check(
+        "AttributeContext.Request",
+        &attribute_context().request.expect("request"),
+    );
+    t.check("AttributeContext.HttpRequest", &http_request());
+    t.check("DeniedHttpResponse", &denied_response());
+    t.check("OkHttpResponse", &ok_response());
+    for response in [
+        HttpResponse::DeniedResponse(denied_response()),
+        HttpResponse::OkResponse(ok_response()),
+    ] {
+        t.check(
+            "CheckResponse",
+            &ext_authz::CheckResponse {
+                status: Some(status()),
+                http_response: Some(response),
+            },
+        );
+    }
     t.assert_complete();
 }
 
@@ -870,6 +1008,23 @@ fn wp_rate_limit() -> waypoint::RateLimit {
     }
 }
 
+fn wp_ext_authz() -> waypoint::ExtAuthz {
+    waypoint::ExtAuthz {
+        name: s("ext-authz"),
+        protocol: waypoint::ext_authz::Protocol::Grpc as i32,
+        address: s("10.96.0.50:9000"),
+        timeout_ms: 500,
+        path_prefix: s("/check"),
+        fail_open: true,
+        status_on_error: 503,
+        include_request_headers_in_check: vec![s("x-ext-authz")],
+        include_additional_headers_in_check: HashMap::from([(s("x-from"), s("waypoint"))]),
+        headers_to_upstream_on_allow: vec![s("x-user")],
+        headers_to_downstream_on_deny: vec![s("x-reason")],
+        headers_to_downstream_on_allow: vec![s("x-trace")],
+    }
+}
+
 #[test]
 fn waypoint_messages_round_trip() {
     let mut t = Samples::new("mesh.waypoint.v1");
@@ -901,8 +1056,10 @@ fn waypoint_messages_round_trip() {
             provider: s("ext-authz"),
             dry_run: true,
             rules: vec![wp_rule()],
+            ext_authz: Some(wp_ext_authz()),
         },
     );
+    t.check("ExtAuthz", &wp_ext_authz());
     t.check("Rule", &wp_rule());
     t.check("Source", &wp_source());
     t.check("ServiceAccount", &wp_account());

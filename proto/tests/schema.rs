@@ -391,6 +391,90 @@ fn envoy_core_schema() {
         envoy.config.core.v3.Node reserved "build_version"
         envoy.config.core.v3.Metadata  1 filter_metadata: map<string, google.protobuf.Struct>
         envoy.config.core.v3.ControlPlane  1 identifier: string
+        envoy.config.core.v3.HeaderValue  1 key: string
+        envoy.config.core.v3.HeaderValue  2 value: string
+        envoy.config.core.v3.HeaderValue  3 raw_value: bytes
+        envoy.config.core.v3.HeaderValueOption  1 header: envoy.config.core.v3.HeaderValue
+        envoy.config.core.v3.HeaderValueOption  2 append: google.protobuf.BoolValue
+        envoy.config.core.v3.HeaderValueOption  3 append_action: envoy.config.core.v3.HeaderValueOption.HeaderAppendAction
+        envoy.config.core.v3.HeaderValueOption.HeaderAppendAction = 0 APPEND_IF_EXISTS_OR_ADD
+        envoy.config.core.v3.HeaderValueOption.HeaderAppendAction = 1 ADD_IF_ABSENT
+        envoy.config.core.v3.HeaderValueOption.HeaderAppendAction = 2 OVERWRITE_IF_EXISTS_OR_ADD
+        envoy.config.core.v3.HeaderValueOption.HeaderAppendAction = 3 OVERWRITE_IF_EXISTS
+        "#,
+    );
+    assert_schema(
+        "envoy/config/core/v3/address.proto",
+        r#"
+        envoy.config.core.v3.Address  1 socket_address: oneof address: envoy.config.core.v3.SocketAddress
+        envoy.config.core.v3.SocketAddress  1 protocol: envoy.config.core.v3.SocketAddress.Protocol
+        envoy.config.core.v3.SocketAddress  2 address: string
+        envoy.config.core.v3.SocketAddress  3 port_value: oneof port_specifier: uint32
+        envoy.config.core.v3.SocketAddress  4 named_port: oneof port_specifier: string
+        envoy.config.core.v3.SocketAddress.Protocol = 0 TCP
+        envoy.config.core.v3.SocketAddress.Protocol = 1 UDP
+        "#,
+    );
+    assert_schema(
+        "envoy/type/v3/http_status.proto",
+        r#"
+        envoy.type.v3.HttpStatus  1 code: envoy.type.v3.StatusCode
+        envoy.type.v3.StatusCode = 0 Empty
+        envoy.type.v3.StatusCode = 100 Continue
+        envoy.type.v3.StatusCode = 200 OK
+        envoy.type.v3.StatusCode = 301 MovedPermanently
+        envoy.type.v3.StatusCode = 302 Found
+        envoy.type.v3.StatusCode = 400 BadRequest
+        envoy.type.v3.StatusCode = 401 Unauthorized
+        envoy.type.v3.StatusCode = 403 Forbidden
+        envoy.type.v3.StatusCode = 404 NotFound
+        envoy.type.v3.StatusCode = 429 TooManyRequests
+        envoy.type.v3.StatusCode = 500 InternalServerError
+        envoy.type.v3.StatusCode = 502 BadGateway
+        envoy.type.v3.StatusCode = 503 ServiceUnavailable
+        envoy.type.v3.StatusCode = 504 GatewayTimeout
+        "#,
+    );
+}
+
+#[test]
+fn envoy_ext_authz_schema() {
+    assert_schema(
+        "envoy/service/auth/v3/attribute_context.proto",
+        r#"
+        envoy.service.auth.v3.AttributeContext  1 source: envoy.service.auth.v3.AttributeContext.Peer
+        envoy.service.auth.v3.AttributeContext  2 destination: envoy.service.auth.v3.AttributeContext.Peer
+        envoy.service.auth.v3.AttributeContext  4 request: envoy.service.auth.v3.AttributeContext.Request
+        envoy.service.auth.v3.AttributeContext.HttpRequest  1 id: string
+        envoy.service.auth.v3.AttributeContext.HttpRequest  2 method: string
+        envoy.service.auth.v3.AttributeContext.HttpRequest  3 headers: map<string, string>
+        envoy.service.auth.v3.AttributeContext.HttpRequest  4 path: string
+        envoy.service.auth.v3.AttributeContext.HttpRequest  5 host: string
+        envoy.service.auth.v3.AttributeContext.HttpRequest  6 scheme: string
+        envoy.service.auth.v3.AttributeContext.HttpRequest  7 query: string
+        envoy.service.auth.v3.AttributeContext.HttpRequest  8 fragment: string
+        envoy.service.auth.v3.AttributeContext.HttpRequest  9 size: int64
+        envoy.service.auth.v3.AttributeContext.HttpRequest 10 protocol: string
+        envoy.service.auth.v3.AttributeContext.Peer  1 address: envoy.config.core.v3.Address
+        envoy.service.auth.v3.AttributeContext.Peer  2 service: string
+        envoy.service.auth.v3.AttributeContext.Peer  4 principal: string
+        envoy.service.auth.v3.AttributeContext.Request  1 time: google.protobuf.Timestamp
+        envoy.service.auth.v3.AttributeContext.Request  2 http: envoy.service.auth.v3.AttributeContext.HttpRequest
+        "#,
+    );
+    assert_schema(
+        "envoy/service/auth/v3/external_auth.proto",
+        r#"
+        envoy.service.auth.v3.CheckRequest  1 attributes: envoy.service.auth.v3.AttributeContext
+        envoy.service.auth.v3.CheckResponse  1 status: google.rpc.Status
+        envoy.service.auth.v3.CheckResponse  2 denied_response: oneof http_response: envoy.service.auth.v3.DeniedHttpResponse
+        envoy.service.auth.v3.CheckResponse  3 ok_response: oneof http_response: envoy.service.auth.v3.OkHttpResponse
+        envoy.service.auth.v3.DeniedHttpResponse  1 status: envoy.type.v3.HttpStatus
+        envoy.service.auth.v3.DeniedHttpResponse  2 headers: repeated envoy.config.core.v3.HeaderValueOption
+        envoy.service.auth.v3.DeniedHttpResponse  3 body: string
+        envoy.service.auth.v3.OkHttpResponse  2 headers: repeated envoy.config.core.v3.HeaderValueOption
+        envoy.service.auth.v3.OkHttpResponse  5 headers_to_remove: repeated string
+        envoy.service.auth.v3.OkHttpResponse  6 response_headers_to_add: repeated envoy.config.core.v3.HeaderValueOption
         "#,
     );
 }

@@ -340,7 +340,15 @@ impl Admin {
         let policies = &resolved.target.policies;
         let custom = policies.custom(&request);
         let decision = policies.decide(&request);
+        let provider = custom
+            .as_ref()
+            .and_then(|c| resolved.target.ext_authz.get(&*c.policy));
         let (verdict, decided_by) = match (&custom, &decision.verdict) {
+            // The authorizer decides first; without one the request is denied.
+            (Some(c), _) if provider.is_some() => (
+                "ask external authorizer",
+                json!({ "custom": c.to_string() }),
+            ),
             (Some(c), _) => ("deny", json!({ "custom": c.to_string() })),
             (None, HttpVerdict::Allowed { by }) => (
                 "allow",
@@ -357,9 +365,13 @@ impl Admin {
                 ),
             ),
         };
-        let reason = match &custom {
-            Some(c) => format!("{c}: no external authorizer is configured (fail closed)"),
-            None => decision.verdict.to_string(),
+        let reason = match (&custom, provider) {
+            (Some(c), Some(p)) => format!(
+                "{c}: {} at {} decides first; if it allows: {}",
+                p.name, p.address, decision.verdict
+            ),
+            (Some(c), None) => format!("{c}: no external authorizer is configured (fail closed)"),
+            (None, _) => decision.verdict.to_string(),
         };
         let audited: Vec<String> = decision.audited.iter().map(|r| r.to_string()).collect();
         let dry_run: Vec<Value> = decision

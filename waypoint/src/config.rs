@@ -12,6 +12,9 @@
 //!    usable key or an `http(s)` `jwks_uri`, valid header names. A bad rule rejects the target
 //!    (its last good version stays): dropping the rule would let that issuer's tokens through
 //!    as "issuer not configured" only while another rule exists, and silently otherwise.
+//! 5. A CUSTOM policy's `ext_authz` provider must be whole (an address `host:port`, a valid
+//!    status, header patterns Istio accepts) and name the policy's provider; a CUSTOM policy
+//!    without one is accepted and denies what it matches.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -28,6 +31,7 @@ use http::{HeaderName, Uri};
 use ipnet::IpNet;
 use proto::waypoint as wire;
 
+use crate::ext_authz::{self, HeaderPattern, HttpSettings, Provider};
 use crate::jwt::{JwtRule, KeySet, KeySource, Location};
 use crate::targets::{Endpoint, Target, Targets};
 
@@ -51,7 +55,8 @@ pub struct TargetSpec {
 #[derive(Debug, Default)]
 pub struct Store {
     targets: BTreeMap<String, TargetSpec>,
-    policies: BTreeMap<String, HttpPolicy>,
+    /// Each with its external authorizer (CUSTOM only, rule 4).
+    policies: BTreeMap<String, (HttpPolicy, Option<Arc<Provider>>)>,
 }
 
 impl Store {
@@ -87,8 +92,11 @@ impl Store {
             let mut policies = HttpPolicies::new();
             for key in &spec.policies {
                 match self.policies.get(key) {
-                    Some(p) => {
+                    Some((p, provider)) => {
                         policies.insert(p.clone());
+                        if let Some(provider) = provider {
+                            target.ext_authz.insert(key.clone(), provider.clone());
+                        }
                     }
                     None => {
                         policies.insert(not_received(&target.namespace, key));
@@ -239,12 +247,15 @@ fn convert_target(name: &str, t: &wire::Target) -> Result<TargetSpec, ConfigErro
             policies: HttpPolicies::new(),
             rate_limits,
             jwt,
+            ext_authz: BTreeMap::new(),
         },
         policies: t.policies.clone(),
     })
 }
 
-fn convert_policy(name: &str, p: &wire::HttpPolicy) -> Result<HttpPolicy, ConfigError> {
+type Converted = (HttpPolicy, Option<Arc<Provider>>);
+
+fn convert_policy(name: &str, p: &wire::HttpPolicy) -> Result<Converted, ConfigError> {
     let cx = Cx { resource: name };
     cx.key(&p.namespace, &p.name)?;
     let action = match wire::Action::try_from(p.action) {
@@ -263,13 +274,130 @@ fn convert_policy(name: &str, p: &wire::HttpPolicy) -> Result<HttpPolicy, Config
         .enumerate()
         .map(|(i, r)| convert_rule(&cx, &format!("rules[{i}]"), r))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpPolicy {
+    let provider = match (&action, &p.ext_authz) {
+        (HttpAction::Custom { provider }, Some(e)) => {
+            Some(Arc::new(convert_ext_authz(&cx, provider, e)?))
+        }
+        (_, Some(_)) => return Err(cx.err("ext_authz", "only a CUSTOM policy has a provider")),
+        (_, None) => None,
+    };
+    let policy = HttpPolicy {
         name: p.name.clone(),
         namespace: p.namespace.clone(),
         action,
         dry_run: p.dry_run,
         rules,
-    })
+    };
+    Ok((policy, provider))
+}
+
+/// Rule 4.
+fn convert_ext_authz(
+    cx: &Cx<'_>,
+    provider: &str,
+    e: &wire::ExtAuthz,
+) -> Result<Provider, ConfigError> {
+    if e.name != provider {
+        return Err(cx.err(
+            "ext_authz.name",
+            format!("{:?} is not the policy's provider {provider:?}", e.name),
+        ));
+    }
+    let port_ok = e
+        .address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok {
+        return Err(cx.err(
+            "ext_authz.address",
+            format!("{:?} is not host:port", e.address),
+        ));
+    }
+    let timeout = match e.timeout_ms {
+        0 => ext_authz::DEFAULT_TIMEOUT,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    let status_on_error = match e.status_on_error {
+        0 => http::StatusCode::FORBIDDEN,
+        s => u16::try_from(s)
+            .ok()
+            .filter(|s| (200..600).contains(s))
+            .and_then(|s| http::StatusCode::from_u16(s).ok())
+            .ok_or_else(|| {
+                cx.err(
+                    "ext_authz.status_on_error",
+                    format!("{s} is not an HTTP status"),
+                )
+            })?,
+    };
+    let patterns = |field: &str, list: &[String]| {
+        list.iter()
+            .map(|s| {
+                HeaderPattern::parse(s)
+                    .map_err(|r| cx.err(format!("ext_authz.{field}"), format!("{s:?}: {r}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let protocol = match wire::ext_authz::Protocol::try_from(e.protocol) {
+        Ok(wire::ext_authz::Protocol::Grpc) => ext_authz::Protocol::Grpc,
+        Ok(wire::ext_authz::Protocol::Http) => {
+            if !e.path_prefix.is_empty() && !e.path_prefix.starts_with('/') {
+                return Err(cx.err(
+                    "ext_authz.path_prefix",
+                    format!("{:?} does not start with /", e.path_prefix),
+                ));
+            }
+            let mut additional_headers = Vec::new();
+            for (name, value) in &e.include_additional_headers_in_check {
+                let bad = |what: &str| {
+                    cx.err(
+                        "ext_authz.include_additional_headers_in_check",
+                        format!("{name:?}: not a valid header {what}"),
+                    )
+                };
+                let name =
+                    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("name"))?;
+                let value = http::HeaderValue::from_str(value).map_err(|_| bad("value"))?;
+                additional_headers.push((name, value));
+            }
+            // A map arrives in no order: sorted, so a check's headers are the same every time.
+            additional_headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+            ext_authz::Protocol::Http(HttpSettings {
+                path_prefix: e.path_prefix.clone(),
+                include_request_headers: patterns(
+                    "include_request_headers_in_check",
+                    &e.include_request_headers_in_check,
+                )?,
+                additional_headers,
+                to_upstream_on_allow: patterns(
+                    "headers_to_upstream_on_allow",
+                    &e.headers_to_upstream_on_allow,
+                )?,
+                to_downstream_on_deny: patterns(
+                    "headers_to_downstream_on_deny",
+                    &e.headers_to_downstream_on_deny,
+                )?,
+                to_downstream_on_allow: patterns(
+                    "headers_to_downstream_on_allow",
+                    &e.headers_to_downstream_on_allow,
+                )?,
+            })
+        }
+        Err(_) => {
+            return Err(cx.err(
+                "ext_authz.protocol",
+                format!("unknown protocol {}", e.protocol),
+            ));
+        }
+    };
+    Ok(Provider::new(
+        e.name.clone(),
+        protocol,
+        e.address.clone(),
+        timeout,
+        e.fail_open,
+        status_on_error,
+    ))
 }
 
 fn convert_rule(cx: &Cx<'_>, at: &str, r: &wire::Rule) -> Result<HttpRule, ConfigError> {

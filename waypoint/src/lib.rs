@@ -8,6 +8,7 @@
 //! - [`proxy`]: the HBONE server and upstream streams;
 //! - [`jwt`]: RequestAuthentication: a request's token checked before policy;
 //! - [`request`]: one HTTP request: token, policy, rate limits, then forward;
+//! - [`ext_authz`]: the external authorizers CUSTOM policies ask (HTTP and gRPC);
 //! - [`health`]: readiness on 15021;
 //! - [`metrics`], [`telemetry`]: Istio's metrics and the access log, per request and stream;
 //! - [`admin`]: admin (15000: config dump, log level, explain, quit) and metrics (15020).
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod config;
 pub mod detect;
+pub mod ext_authz;
 pub mod health;
 pub mod jwt;
 pub mod metrics;

@@ -584,6 +584,7 @@ mod tests {
             policies: Default::default(),
             rate_limits: Vec::new(),
             jwt: Vec::new(),
+            ext_authz: Default::default(),
         }
     }
 

@@ -5,8 +5,10 @@
 //!    destination = the address the client dialled, host/method/path/headers as sent, and the
 //!    request principal of a JWT the target's RequestAuthentication accepted ([`crate::jwt`]:
 //!    a token it refuses is answered 401, or 403 for its audience, before policy).
-//! 2. A CUSTOM policy that matches needs an external authorizer: until one is configured the
-//!    request is denied (fail closed), never waved through.
+//! 2. A CUSTOM policy that matches asks its external authorizer first ([`crate::ext_authz`]):
+//!    its denial (or a failed check, unless the provider fails open) is the answer, flagged
+//!    `UAEX`; its allowance adds its headers and goes on to the DENY and ALLOW policies. A
+//!    CUSTOM policy with no authorizer configured denies (fail closed), never waves through.
 //! 3. Denied: 403 with Envoy's body `RBAC: access denied` (it names no policy; the access log
 //!    does).
 //!    Allowed, then rate limited (`ratelimit.rs`): 429 with Envoy's body
@@ -26,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use authz::http::{Headers, HttpVerdict, JwtAuth};
+use authz::http::{CustomCheck, Headers, HttpVerdict, JwtAuth};
 use bytes::Bytes;
 use hbone::PeerInfo;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
@@ -38,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
 use crate::detect::Protocol;
+use crate::ext_authz::{self, Allowed, Decision};
 use crate::metrics::ResponseFlags;
 use crate::proxy::{UpstreamError, Waypoint, authz_peer, source_ip};
 use crate::ratelimit::Limited;
@@ -159,6 +162,16 @@ fn ours(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
+/// The authorizer's denial as the client gets it.
+fn from_authorizer(d: ext_authz::Denied) -> Response<Body> {
+    let mut r = Response::new(Either::Right(Full::new(d.body)));
+    *r.status_mut() = d.status;
+    for (name, value) in d.headers {
+        r.headers_mut().append(name, value);
+    }
+    r
+}
+
 impl Conn {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
         let rules = &self.resolved.target.jwt;
@@ -175,30 +188,97 @@ impl Conn {
                 return telemetry::denied(refused, why, ResponseFlags::None);
             }
         };
-        let verdict = self.decide(&req, jwt.as_ref());
-        match verdict {
-            Some(HttpVerdict::Allowed { .. }) => {}
-            other => {
-                // The access log names the deciding policy.
-                let (policy, flags) = match &other {
-                    Some(HttpVerdict::Denied { by: Some(by), .. }) => {
-                        (by.to_string(), ResponseFlags::None)
-                    }
-                    Some(v) => (v.to_string(), ResponseFlags::None),
-                    None => (
-                        "CUSTOM policy with no external authorizer configured".to_string(),
-                        ResponseFlags::UnauthorizedExternalService,
-                    ),
-                };
-                let denied = ours(StatusCode::FORBIDDEN, "RBAC: access denied");
-                return telemetry::denied(denied, policy, flags);
+        // Rule 2.
+        let mut allowed_by_authorizer = None;
+        if let Some(check) = self.custom(&req, jwt.as_ref()) {
+            let view = self.check_request(&req);
+            // Boxed: only requests a CUSTOM policy matches carry the check's future.
+            match Box::pin(self.ask(&check, &view)).await {
+                Ok(allowed) => {
+                    allowed.edit_request(req.headers_mut());
+                    allowed_by_authorizer = Some(allowed);
+                }
+                Err(denied) => return denied,
             }
+        }
+        let verdict = self.decide(&req, jwt.as_ref());
+        if let HttpVerdict::Denied { by, .. } = &verdict {
+            // The access log names the deciding policy.
+            let policy = match by {
+                Some(by) => by.to_string(),
+                None => verdict.to_string(),
+            };
+            let denied = ours(StatusCode::FORBIDDEN, "RBAC: access denied");
+            return telemetry::denied(denied, policy, ResponseFlags::None);
         }
         if let Err(limited) = self.rate_limit(&req) {
             // The access log names the limit where it names a deciding policy.
             let source = limited.source.clone();
             return telemetry::denied(too_many(&limited), source, ResponseFlags::RateLimited);
         }
+        let mut resp = self.proxy(req).await;
+        if let Some(allowed) = allowed_by_authorizer {
+            allowed.edit_response(resp.headers_mut());
+        }
+        resp
+    }
+
+    /// What the authorizer is told about `req` (parts only: the request's body is not `Sync`,
+    /// and this is held across the check).
+    fn check_request<'a>(&'a self, req: &'a Request<Incoming>) -> ext_authz::CheckRequest<'a> {
+        ext_authz::CheckRequest {
+            method: req.method(),
+            path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            host: host(req),
+            headers: req.headers(),
+            version: req.version(),
+            source: self.peer.remote,
+            source_principal: self.peer.identity.to_string(),
+            destination: self.resolved.addressed,
+            destination_principal: self.waypoint.identity().to_string(),
+        }
+    }
+
+    /// Rule 2: the CUSTOM policy's authorizer; `Err` is the response that ends the request.
+    async fn ask(
+        &self,
+        check: &CustomCheck,
+        view: &ext_authz::CheckRequest<'_>,
+    ) -> Result<Allowed, Response<Body>> {
+        let uaex = ResponseFlags::UnauthorizedExternalService;
+        let Some(provider) = self.resolved.target.ext_authz.get(&*check.policy) else {
+            let policy = format!("{check}: no external authorizer configured");
+            let denied = ours(StatusCode::FORBIDDEN, "RBAC: access denied");
+            return Err(telemetry::denied(denied, policy, uaex));
+        };
+        let decision = match ext_authz::check(provider, view).await {
+            Ok(d) => d,
+            Err(e) => {
+                if provider.log_failure_now() {
+                    tracing::warn!(
+                        provider = %provider.name,
+                        address = %provider.address,
+                        fail_open = provider.fail_open,
+                        error = %e,
+                        source = ?std::error::Error::source(&e),
+                        "external authorization check failed (logged once a second at most)"
+                    );
+                }
+                ext_authz::on_error(provider)
+            }
+        };
+        match decision {
+            Decision::Allow(allowed) => Ok(allowed),
+            Decision::Deny(denied) => Err(telemetry::denied(
+                from_authorizer(denied),
+                check.to_string(),
+                uaex,
+            )),
+        }
+    }
+
+    /// Rules 4-5: the allowed request, upstream.
+    async fn proxy(&self, mut req: Request<Incoming>) -> Response<Body> {
         strip_hop_by_hop(req.headers_mut());
         if let Err(e) = to_version(&mut req, self.upstream_h2) {
             tracing::info!(target = %self.resolved.addressed, error = %e, "request cannot be forwarded");
@@ -226,17 +306,6 @@ impl Conn {
         }
     }
 
-    /// Rules 1-2; `None` when a CUSTOM policy would need an authorizer.
-    fn decide(&self, req: &Request<Incoming>, jwt: Option<&JwtAuth>) -> Option<HttpVerdict> {
-        self.with_view(req, jwt, |view| {
-            let policies = &self.resolved.target.policies;
-            if policies.custom(view).is_some() {
-                return None;
-            }
-            Some(policies.decide(view).verdict)
-        })
-    }
-
     /// Rule 1: `f` over the request as policies see it.
     fn with_view<R>(
         &self,
@@ -244,25 +313,31 @@ impl Conn {
         jwt: Option<&JwtAuth>,
         f: impl FnOnce(&authz::http::Request<'_>) -> R,
     ) -> R {
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
-            .unwrap_or_default();
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let headers = HeaderView(req.headers());
         let mut view = authz::http::Request::new(
             source_ip(&self.peer),
             self.resolved.addressed,
             req.method().as_str(),
-            host,
+            host(req),
             path,
         );
         view.peer = Some(&self.who);
         view.headers = &headers;
         view.jwt = jwt;
         f(&view)
+    }
+
+    /// Rule 2: the CUSTOM policy to ask, if one matches.
+    fn custom(&self, req: &Request<Incoming>, jwt: Option<&JwtAuth>) -> Option<CustomCheck> {
+        self.with_view(req, jwt, |v| self.resolved.target.policies.custom(v))
+    }
+
+    /// The DENY/ALLOW verdict.
+    fn decide(&self, req: &Request<Incoming>, jwt: Option<&JwtAuth>) -> HttpVerdict {
+        self.with_view(req, jwt, |v| {
+            self.resolved.target.policies.decide(v).verdict
+        })
     }
 
     /// Rule 3, rate limits.
@@ -323,6 +398,15 @@ impl Conn {
         telemetry::upstream(&mut resp, &endpoint);
         Ok(resp)
     }
+}
+
+/// `:authority`, else `Host`.
+fn host<B>(req: &Request<B>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]

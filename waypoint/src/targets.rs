@@ -16,6 +16,8 @@ use std::sync::Arc;
 use authz::http::{HttpPolicies, RateLimit};
 use hbone::SpiffeId;
 
+use crate::ext_authz::Provider;
+
 /// One pod behind a target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
@@ -43,6 +45,9 @@ pub struct Target {
     pub rate_limits: Vec<RateLimit>,
     /// RequestAuthentication: checked before policy ([`crate::jwt`]); empty: none.
     pub jwt: Vec<crate::jwt::JwtRule>,
+    /// The external authorizer of each CUSTOM policy, by the policy's key; a CUSTOM policy
+    /// missing here denies what it matches.
+    pub ext_authz: BTreeMap<String, Arc<Provider>>,
 }
 
 impl Target {

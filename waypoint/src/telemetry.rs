@@ -521,6 +521,7 @@ mod tests {
             policies: Default::default(),
             rate_limits: Vec::new(),
             jwt: Vec::new(),
+            ext_authz: Default::default(),
         };
         let resolved = Resolved {
             target: Arc::new(target),

@@ -46,6 +46,37 @@ fn get_only() -> wire::HttpPolicy {
             }],
             when: vec![],
         }],
+        ext_authz: None,
+    }
+}
+
+/// CUSTOM for everything, asking an HTTP authorizer.
+fn custom() -> wire::HttpPolicy {
+    wire::HttpPolicy {
+        name: "ext".into(),
+        namespace: "shop".into(),
+        action: wire::Action::Custom as i32,
+        provider: "sample".into(),
+        rules: vec![wire::Rule::default()],
+        ext_authz: Some(ext_authz()),
+        ..Default::default()
+    }
+}
+
+fn ext_authz() -> wire::ExtAuthz {
+    wire::ExtAuthz {
+        name: "sample".into(),
+        protocol: wire::ext_authz::Protocol::Http as i32,
+        address: "10.96.0.50:8000".into(),
+        timeout_ms: 500,
+        path_prefix: "/check".into(),
+        fail_open: true,
+        status_on_error: 503,
+        include_request_headers_in_check: vec!["x-ext-authz".into(), "x-user-*".into()],
+        include_additional_headers_in_check: [("x-from".into(), "waypoint".into())].into(),
+        headers_to_upstream_on_allow: vec!["*-id".into()],
+        headers_to_downstream_on_deny: vec![],
+        headers_to_downstream_on_allow: vec![],
     }
 }
 
@@ -181,4 +212,112 @@ fn a_bad_resource_is_rejected_naming_the_field_and_the_last_good_one_stays() {
         verdict(&store, "POST"),
         HttpVerdict::Allowed { .. }
     ));
+}
+
+#[test]
+fn a_custom_policy_carries_its_provider_to_the_target() {
+    use waypoint::ext_authz::{HeaderPattern, Protocol};
+    let mut store = Store::default();
+    store.apply_target(NAME, &target(&["shop/ext"])).unwrap();
+    store.apply_policy("shop/ext", &custom()).unwrap();
+    let targets = store.snapshot();
+    let t = targets
+        .resolve("10.96.0.20:80".parse().unwrap())
+        .unwrap()
+        .target;
+    let p = &t.ext_authz["shop/ext"];
+    assert_eq!(p.name, "sample");
+    assert_eq!(p.address, "10.96.0.50:8000");
+    assert_eq!(p.timeout, std::time::Duration::from_millis(500));
+    assert!(p.fail_open);
+    assert_eq!(p.status_on_error, http::StatusCode::SERVICE_UNAVAILABLE);
+    let Protocol::Http(h) = &p.protocol else {
+        panic!("{:?}", p.protocol)
+    };
+    assert_eq!(h.path_prefix, "/check");
+    assert_eq!(
+        h.include_request_headers,
+        [
+            HeaderPattern::Exact("x-ext-authz".into()),
+            HeaderPattern::Prefix("x-user-".into())
+        ]
+    );
+    assert_eq!(
+        h.to_upstream_on_allow,
+        [HeaderPattern::Suffix("-id".into())]
+    );
+    assert_eq!(h.additional_headers.len(), 1);
+
+    // Defaults: Istio's 10 minutes and 403; gRPC has no HTTP settings.
+    let mut grpc = custom();
+    grpc.ext_authz = Some(wire::ExtAuthz {
+        protocol: wire::ext_authz::Protocol::Grpc as i32,
+        timeout_ms: 0,
+        status_on_error: 0,
+        ..ext_authz()
+    });
+    store.apply_policy("shop/ext", &grpc).unwrap();
+    let targets = store.snapshot();
+    let t = targets
+        .resolve("10.96.0.20:80".parse().unwrap())
+        .unwrap()
+        .target;
+    let p = &t.ext_authz["shop/ext"];
+    assert_eq!(p.timeout, waypoint::ext_authz::DEFAULT_TIMEOUT);
+    assert_eq!(p.status_on_error, http::StatusCode::FORBIDDEN);
+    assert!(matches!(p.protocol, Protocol::Grpc));
+
+    // No provider: accepted, and the target has no authorizer for it (its requests deny).
+    let mut bare = custom();
+    bare.ext_authz = None;
+    store.apply_policy("shop/ext", &bare).unwrap();
+    let targets = store.snapshot();
+    let t = targets
+        .resolve("10.96.0.20:80".parse().unwrap())
+        .unwrap()
+        .target;
+    assert!(t.ext_authz.is_empty());
+}
+
+#[test]
+fn a_bad_provider_is_rejected_naming_the_field() {
+    let mut store = Store::default();
+    type Case = (fn(&mut wire::ExtAuthz), &'static str);
+    let cases: &[Case] = &[
+        (|e| e.name = "other".into(), "ext_authz.name"),
+        (|e| e.address = "10.96.0.50".into(), "ext_authz.address"),
+        (|e| e.address = ":80".into(), "ext_authz.address"),
+        (|e| e.address = "a:70000".into(), "ext_authz.address"),
+        (|e| e.status_on_error = 99, "ext_authz.status_on_error"),
+        (|e| e.status_on_error = 1000, "ext_authz.status_on_error"),
+        (|e| e.protocol = 7, "ext_authz.protocol"),
+        (|e| e.path_prefix = "check".into(), "ext_authz.path_prefix"),
+        (
+            |e| e.include_request_headers_in_check = vec!["*".into()],
+            "ext_authz.include_request_headers_in_check",
+        ),
+        (
+            |e| e.headers_to_downstream_on_deny = vec!["".into()],
+            "ext_authz.headers_to_downstream_on_deny",
+        ),
+        (
+            |e| e.include_additional_headers_in_check = [("bad name".into(), "v".into())].into(),
+            "ext_authz.include_additional_headers_in_check",
+        ),
+    ];
+    for (break_it, want) in cases {
+        let mut p = custom();
+        if let Some(e) = p.ext_authz.as_mut() {
+            break_it(e);
+        }
+        let err = store.apply_policy("shop/ext", &p).unwrap_err().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let mut allow = get_only();
+    allow.ext_authz = Some(ext_authz());
+    let err = store
+        .apply_policy("shop/get-only", &allow)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only a CUSTOM policy"), "{err}");
 }

@@ -160,6 +160,7 @@ impl Mesh {
             policies: policies(),
             rate_limits,
             jwt: Vec::new(),
+            ext_authz: Default::default(),
         }]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();

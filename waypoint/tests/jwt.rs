@@ -258,6 +258,7 @@ impl Mesh {
             policies: policies(),
             jwt,
             rate_limits: Vec::new(),
+            ext_authz: Default::default(),
         }]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();

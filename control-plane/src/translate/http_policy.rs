@@ -10,6 +10,8 @@
 //! 4. A condition's key is its Istio name; its values go in the fields of the key's kind
 //!    (strings in `values`, CIDRs in `nets`, ports in `ports`), as the waypoint reads them.
 //! 5. Nothing here can fail: the model only holds values the wire form can express.
+//! 6. A CUSTOM policy's provider is not part of the model: the caller resolves it
+//!    (`ext_authz::resolve`) and sets `ext_authz`.
 
 use authz::http::{
     Condition, ConditionValues, HttpAction, HttpPolicy, HttpRule, HttpStringMatch, Operation,
@@ -34,6 +36,8 @@ pub fn to_proto(policy: &HttpPolicy) -> pb::HttpPolicy {
         provider,
         dry_run: policy.dry_run,
         rules: policy.rules.iter().map(rule).collect(),
+        // Resolved against the mesh config and the index by the caller (`ext_authz`).
+        ext_authz: None,
     }
 }
 

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use kube_source::{Kind, Namespace, ObjectKey};
 
 use crate::index::Index;
+use crate::mesh_config::MeshConfig;
 use crate::resources::{
     GATEWAY_NAME_LABEL, Resource, ResourceSet, Resources, WAYPOINT_TYPE_URLS, WaypointResources,
     diff,
@@ -38,6 +39,7 @@ use crate::resources::{
 
 mod authorization;
 mod encode;
+mod ext_authz;
 mod http_policy;
 mod labels;
 mod policy;
@@ -70,6 +72,8 @@ pub struct Options {
     pub domain_suffix: String,
     /// istiod `AMBIENT_ENABLE_DRY_RUN_AUTHORIZATION_POLICY`.
     pub enable_dry_run: bool,
+    /// MeshConfig: the extension providers CUSTOM policies name.
+    pub mesh: MeshConfig,
 }
 
 impl Default for Options {
@@ -81,6 +85,7 @@ impl Default for Options {
             network: String::new(),
             domain_suffix: "cluster.local".into(),
             enable_dry_run: false,
+            mesh: MeshConfig::default(),
         }
     }
 }

@@ -20,9 +20,13 @@
 //!    waypoint never receives, and the waypoint denies their requests until it is fixed:
 //!    fail closed, as a broken ALLOW or DENY must not turn into "allow".
 //! 5. A target lists every key attached to it, sorted, each once.
+//! 6. A CUSTOM policy carries its extension provider, resolved on every translation (the
+//!    provider's Service may change without the policy changing); a provider that does not
+//!    resolve is an error, and the policy is not sent (rule 4's fail closed).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use authz::http::HttpAction;
 use authz::translate::{Attachment, HttpTranslated, Target, http_authorization_policy};
 use kube_source::{Kind, ObjectKey, RawPolicy};
 use serde_yaml::Value;
@@ -167,9 +171,26 @@ pub fn parse(
         match &m.result {
             Ok((t, resource)) => {
                 warnings.extend(t.warnings.iter().cloned());
-                parsed
-                    .resources
-                    .insert(resource.name.clone(), resource.clone());
+                // Rule 6.
+                let resource = match &t.policy.action {
+                    HttpAction::Custom { provider } => {
+                        match super::ext_authz::resolve(index, opts, provider) {
+                            Ok(e) => {
+                                let mut policy = to_proto(&t.policy);
+                                policy.ext_authz = Some(e);
+                                Resource::new(t.key(), Vec::new(), &policy)
+                            }
+                            Err(e) => {
+                                out.errors.push((object.clone(), e));
+                                out.warnings
+                                    .extend(warnings.into_iter().map(|w| (object.clone(), w)));
+                                continue;
+                            }
+                        }
+                    }
+                    _ => resource.clone(),
+                };
+                parsed.resources.insert(resource.name.clone(), resource);
             }
             Err(e) => out.errors.push((object.clone(), e.clone())),
         }

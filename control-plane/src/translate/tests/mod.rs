@@ -3,6 +3,7 @@
 //! in the submodules.
 
 mod account_waypoints;
+mod ext_authz;
 mod incremental;
 mod policies;
 mod rate_limits;

@@ -1,0 +1,334 @@
+//! Istio's MeshConfig, as much of it as meshd uses: the `extensionProviders` a CUSTOM
+//! AuthorizationPolicy names (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`), read from the YAML
+//! file `--mesh-config` names (the `mesh` key of Istio's `istio` ConfigMap).
+//!
+//! Rules, in order:
+//! 1. Unknown fields are ignored, and so are providers of other kinds (tracing, logging):
+//!    a MeshConfig written for istiod loads as it is.
+//! 2. Each ext_authz provider needs a `name` (unique), a `service` and a `port` (1-65535);
+//!    `timeout` is a protobuf duration (`"0.5s"`, `"10s"`, `"1m"`; default 10 minutes),
+//!    `statusOnError` an HTTP status as a string (default 403), and `pathPrefix` (HTTP)
+//!    starts with `/`. A bad provider makes the whole file an error: meshd does not start on
+//!    half a configuration.
+//! 3. `service` is resolved at translation, not here (`translate::ext_authz`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a MeshConfig was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshConfigError {
+    #[error("not MeshConfig YAML")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("extensionProviders[{index}] ({name:?}): {reason}")]
+    Provider {
+        index: usize,
+        name: String,
+        reason: String,
+    },
+}
+
+/// The MeshConfig extension providers meshd knows, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshConfig {
+    pub ext_authz: BTreeMap<String, ExtAuthzProvider>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtAuthzKind {
+    Http,
+    Grpc,
+}
+
+/// One `envoyExtAuthzHttp` or `envoyExtAuthzGrpc` provider (rule 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtAuthzProvider {
+    pub name: String,
+    pub kind: ExtAuthzKind,
+    /// `[<namespace>/]<hostname>`.
+    pub service: String,
+    pub port: u16,
+    pub timeout: Duration,
+    pub fail_open: bool,
+    pub status_on_error: u16,
+    pub path_prefix: String,
+    pub include_request_headers_in_check: Vec<String>,
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    pub headers_to_upstream_on_allow: Vec<String>,
+    pub headers_to_downstream_on_deny: Vec<String>,
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// Istio's default provider timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    #[serde(default)]
+    extension_providers: Vec<RawProvider>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawProvider {
+    #[serde(default)]
+    name: String,
+    envoy_ext_authz_http: Option<RawExtAuthz>,
+    envoy_ext_authz_grpc: Option<RawExtAuthz>,
+}
+
+/// Both kinds' fields; the gRPC kind has no path or header lists.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawExtAuthz {
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    port: u32,
+    timeout: Option<String>,
+    #[serde(default)]
+    fail_open: bool,
+    status_on_error: Option<String>,
+    #[serde(default)]
+    path_prefix: String,
+    #[serde(default)]
+    include_request_headers_in_check: Vec<String>,
+    /// Istio's older name for the same list.
+    #[serde(default)]
+    include_headers_in_check: Vec<String>,
+    #[serde(default)]
+    include_additional_headers_in_check: BTreeMap<String, String>,
+    #[serde(default)]
+    headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default)]
+    headers_to_downstream_on_deny: Vec<String>,
+    #[serde(default)]
+    headers_to_downstream_on_allow: Vec<String>,
+}
+
+impl MeshConfig {
+    /// Rules 1-2.
+    pub fn parse(yaml: &str) -> Result<MeshConfig, MeshConfigError> {
+        let raw: Option<Raw> = serde_yaml::from_str(yaml)?;
+        let mut out = MeshConfig::default();
+        for (index, p) in raw
+            .unwrap_or_default()
+            .extension_providers
+            .into_iter()
+            .enumerate()
+        {
+            let err = |reason: String| MeshConfigError::Provider {
+                index,
+                name: p.name.clone(),
+                reason,
+            };
+            let (kind, e) = match (&p.envoy_ext_authz_http, &p.envoy_ext_authz_grpc) {
+                (Some(e), None) => (ExtAuthzKind::Http, e),
+                (None, Some(e)) => (ExtAuthzKind::Grpc, e),
+                (Some(_), Some(_)) => {
+                    return Err(err("both envoyExtAuthzHttp and envoyExtAuthzGrpc".into()));
+                }
+                (None, None) => continue,
+            };
+            let provider = convert(&p.name, kind, e).map_err(err)?;
+            if out.ext_authz.contains_key(&p.name) {
+                return Err(err("a second provider of that name".into()));
+            }
+            out.ext_authz.insert(p.name.clone(), provider);
+        }
+        Ok(out)
+    }
+}
+
+fn convert(name: &str, kind: ExtAuthzKind, e: &RawExtAuthz) -> Result<ExtAuthzProvider, String> {
+    if name.is_empty() {
+        return Err("name is required".into());
+    }
+    if e.service.is_empty() {
+        return Err("service is required".into());
+    }
+    let port = u16::try_from(e.port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("port {} is not 1-65535", e.port))?;
+    let timeout = match &e.timeout {
+        Some(t) => parse_duration(t)?,
+        None => DEFAULT_TIMEOUT,
+    };
+    let status_on_error = match &e.status_on_error {
+        Some(s) => s
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|s| (200..600).contains(s))
+            .ok_or_else(|| format!("statusOnError {s:?} is not an HTTP status"))?,
+        None => 403,
+    };
+    if !e.path_prefix.is_empty() && !e.path_prefix.starts_with('/') {
+        return Err(format!("pathPrefix {:?} must start with /", e.path_prefix));
+    }
+    let mut include = e.include_request_headers_in_check.clone();
+    include.extend(e.include_headers_in_check.iter().cloned());
+    Ok(ExtAuthzProvider {
+        name: name.to_string(),
+        kind,
+        service: e.service.clone(),
+        port,
+        timeout,
+        fail_open: e.fail_open,
+        status_on_error,
+        path_prefix: e.path_prefix.clone(),
+        include_request_headers_in_check: include,
+        include_additional_headers_in_check: e.include_additional_headers_in_check.clone(),
+        headers_to_upstream_on_allow: e.headers_to_upstream_on_allow.clone(),
+        headers_to_downstream_on_deny: e.headers_to_downstream_on_deny.clone(),
+        headers_to_downstream_on_allow: e.headers_to_downstream_on_allow.clone(),
+    })
+}
+
+/// A protobuf JSON duration (`"1.5s"`), and the Go forms Istio users also write (`"100ms"`,
+/// `"2m"`, `"1h"`); must be positive.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let bad = || format!("timeout {s:?} is not a duration like 0.5s, 100ms or 1m");
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(bad)?;
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    let d = Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
+    if d.is_zero() {
+        return Err(format!("timeout {s:?} must be positive"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESH: &str = r#"
+accessLogFile: /dev/stdout
+extensionProviders:
+- name: sample-ext-authz-http
+  envoyExtAuthzHttp:
+    service: ext-authz.foo.svc.cluster.local
+    port: 8000
+    timeout: 0.5s
+    pathPrefix: /check
+    failOpen: true
+    statusOnError: "503"
+    includeRequestHeadersInCheck: ["x-ext-authz"]
+    includeAdditionalHeadersInCheck: {x-from: waypoint}
+    headersToUpstreamOnAllow: ["x-user-*"]
+    headersToDownstreamOnDeny: ["x-reason"]
+    headersToDownstreamOnAllow: ["x-trace"]
+    someFutureField: 1
+- name: sample-ext-authz-grpc
+  envoyExtAuthzGrpc:
+    service: foo/ext-authz.foo.svc.cluster.local
+    port: 9000
+- name: otel
+  opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4317}
+"#;
+
+    #[test]
+    fn istio_shaped_mesh_config_loads() {
+        let m = MeshConfig::parse(MESH).unwrap();
+        assert_eq!(m.ext_authz.len(), 2, "the tracing provider is skipped");
+        let h = &m.ext_authz["sample-ext-authz-http"];
+        assert_eq!(h.kind, ExtAuthzKind::Http);
+        assert_eq!(h.port, 8000);
+        assert_eq!(h.timeout, Duration::from_millis(500));
+        assert!(h.fail_open);
+        assert_eq!(h.status_on_error, 503);
+        assert_eq!(h.path_prefix, "/check");
+        assert_eq!(h.include_request_headers_in_check, ["x-ext-authz"]);
+        assert_eq!(h.include_additional_headers_in_check["x-from"], "waypoint");
+        assert_eq!(h.headers_to_upstream_on_allow, ["x-user-*"]);
+        let g = &m.ext_authz["sample-ext-authz-grpc"];
+        assert_eq!(g.kind, ExtAuthzKind::Grpc);
+        assert_eq!(g.service, "foo/ext-authz.foo.svc.cluster.local");
+        assert_eq!(g.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(g.status_on_error, 403);
+        assert!(!g.fail_open);
+        assert_eq!(MeshConfig::parse("").unwrap(), MeshConfig::default());
+    }
+
+    #[test]
+    fn the_example_loads() {
+        let m =
+            MeshConfig::parse(include_str!("../../examples/ext-authz/mesh-config.yaml")).unwrap();
+        let names: Vec<&str> = m.ext_authz.keys().map(String::as_str).collect();
+        assert_eq!(names, ["ext-authz-grpc", "ext-authz-http"]);
+    }
+
+    #[test]
+    fn bad_providers_are_refused() {
+        let rows: &[(&str, &str)] = &[
+            ("envoyExtAuthzHttp: {service: a, port: 0}", "port 0"),
+            ("envoyExtAuthzHttp: {service: a, port: 70000}", "port 70000"),
+            ("envoyExtAuthzHttp: {port: 80}", "service is required"),
+            (
+                "envoyExtAuthzHttp: {service: a, port: 80, timeout: 10}",
+                "timeout",
+            ),
+            (
+                "envoyExtAuthzHttp: {service: a, port: 80, timeout: 0s}",
+                "positive",
+            ),
+            (
+                "envoyExtAuthzHttp: {service: a, port: 80, statusOnError: \"99\"}",
+                "statusOnError",
+            ),
+            (
+                "envoyExtAuthzHttp: {service: a, port: 80, pathPrefix: check}",
+                "pathPrefix",
+            ),
+            (
+                "envoyExtAuthzHttp: {service: a, port: 80}\n  envoyExtAuthzGrpc: {service: a, port: 80}",
+                "both",
+            ),
+        ];
+        for (provider, want) in rows {
+            let yaml = format!("extensionProviders:\n- name: p\n  {provider}\n");
+            let err = MeshConfig::parse(&yaml).unwrap_err().to_string();
+            assert!(err.contains(want), "{provider}: {err}");
+        }
+        let twice = "extensionProviders:\n- name: p\n  envoyExtAuthzGrpc: {service: a, port: 1}\n\
+                     - name: p\n  envoyExtAuthzGrpc: {service: b, port: 1}\n";
+        assert!(
+            MeshConfig::parse(twice)
+                .unwrap_err()
+                .to_string()
+                .contains("second")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        let rows = [
+            ("0.5s", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("250ms", Duration::from_millis(250)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+        ];
+        for (s, want) in rows {
+            assert_eq!(parse_duration(s), Ok(want), "{s}");
+        }
+        for s in ["", "s", "10", "ten s", "-1s", "1d"] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+    }
+}
