@@ -37,6 +37,7 @@ use crate::resources::{
     diff,
 };
 
+mod attach;
 mod authorization;
 mod encode;
 mod ext_authz;

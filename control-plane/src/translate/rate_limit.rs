@@ -15,64 +15,20 @@
 //! 4. A target's limits come in the order of their objects' `namespace/name`, each object's
 //!    limits in its own order; the waypoint keeps a bucket per limit.
 
-use std::collections::BTreeMap;
-
 use authz::http::{RateLimit, RateLimitPer};
 use authz::translate::{Target, local_rate_limit};
 use kube_source::{Kind, Object};
 use proto::waypoint as pb;
 
+use super::attach::{Attached, Place};
 use super::http_policy::operation;
 use super::waypoint::{WAYPOINT_CLASS, Waypoints};
 use super::{Options, Translation};
 use crate::index::Index;
 use crate::resources::WaypointKey;
 
-/// The limits of every LocalRateLimit, by where they attach (rule 2). Each list holds
-/// `(object key, its limits)` in key order.
-#[derive(Debug, Default, PartialEq)]
-pub struct RateLimits {
-    by_gateway: BTreeMap<WaypointKey, Vec<Attached>>,
-    /// `(namespace, service name)` -> limits.
-    by_service: BTreeMap<(String, String), Vec<Attached>>,
-    everywhere: Vec<Attached>,
-}
-
-type Attached = (String, Vec<pb::RateLimit>);
-
-impl RateLimits {
-    /// The limits of Service `namespace/name`'s target at `waypoint`.
-    pub fn service(
-        &self,
-        waypoint: &WaypointKey,
-        namespace: &str,
-        name: &str,
-    ) -> Vec<pb::RateLimit> {
-        let own = self
-            .by_service
-            .get(&(namespace.to_string(), name.to_string()));
-        self.merged(waypoint, own)
-    }
-
-    /// The limits of a workload target at `waypoint`.
-    pub fn workload(&self, waypoint: &WaypointKey) -> Vec<pb::RateLimit> {
-        self.merged(waypoint, None)
-    }
-
-    /// Rule 4; an object attached twice (by Gateway and by Service) counts once.
-    fn merged(&self, waypoint: &WaypointKey, own: Option<&Vec<Attached>>) -> Vec<pb::RateLimit> {
-        let mut all: BTreeMap<&str, &[pb::RateLimit]> = BTreeMap::new();
-        for (key, limits) in self
-            .everywhere
-            .iter()
-            .chain(self.by_gateway.get(waypoint).into_iter().flatten())
-            .chain(own.into_iter().flatten())
-        {
-            all.insert(key, limits);
-        }
-        all.into_values().flatten().cloned().collect()
-    }
-}
+/// The limits of every LocalRateLimit, by where they attach (rules 2 and 4).
+pub type RateLimits = Attached<pb::RateLimit>;
 
 /// Rules 1-3: translates every LocalRateLimit in `index`, reporting into `out`.
 pub fn parse(
@@ -99,14 +55,14 @@ pub fn parse(
         for w in &t.warnings {
             out.warnings.push((key.clone(), w.clone()));
         }
+        let mut places = Vec::new();
         for target in &t.targets {
-            let slot = match target {
+            let place = match target {
                 Target::Gateway { namespace, name } if waypoints.is_waypoint(namespace, name) => {
-                    let w = WaypointKey {
+                    Place::Gateway(WaypointKey {
                         namespace: namespace.clone(),
                         name: name.clone(),
-                    };
-                    limits.by_gateway.entry(w).or_default()
+                    })
                 }
                 Target::Gateway { namespace, name } => {
                     out.warnings.push((
@@ -119,11 +75,10 @@ pub fn parse(
                     ));
                     continue;
                 }
-                Target::Service { namespace, name } => limits
-                    .by_service
-                    .entry((namespace.clone(), name.clone()))
-                    .or_default(),
-                Target::GatewayClass => &mut limits.everywhere,
+                Target::Service { namespace, name } => {
+                    Place::Service(namespace.clone(), name.clone())
+                }
+                Target::GatewayClass => Place::Everywhere,
                 Target::ServiceEntry { namespace, name } => {
                     out.warnings.push((
                         key.clone(),
@@ -135,16 +90,9 @@ pub fn parse(
                     continue;
                 }
             };
-            slot.push((name.clone(), wire.clone()));
+            places.push(place);
         }
-    }
-    for list in limits
-        .by_gateway
-        .values_mut()
-        .chain(limits.by_service.values_mut())
-        .chain(std::iter::once(&mut limits.everywhere))
-    {
-        list.sort_by(|a, b| a.0.cmp(&b.0));
+        limits.insert(&name, wire, places);
     }
     limits
 }

@@ -17,13 +17,12 @@
 //! 4. A target lists the rules of every policy attached to it, policies ordered by key
 //!    (`namespace/name`), each once, rules in their order within it.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use kube_source::{Kind, Object, RawPolicy};
 use proto::waypoint::{ClaimToHeader, JwtHeader, JwtRule};
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use super::attach::{Attached, Place};
 use super::policy::key_of;
 use super::waypoint::{WAYPOINT_CLASS, Waypoints};
 use super::{Options, Translation};
@@ -33,53 +32,7 @@ use crate::resources::WaypointKey;
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Which policies' rules attach where (rules 1 and 4).
-#[derive(Debug, Default, PartialEq)]
-pub struct JwtAttachments {
-    /// Each policy's usable rules, by key.
-    rules: BTreeMap<String, Vec<JwtRule>>,
-    by_gateway: BTreeMap<WaypointKey, BTreeSet<String>>,
-    /// `(namespace, service name)` -> policy keys.
-    by_service: BTreeMap<(String, String), BTreeSet<String>>,
-    /// The GatewayClass: every waypoint.
-    everywhere: BTreeSet<String>,
-}
-
-impl JwtAttachments {
-    /// The rules of Service `namespace/name`'s target at `waypoint`.
-    pub fn service(&self, waypoint: &WaypointKey, namespace: &str, name: &str) -> Vec<JwtRule> {
-        let own = self
-            .by_service
-            .get(&(namespace.to_string(), name.to_string()));
-        self.merged(waypoint, own)
-    }
-
-    /// The rules of a workload target at `waypoint`.
-    pub fn workload(&self, waypoint: &WaypointKey) -> Vec<JwtRule> {
-        self.merged(waypoint, None)
-    }
-
-    /// Rule 4.
-    fn merged(&self, waypoint: &WaypointKey, own: Option<&BTreeSet<String>>) -> Vec<JwtRule> {
-        let keys: BTreeSet<&String> = self
-            .everywhere
-            .iter()
-            .chain(self.by_gateway.get(waypoint).into_iter().flatten())
-            .chain(own.into_iter().flatten())
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| self.rules.get(k))
-            .flatten()
-            .cloned()
-            .collect()
-    }
-}
-
-/// Where one reference points.
-enum Attach {
-    Gateway(WaypointKey),
-    Service(String, String),
-    Everywhere,
-}
+pub type JwtAttachments = Attached<JwtRule>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -219,7 +172,7 @@ fn policy(
         return;
     }
     let in_root = namespace == opts.root_namespace;
-    let targets: Vec<Attach> = refs
+    let targets: Vec<Place> = refs
         .iter()
         .filter_map(
             |(at, v)| match reference(v, namespace, in_root, waypoints) {
@@ -247,15 +200,7 @@ fn policy(
     if rules.is_empty() {
         return;
     }
-    att.rules.insert(key.to_string(), rules);
-    for t in targets {
-        let set = match t {
-            Attach::Gateway(w) => att.by_gateway.entry(w).or_default(),
-            Attach::Service(ns, name) => att.by_service.entry((ns, name)).or_default(),
-            Attach::Everywhere => &mut att.everywhere,
-        };
-        set.insert(key.to_string());
-    }
+    att.insert(key, rules, targets);
 }
 
 /// Rules 1 and 2 for one reference.
@@ -264,7 +209,7 @@ fn reference(
     namespace: &str,
     in_root: bool,
     waypoints: &Waypoints<'_>,
-) -> Result<Attach, String> {
+) -> Result<Place, String> {
     let r: RefSpec = serde_yaml::from_value(v.clone()).map_err(|e| e.to_string())?;
     let (group, kind, name) = (
         r.group.unwrap_or_default(),
@@ -281,7 +226,7 @@ fn reference(
     }
     match (kind.as_str(), group.as_str()) {
         ("Gateway", GATEWAY_GROUP) if waypoints.is_waypoint(namespace, &name) => {
-            Ok(Attach::Gateway(WaypointKey {
+            Ok(Place::Gateway(WaypointKey {
                 namespace: namespace.to_string(),
                 name,
             }))
@@ -289,9 +234,9 @@ fn reference(
         ("Gateway", GATEWAY_GROUP) => Err(format!(
             "Gateway {namespace}/{name} is not a waypoint (no Gateway of class {WAYPOINT_CLASS} by that name)"
         )),
-        ("Service", "" | "core") => Ok(Attach::Service(namespace.to_string(), name)),
+        ("Service", "" | "core") => Ok(Place::Service(namespace.to_string(), name)),
         ("GatewayClass", GATEWAY_GROUP) if name == WAYPOINT_CLASS && in_root => {
-            Ok(Attach::Everywhere)
+            Ok(Place::Everywhere)
         }
         ("GatewayClass", GATEWAY_GROUP) if name == WAYPOINT_CLASS => {
             Err("a GatewayClass reference is only allowed in the root namespace".into())
