@@ -35,7 +35,8 @@ status:
 
 /// The mesh: `server` (its Service and its pod) bound to waypoint `waypoint` (for services
 /// and workloads), whose pod is outside ambient; policies on the waypoint: the client may GET
-/// under /api/ only, and no scanner's user agent passes.
+/// under /api/ only, and no scanner's user agent passes; /api/limited takes 2 requests, then
+/// one a second, per caller.
 fn manifests() -> String {
     let docs = [
         "apiVersion: v1
@@ -118,6 +119,21 @@ spec:
   action: DENY
   rules:
   - when: [{key: \"request.headers[User-Agent]\", values: [\"*sqlmap*\"]}]
+"
+        .to_string(),
+        "apiVersion: policy.mesh.dev/v1alpha1
+kind: LocalRateLimit
+metadata:
+  name: limited
+  namespace: demo
+spec:
+  targetRefs: [{kind: Service, group: \"\", name: server}]
+  limits:
+  - per: sourcePrincipal
+    maxTokens: 2
+    tokensPerFill: 1
+    fillInterval: 1s
+    match: [{paths: [/api/limited]}]
 "
         .to_string(),
     ];
@@ -223,6 +239,63 @@ fn the_waypoint_decides_each_request_for_its_service() {
             assert_eq!(body, "RBAC: access denied");
         }
     }
+    // A rate limit: the burst, a 429, then a token a fill interval later.
+    let limited = [("200", ""), ("200", ""), ("429", "local_rate_limited")];
+    for (want, want_body) in limited {
+        let (status, body) = request(&vip, "GET", "/api/limited", "curl/8");
+        assert_eq!(status, want, "{body}");
+        if !want_body.is_empty() {
+            assert_eq!(body, want_body);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(request(&vip, "GET", "/api/limited", "curl/8").0, "200");
+
+    // Every request above counted once in Istio's metrics, by outcome.
+    let scrape = || {
+        let out = host
+            .command(env!("CARGO_BIN_EXE_meshapp"))
+            .args([
+                "http",
+                "--addr",
+                "127.0.0.1:15020",
+                "--method",
+                "GET",
+                "--path",
+                "/metrics",
+            ])
+            .output()
+            .expect("scrape");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let count = |text: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let from_client = "source_principal=\"spiffe://cluster.local/ns/demo/sa/client\"";
+    let want = [
+        (vec!["response_code=\"200\"", "response_flags=\"-\""], 5.0),
+        (vec!["response_code=\"403\""], 4.0),
+        (vec!["response_code=\"429\"", "response_flags=\"RL\""], 1.0),
+    ];
+    // Recorded as each response ends, just after the client has it.
+    let mut text = scrape();
+    for _ in 0..50 {
+        if want.iter().all(|(l, n)| count(&text, l) == *n) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        text = scrape();
+    }
+    for (labels, n) in &want {
+        let mut labels = labels.clone();
+        labels.extend(["reporter=\"waypoint\"", from_client]);
+        assert_eq!(count(&text, &labels), *n, "{labels:?}\n{text}");
+    }
+
     // The server's ztunnel saw the waypoint's identity; the client's sent to the waypoint.
     let inbound = w
         .zt_server
