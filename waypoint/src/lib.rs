@@ -6,6 +6,8 @@
 //! - [`targets`]: what it serves and how a CONNECT's authority resolves (pure);
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
 //! - [`proxy`]: the HBONE server and upstream streams;
+//! - [`balance`]: which endpoint: least request (Istio's default) or round robin;
+//! - [`ratelimit`]: the token buckets of LocalRateLimits;
 //! - [`jwt`]: RequestAuthentication: a request's token checked before policy;
 //! - [`request`]: one HTTP request: token, policy, rate limits, then forward;
 //! - [`ext_authz`]: the external authorizers CUSTOM policies ask (HTTP and gRPC);
@@ -15,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod balance;
 pub mod config;
 pub mod detect;
 pub mod ext_authz;

@@ -74,6 +74,11 @@ struct Args {
     #[arg(long, default_value_t = 15021)]
     readiness_port: u16,
 
+    /// How requests are spread over a service's healthy endpoints: least request (Istio's
+    /// default) or round robin.
+    #[arg(long, env = "WAYPOINT_LOAD_BALANCING", value_enum, default_value_t)]
+    load_balancing: waypoint::balance::Balance,
+
     /// Admin: `/config_dump`, `/logging`, `/explain`, `/quitquitquit`.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
@@ -191,6 +196,7 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
         waypoint::metrics::MAX_SERIES,
     ));
     let waypoint = Waypoint::with_metrics(cert, roots, H2Settings::default(), metrics);
+    waypoint.balancer.set_policy(args.load_balancing);
     let shutdown = Arc::new(tokio::sync::Notify::new());
     operational(&args, &waypoint, logs, &shutdown).await?;
     let store = Arc::new(Mutex::new(Store::default()));

@@ -15,7 +15,6 @@
 //! the HTTP connections inside them are kept per downstream connection ([`crate::request`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hbone::{
@@ -26,6 +25,7 @@ use http::{HeaderMap, StatusCode};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::balance::{Balancer, InFlight};
 use crate::detect::{DETECT_TIMEOUT, Protocol, detect};
 use crate::metrics::{Metrics, ResponseFlags};
 use crate::ratelimit::Limiter;
@@ -58,7 +58,8 @@ pub struct Waypoint {
     roots: TrustRoots,
     pool: Pool,
     settings: H2Settings,
-    next: AtomicUsize,
+    /// Which endpoint each request goes to (`balance.rs`).
+    pub balancer: Balancer,
     /// The token buckets of every target's rate limits.
     pub limiter: Limiter,
     metrics: Arc<Metrics>,
@@ -131,7 +132,7 @@ impl Waypoint {
             roots,
             pool: Pool::new(settings.clone(), dialer),
             settings,
-            next: AtomicUsize::new(0),
+            balancer: Balancer::default(),
             limiter: Limiter::default(),
             metrics,
             jwks: crate::jwt::KeyCache::new(jwks),
@@ -187,23 +188,20 @@ impl Waypoint {
     }
 
     /// The endpoint a request or connection goes to: the pinned one (rule 2 of targets), else
-    /// the next healthy one in turn.
-    pub(crate) fn pick(&self, resolved: &Resolved) -> Result<(Endpoint, u16), UpstreamError> {
+    /// one the balancer picks among the healthy ones; counted in flight while the guard lives.
+    pub(crate) fn pick(
+        &self,
+        resolved: &Resolved,
+    ) -> Result<(Endpoint, u16, Option<InFlight<'_>>), UpstreamError> {
         if let Some(e) = &resolved.pinned {
-            return Ok((e.clone(), resolved.addressed.port()));
+            return Ok((e.clone(), resolved.addressed.port(), None));
         }
-        // Counted, then the i-th taken: no list built per request.
-        let healthy = || resolved.target.endpoints.iter().filter(|e| e.healthy);
-        let n = healthy().count();
-        if n == 0 {
-            return Err(UpstreamError::NoEndpoint(resolved.target.key.clone()));
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let port = resolved.target.target_port(resolved.addressed.port());
-        let endpoint = healthy()
-            .nth(i)
+        let (endpoint, in_flight) = self
+            .balancer
+            .pick(&resolved.target.endpoints)
             .ok_or_else(|| UpstreamError::NoEndpoint(resolved.target.key.clone()))?;
-        Ok((endpoint.clone(), port))
+        let port = resolved.target.target_port(resolved.addressed.port());
+        Ok((endpoint.clone(), port, Some(in_flight)))
     }
 
     /// Opens an HBONE stream to `endpoint` for `<ip>:<port>`, as the waypoint.
@@ -321,7 +319,8 @@ where
         );
         return;
     }
-    let (endpoint, port) = match waypoint.pick(resolved) {
+    // Held while the stream is open: least request counts open streams.
+    let (endpoint, port, _in_flight) = match waypoint.pick(resolved) {
         Ok(picked) => picked,
         Err(e) => {
             tracing::debug!(target = %resolved.addressed, error = %e, "TCP connection failed upstream");

@@ -357,7 +357,8 @@ impl Conn {
     }
 
     async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ForwardError> {
-        let (endpoint, port) = self.waypoint.pick(&self.resolved)?;
+        // In flight until the response head arrives (least request's count).
+        let (endpoint, port, _in_flight) = self.waypoint.pick(&self.resolved)?;
         let req = telemetry::count_request(req);
         let dst = SocketAddr::new(endpoint.ip, port);
         let mut upstreams = self.upstreams.lock().await;
