@@ -7,6 +7,8 @@
 //! after a second, past the providers' 300 ms timeout).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,10 +17,8 @@ use std::time::Duration;
 
 use authz::http::HttpPolicies;
 use bytes::Bytes;
-use hbone::{
-    CertHandle, ConnectHandler, FileCa, H2Settings, InboundConnect, Pool, PoolKey, SpiffeId,
-    StreamIo, TrustRoots,
-};
+use common::{Pki, http1, id, target};
+use hbone::{ConnectHandler, H2Settings, InboundConnect, StreamIo};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,18 +29,12 @@ use proto::ext_authz::check_response::HttpResponse;
 use proto::ext_authz::{CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse};
 use tokio::net::TcpListener;
 use waypoint::ext_authz::{HeaderPattern, HttpSettings, Protocol, Provider};
-use waypoint::{Endpoint, Target, Targets, Waypoint};
+use waypoint::{Targets, Waypoint};
 
 const VIP: &str = "10.96.0.30:80";
 const TIMEOUT: Duration = Duration::from_millis(300);
 // Endpoints' HBONE is on port 15008, so each test takes a loopback address of its own
 // (127.78.0.0/24 is this file's).
-
-fn id(ns: &str, sa: &str) -> SpiffeId {
-    format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
-        .parse()
-        .unwrap()
-}
 
 /// CUSTOM for `/api/*`; `/health` is never checked.
 const POLICY: &str = r#"
@@ -56,13 +50,7 @@ spec:
 "#;
 
 fn policies() -> HttpPolicies {
-    [
-        authz::translate::http_authorization_policy(POLICY, "istio-system")
-            .unwrap()
-            .policy,
-    ]
-    .into_iter()
-    .collect()
+    common::policies(&[POLICY])
 }
 
 /// What an authorizer fixture saw.
@@ -301,93 +289,44 @@ impl ConnectHandler for Backend {
 }
 
 struct Mesh {
-    ca: FileCa,
-    roots: TrustRoots,
+    pki: Pki,
     waypoint_addr: SocketAddr,
 }
 
 impl Mesh {
     /// The waypoint serving `api`, whose CUSTOM policy asks `provider` (none: not configured).
     async fn start(name: &str, endpoint_ip: &str, provider: Option<Provider>) -> Mesh {
-        let dir = std::env::temp_dir().join(format!("waypoint-ext-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ca = FileCa::generate(&dir, "test").unwrap();
-        let roots = TrustRoots::new(ca.roots()).unwrap();
-        let cert =
-            |i: &SpiffeId| CertHandle::new(ca.issue(i, Duration::from_secs(600)).unwrap()).unwrap();
-
-        let backend_listener = TcpListener::bind((endpoint_ip, hbone::HBONE_PORT))
-            .await
-            .unwrap();
-        let tls = hbone::server_config(cert(&id("shop", "api")), &roots).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = backend_listener.accept().await.unwrap();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let settings = H2Settings::default();
-                    let _ =
-                        hbone::serve_connection(tcp, acceptor, &settings, Arc::new(Backend)).await;
-                });
-            }
-        });
-
+        let pki = Pki::new(&format!("ext-{name}"));
+        pki.backend(endpoint_ip, Arc::new(Backend)).await;
         let waypoint = Waypoint::new(
-            cert(&id("shop", "waypoint")),
-            roots.clone(),
+            pki.cert(&id("shop", "waypoint")),
+            pki.roots.clone(),
             H2Settings::default(),
         );
-        waypoint.set_targets(Targets::new([Target {
-            key: "shop/api.shop.svc.cluster.local".into(),
-            namespace: "shop".into(),
-            vips: vec![VIP.parse::<SocketAddr>().unwrap().ip()],
-            ports: [(80, 8080)].into(),
-            h2_ports: Default::default(),
-            endpoints: vec![Endpoint {
-                ip: endpoint_ip.parse().unwrap(),
-                identity: id("shop", "api"),
-                healthy: true,
-            }],
-            policies: policies(),
-            ext_authz: provider
-                .into_iter()
-                .map(|p| ("shop/ext".to_string(), Arc::new(p)))
-                .collect(),
-            rate_limits: Vec::new(),
-            jwt: Vec::new(),
-        }]));
+        let vip = VIP.parse::<SocketAddr>().unwrap().ip();
+        let mut api = target(
+            "shop/api.shop.svc.cluster.local",
+            vip,
+            endpoint_ip,
+            policies(),
+        );
+        api.ext_authz = provider
+            .into_iter()
+            .map(|p| ("shop/ext".to_string(), Arc::new(p)))
+            .collect();
+        waypoint.set_targets(Targets::new([api]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();
         tokio::spawn(waypoint.serve(listener));
-        Mesh {
-            ca,
-            roots,
-            waypoint_addr,
-        }
+        Mesh { pki, waypoint_addr }
     }
 
     async fn client(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-        let client = id("shop", "web");
-        let cert =
-            CertHandle::new(self.ca.issue(&client, Duration::from_secs(600)).unwrap()).unwrap();
-        let dialer: hbone::Dialer =
-            Arc::new(|dst, _| Box::pin(tokio::net::TcpStream::connect(dst)));
-        let pool = Pool::new(H2Settings::default(), dialer);
-        let key = PoolKey::new(
-            client.clone(),
-            vec![id("shop", "waypoint")],
-            self.waypoint_addr,
-            None,
-        );
-        let (stream, _) = pool
-            .open(&key, &cert, &self.roots, VIP, HeaderMap::new())
-            .await
-            .unwrap();
-        let io = TokioIo::new(StreamIo::new(stream));
-        let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        send
+        let io = self
+            .pki
+            .connect(&id("shop", "web"), self.waypoint_addr, VIP)
+            .await;
+        http1(io.unwrap()).await
     }
 
     /// One request on a fresh connection: status, body, and the response's headers.

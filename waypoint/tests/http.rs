@@ -4,6 +4,8 @@
 //! the destination ztunnel and its app), presenting its own identity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,25 +14,17 @@ use std::time::Duration;
 
 use authz::http::{HttpPolicies, HttpStringMatch, Operation, RateLimit, RateLimitPer};
 use bytes::Bytes;
-use hbone::{
-    CertHandle, ConnectHandler, FileCa, H2Settings, InboundConnect, Pool, PoolKey, SpiffeId,
-    StreamIo, TrustRoots,
-};
+use common::{Pki, http1, id, target};
+use hbone::{ConnectHandler, H2Settings, InboundConnect, SpiffeId, StreamIo};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use waypoint::{Endpoint, Target, Targets, Waypoint};
+use waypoint::{Targets, Waypoint};
 
 const VIP: &str = "10.96.0.20:80";
 // Endpoints' HBONE is on port 15008, so each test takes a loopback address of its own
 // (127.77.0.0/24 is this file's).
-
-fn id(ns: &str, sa: &str) -> SpiffeId {
-    format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
-        .parse()
-        .unwrap()
-}
 
 /// The seeds' payment policy, a scanner DENY, and health checks for anyone.
 const POLICIES: &[&str] = &[
@@ -59,14 +53,7 @@ spec:
 ];
 
 fn policies() -> HttpPolicies {
-    POLICIES
-        .iter()
-        .map(|y| {
-            authz::translate::http_authorization_policy(*y, "istio-system")
-                .unwrap()
-                .policy
-        })
-        .collect()
+    common::policies(POLICIES)
 }
 
 /// The destination: answers every request with what it saw, counting CONNECTs.
@@ -102,8 +89,7 @@ impl ConnectHandler for Backend {
 }
 
 struct Mesh {
-    ca: FileCa,
-    roots: TrustRoots,
+    pki: Pki,
     waypoint_addr: SocketAddr,
     backend: Arc<Backend>,
 }
@@ -114,60 +100,31 @@ impl Mesh {
     }
 
     async fn start_with(name: &str, endpoint_ip: &str, rate_limits: Vec<RateLimit>) -> Mesh {
-        let dir = std::env::temp_dir().join(format!("waypoint-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ca = FileCa::generate(&dir, "test").unwrap();
-        let roots = TrustRoots::new(ca.roots()).unwrap();
-        let cert =
-            |i: &SpiffeId| CertHandle::new(ca.issue(i, Duration::from_secs(600)).unwrap()).unwrap();
-
+        let pki = Pki::new(name);
         let backend = Arc::new(Backend {
             connects: AtomicUsize::new(0),
             peers: Default::default(),
         });
-        let backend_listener = TcpListener::bind((endpoint_ip, hbone::HBONE_PORT))
-            .await
-            .unwrap();
-        let tls = hbone::server_config(cert(&id("shop", "api")), &roots).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let b = backend.clone();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = backend_listener.accept().await.unwrap();
-                let (acceptor, b) = (acceptor.clone(), b.clone());
-                tokio::spawn(async move {
-                    let _ = hbone::serve_connection(tcp, acceptor, &H2Settings::default(), b).await;
-                });
-            }
-        });
-
+        pki.backend(endpoint_ip, backend.clone()).await;
         let waypoint = Waypoint::new(
-            cert(&id("shop", "waypoint")),
-            roots.clone(),
+            pki.cert(&id("shop", "waypoint")),
+            pki.roots.clone(),
             H2Settings::default(),
         );
-        waypoint.set_targets(Targets::new([Target {
-            key: "shop/api.shop.svc.cluster.local".into(),
-            namespace: "shop".into(),
-            vips: vec!["10.96.0.20".parse().unwrap()],
-            ports: [(80, 8080)].into(),
-            h2_ports: Default::default(),
-            endpoints: vec![Endpoint {
-                ip: endpoint_ip.parse().unwrap(),
-                identity: id("shop", "api"),
-                healthy: true,
-            }],
-            policies: policies(),
-            rate_limits,
-            jwt: Vec::new(),
-            ext_authz: Default::default(),
-        }]));
+        let vip = VIP.parse::<SocketAddr>().unwrap().ip();
+        let mut api = target(
+            "shop/api.shop.svc.cluster.local",
+            vip,
+            endpoint_ip,
+            policies(),
+        );
+        api.rate_limits = rate_limits;
+        waypoint.set_targets(Targets::new([api]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();
         tokio::spawn(waypoint.serve(listener));
         Mesh {
-            ca,
-            roots,
+            pki,
             waypoint_addr,
             backend,
         }
@@ -179,31 +136,16 @@ impl Mesh {
         client: &SpiffeId,
         authority: &str,
     ) -> Result<StreamIo, hbone::PoolError> {
-        let cert =
-            CertHandle::new(self.ca.issue(client, Duration::from_secs(600)).unwrap()).unwrap();
-        let dialer: hbone::Dialer =
-            Arc::new(|dst, _| Box::pin(tokio::net::TcpStream::connect(dst)));
-        let pool = Pool::new(H2Settings::default(), dialer);
-        let key = PoolKey::new(
-            client.clone(),
-            vec![id("shop", "waypoint")],
-            self.waypoint_addr,
-            None,
-        );
-        let (stream, _) = pool
-            .open(&key, &cert, &self.roots, authority, HeaderMap::new())
-            .await?;
-        Ok(StreamIo::new(stream))
+        self.pki
+            .connect(client, self.waypoint_addr, authority)
+            .await
     }
 
     async fn http1(
         &self,
         client: &SpiffeId,
     ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-        let io = TokioIo::new(self.connect(client, VIP).await.unwrap());
-        let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        send
+        http1(self.connect(client, VIP).await.unwrap()).await
     }
 }
 

@@ -5,6 +5,8 @@
 //! the request principal `<iss>/<sub>`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,10 +17,8 @@ use authz::http::HttpPolicies;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use hbone::{
-    CertHandle, ConnectHandler, FileCa, H2Settings, InboundConnect, Pool, PoolKey, SpiffeId,
-    StreamIo, TrustRoots,
-};
+use common::{Pki, http1, id, target};
+use hbone::{ConnectHandler, H2Settings, InboundConnect, StreamIo};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -26,18 +26,12 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use tokio::net::TcpListener;
 use waypoint::jwt::{FetchSettings, JwtRule, KeySet, KeySource, Location};
-use waypoint::{Endpoint, Target, Targets, Waypoint};
+use waypoint::{Targets, Waypoint};
 
 const VIP: &str = "10.96.0.20:80";
 const ISSUER: &str = "https://idp.test";
 // Endpoints' HBONE is on port 15008, so each test takes a loopback address of its own
 // (127.78.0.0/24 is this file's).
-
-fn id(ns: &str, sa: &str) -> SpiffeId {
-    format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
-        .parse()
-        .unwrap()
-}
 
 /// An ES256 key: its signing half and its JWK.
 struct TestKey {
@@ -203,96 +197,41 @@ fn rule(keys: KeySource) -> JwtRule {
 }
 
 struct Mesh {
-    ca: FileCa,
-    roots: TrustRoots,
+    pki: Pki,
     waypoint_addr: SocketAddr,
 }
 
 impl Mesh {
     async fn start(name: &str, endpoint_ip: &str, jwt: Vec<JwtRule>, fetch: FetchSettings) -> Mesh {
-        let dir = std::env::temp_dir().join(format!("waypoint-jwt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ca = FileCa::generate(&dir, "test").unwrap();
-        let roots = TrustRoots::new(ca.roots()).unwrap();
-        let cert =
-            |i: &SpiffeId| CertHandle::new(ca.issue(i, Duration::from_secs(600)).unwrap()).unwrap();
-
-        let backend = TcpListener::bind((endpoint_ip, hbone::HBONE_PORT))
-            .await
-            .unwrap();
-        let tls = hbone::server_config(cert(&id("shop", "api")), &roots).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = backend.accept().await.unwrap();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let _ = hbone::serve_connection(
-                        tcp,
-                        acceptor,
-                        &H2Settings::default(),
-                        Arc::new(Echo),
-                    )
-                    .await;
-                });
-            }
-        });
-
+        let pki = Pki::new(&format!("jwt-{name}"));
+        pki.backend(endpoint_ip, Arc::new(Echo)).await;
         let waypoint = Waypoint::with_jwks(
-            cert(&id("shop", "waypoint")),
-            roots.clone(),
+            pki.cert(&id("shop", "waypoint")),
+            pki.roots.clone(),
             H2Settings::default(),
             fetch,
         );
-        waypoint.set_targets(Targets::new([Target {
-            key: "shop/api.shop.svc.cluster.local".into(),
-            namespace: "shop".into(),
-            vips: vec!["10.96.0.20".parse().unwrap()],
-            ports: [(80, 8080)].into(),
-            h2_ports: Default::default(),
-            endpoints: vec![Endpoint {
-                ip: endpoint_ip.parse().unwrap(),
-                identity: id("shop", "api"),
-                healthy: true,
-            }],
-            policies: policies(),
-            jwt,
-            rate_limits: Vec::new(),
-            ext_authz: Default::default(),
-        }]));
+        let vip = VIP.parse::<SocketAddr>().unwrap().ip();
+        let mut api = target(
+            "shop/api.shop.svc.cluster.local",
+            vip,
+            endpoint_ip,
+            policies(),
+        );
+        api.jwt = jwt;
+        waypoint.set_targets(Targets::new([api]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();
         tokio::spawn(waypoint.serve(listener));
-        Mesh {
-            ca,
-            roots,
-            waypoint_addr,
-        }
+        Mesh { pki, waypoint_addr }
     }
 
     async fn client(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-        let client = id("shop", "web");
-        let cert =
-            CertHandle::new(self.ca.issue(&client, Duration::from_secs(600)).unwrap()).unwrap();
-        let dialer: hbone::Dialer =
-            Arc::new(|dst, _| Box::pin(tokio::net::TcpStream::connect(dst)));
-        let pool = Pool::new(H2Settings::default(), dialer);
-        let key = PoolKey::new(
-            client,
-            vec![id("shop", "waypoint")],
-            self.waypoint_addr,
-            None,
-        );
-        let (stream, _) = pool
-            .open(&key, &cert, &self.roots, VIP, HeaderMap::new())
-            .await
-            .unwrap();
-        let (send, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(StreamIo::new(stream)))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        send
+        let io = self
+            .pki
+            .connect(&id("shop", "web"), self.waypoint_addr, VIP)
+            .await;
+        http1(io.unwrap()).await
     }
 }
 

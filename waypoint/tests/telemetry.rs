@@ -4,6 +4,8 @@
 //! an HBONE endpoint standing in for the destination; every count is asserted exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,10 +13,8 @@ use std::time::Duration;
 
 use authz::http::{HttpPolicies, HttpStringMatch, Operation, RateLimit, RateLimitPer};
 use bytes::Bytes;
-use hbone::{
-    CertHandle, ConnectHandler, FileCa, H2Settings, InboundConnect, Pool, PoolKey, SpiffeId,
-    StreamIo, TrustRoots,
-};
+use common::{Pki, http1, id};
+use hbone::{ConnectHandler, H2Settings, InboundConnect, SpiffeId, StreamIo};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tracing_subscriber::layer::SubscriberExt;
 use waypoint::admin::{Admin, LogControl, ReloadableFilter};
 use waypoint::metrics::Metrics;
-use waypoint::{Endpoint, Target, Targets, Waypoint};
+use waypoint::{Target, Targets, Waypoint};
 
 // Endpoints' HBONE is on port 15008, so each test takes a loopback address of its own
 // (127.78.0.0/24 is this file's).
@@ -33,12 +33,6 @@ const TCP_VIP: &str = "10.96.0.30:9000";
 const EMPTY_VIP: &str = "10.96.0.40:80";
 /// No policies: everything is allowed.
 const OPEN_VIP: &str = "10.96.0.50:80";
-
-fn id(ns: &str, sa: &str) -> SpiffeId {
-    format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
-        .parse()
-        .unwrap()
-}
 
 const POLICIES: &[&str] = &[
     r#"
@@ -66,14 +60,7 @@ spec:
 ];
 
 fn policies() -> HttpPolicies {
-    POLICIES
-        .iter()
-        .map(|y| {
-            authz::translate::http_authorization_policy(*y, "istio-system")
-                .unwrap()
-                .policy
-        })
-        .collect()
+    common::policies(POLICIES)
 }
 
 /// The destination: HTTP/1.1 answering with what it saw (`/slow` after a long wait), or, on
@@ -131,8 +118,7 @@ impl Captured {
 }
 
 struct Mesh {
-    ca: FileCa,
-    roots: TrustRoots,
+    pki: Pki,
     waypoint_addr: SocketAddr,
     admin_addr: SocketAddr,
     metrics_addr: SocketAddr,
@@ -144,26 +130,7 @@ struct Mesh {
 
 fn target(key: &str, vip: &str, endpoint_ip: &str, policies: HttpPolicies) -> Target {
     let vip: SocketAddr = vip.parse().unwrap();
-    Target {
-        key: key.into(),
-        namespace: "shop".into(),
-        vips: vec![vip.ip()],
-        ports: [(80, 8080)].into(),
-        h2_ports: Default::default(),
-        endpoints: if endpoint_ip.is_empty() {
-            vec![]
-        } else {
-            vec![Endpoint {
-                ip: endpoint_ip.parse().unwrap(),
-                identity: id("shop", "api"),
-                healthy: true,
-            }]
-        },
-        policies,
-        rate_limits: Vec::new(),
-        jwt: Vec::new(),
-        ext_authz: Default::default(),
-    }
+    common::target(key, vip.ip(), endpoint_ip, policies)
 }
 
 impl Mesh {
@@ -178,34 +145,13 @@ impl Mesh {
         );
         let guard = tracing::subscriber::set_default(subscriber);
 
-        let dir = std::env::temp_dir().join(format!("waypoint-tel-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ca = FileCa::generate(&dir, "test").unwrap();
-        let roots = TrustRoots::new(ca.roots()).unwrap();
-        let cert =
-            |i: &SpiffeId| CertHandle::new(ca.issue(i, Duration::from_secs(600)).unwrap()).unwrap();
-
-        let backend_listener = TcpListener::bind((endpoint_ip, hbone::HBONE_PORT))
-            .await
-            .unwrap();
-        let tls = hbone::server_config(cert(&id("shop", "api")), &roots).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = backend_listener.accept().await.unwrap();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let settings = H2Settings::default();
-                    let _ =
-                        hbone::serve_connection(tcp, acceptor, &settings, Arc::new(Backend)).await;
-                });
-            }
-        });
+        let pki = Pki::new(&format!("tel-{name}"));
+        pki.backend(endpoint_ip, Arc::new(Backend)).await;
 
         let metrics = Arc::new(Metrics::new("test-cluster", max_series));
         let waypoint = Waypoint::with_metrics(
-            cert(&id("shop", "waypoint")),
-            roots.clone(),
+            pki.cert(&id("shop", "waypoint")),
+            pki.roots.clone(),
             H2Settings::default(),
             metrics,
         );
@@ -274,8 +220,7 @@ impl Mesh {
             waypoint::admin::metrics(m.clone(), req)
         }));
         Mesh {
-            ca,
-            roots,
+            pki,
             waypoint_addr,
             admin_addr,
             metrics_addr,
@@ -287,22 +232,11 @@ impl Mesh {
 
     /// An HBONE stream from `client` to the waypoint for `authority`.
     async fn connect(&self, client: &SpiffeId, authority: &str) -> StreamIo {
-        let cert =
-            CertHandle::new(self.ca.issue(client, Duration::from_secs(600)).unwrap()).unwrap();
-        let dialer: hbone::Dialer =
-            Arc::new(|dst, _| Box::pin(tokio::net::TcpStream::connect(dst)));
-        let pool = Pool::new(H2Settings::default(), dialer);
-        let key = PoolKey::new(
-            client.clone(),
-            vec![id("shop", "waypoint")],
-            self.waypoint_addr,
-            None,
-        );
-        let (stream, _) = pool
-            .open(&key, &cert, &self.roots, authority, HeaderMap::new())
-            .await
-            .unwrap();
-        StreamIo::new(stream)
+        let io = self
+            .pki
+            .connect(client, self.waypoint_addr, authority)
+            .await;
+        io.unwrap()
     }
 
     async fn http1(
@@ -310,10 +244,7 @@ impl Mesh {
         client: &SpiffeId,
         vip: &str,
     ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-        let io = TokioIo::new(self.connect(client, vip).await);
-        let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        send
+        http1(self.connect(client, vip).await).await
     }
 
     async fn scrape(&self) -> String {
