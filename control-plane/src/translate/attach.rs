@@ -1,6 +1,6 @@
-//! What a waypoint resource carries inline from policies that attach by `targetRefs`
-//! (RequestAuthentication's JWT rules, LocalRateLimit's limits): each policy's items by its
-//! key, and where each key attaches.
+//! Where policies that attach by `targetRefs` land on waypoint targets, with what they carry:
+//! AuthorizationPolicy keys, RequestAuthentication JWT rules, LocalRateLimit limits; each
+//! policy's items by its key, and where each key attaches.
 //!
 //! Rules:
 //! 1. A key attaches to a waypoint Gateway (every target of that waypoint), to a Service (that

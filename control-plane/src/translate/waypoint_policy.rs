@@ -31,6 +31,7 @@ use authz::translate::{Attachment, HttpTranslated, Target, http_authorization_po
 use kube_source::{Kind, ObjectKey, RawPolicy};
 use serde_yaml::Value;
 
+use super::attach::{Attached, Place};
 use super::http_policy::to_proto;
 use super::policy::{has_target_refs, key_of};
 use super::waypoint::{WAYPOINT_CLASS, Waypoints};
@@ -52,41 +53,8 @@ struct Memoized {
     result: Result<(HttpTranslated, Resource), String>,
 }
 
-/// Which policy keys attach to which targets (rules 3-5).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Attachments {
-    by_gateway: BTreeMap<WaypointKey, Vec<String>>,
-    /// `(namespace, service name)` -> keys.
-    by_service: BTreeMap<(String, String), Vec<String>>,
-    /// GatewayClass: every waypoint.
-    everywhere: Vec<String>,
-}
-
-impl Attachments {
-    /// The keys of the target of Service `namespace/name` at `waypoint`.
-    pub fn service(&self, waypoint: &WaypointKey, namespace: &str, name: &str) -> Vec<String> {
-        let own = self
-            .by_service
-            .get(&(namespace.to_string(), name.to_string()));
-        self.merged(waypoint, own)
-    }
-
-    /// The keys of a workload target at `waypoint`.
-    pub fn workload(&self, waypoint: &WaypointKey) -> Vec<String> {
-        self.merged(waypoint, None)
-    }
-
-    /// Rule 5.
-    fn merged(&self, waypoint: &WaypointKey, own: Option<&Vec<String>>) -> Vec<String> {
-        let keys: BTreeSet<&String> = self
-            .everywhere
-            .iter()
-            .chain(self.by_gateway.get(waypoint).into_iter().flatten())
-            .chain(own.into_iter().flatten())
-            .collect();
-        keys.into_iter().cloned().collect()
-    }
-}
+/// Which policy keys attach to which targets (rules 3-5): each key's one item is itself.
+pub type Attachments = Attached<String>;
 
 /// The waypoint policies of one translation.
 #[derive(Debug, Default)]
@@ -130,44 +98,40 @@ pub fn parse(
     }
 
     let mut parsed = Parsed::default();
-    let mut attach = |target: &Target, key: &str, warnings: &mut Vec<String>| {
-        let keys = match target {
+    // Rule 3: where a reference attaches, or why it cannot.
+    let place = |target: &Target| -> Result<Place, String> {
+        match target {
             Target::Gateway { namespace, name } if waypoints.is_waypoint(namespace, name) => {
-                let w = WaypointKey {
+                Ok(Place::Gateway(WaypointKey {
                     namespace: namespace.clone(),
                     name: name.clone(),
-                };
-                parsed.attachments.by_gateway.entry(w).or_default()
+                }))
             }
-            Target::Gateway { namespace, name } => {
-                warnings.push(format!(
-                    "targetRefs: Gateway {namespace}/{name} is not a waypoint (no Gateway of \
-                     class {WAYPOINT_CLASS} by that name): this reference applies nowhere"
-                ));
-                return;
+            Target::Gateway { namespace, name } => Err(format!(
+                "targetRefs: Gateway {namespace}/{name} is not a waypoint (no Gateway of \
+                 class {WAYPOINT_CLASS} by that name): this reference applies nowhere"
+            )),
+            Target::Service { namespace, name } => {
+                Ok(Place::Service(namespace.clone(), name.clone()))
             }
-            Target::Service { namespace, name } => parsed
-                .attachments
-                .by_service
-                .entry((namespace.clone(), name.clone()))
-                .or_default(),
-            Target::GatewayClass => &mut parsed.attachments.everywhere,
-            Target::ServiceEntry { namespace, name } => {
-                warnings.push(format!(
-                    "targetRefs: ServiceEntry {namespace}/{name} is not supported yet: this \
-                     reference applies nowhere"
-                ));
-                return;
-            }
-        };
-        keys.push(key.to_string());
+            Target::GatewayClass => Ok(Place::Everywhere),
+            Target::ServiceEntry { namespace, name } => Err(format!(
+                "targetRefs: ServiceEntry {namespace}/{name} is not supported yet: this \
+                 reference applies nowhere"
+            )),
+        }
     };
     for (object, m) in &memo.entries {
         let key = format!("{}/{}", object.namespace, object.name);
         let mut warnings = Vec::new();
+        let mut places = Vec::new();
         for target in &m.targets {
-            attach(target, &key, &mut warnings);
+            match place(target) {
+                Ok(p) => places.push(p),
+                Err(w) => warnings.push(w),
+            }
         }
+        parsed.attachments.insert(&key, vec![key.clone()], places);
         match &m.result {
             Ok((t, resource)) => {
                 warnings.extend(t.warnings.iter().cloned());
@@ -197,13 +161,6 @@ pub fn parse(
         out.warnings
             .extend(warnings.into_iter().map(|w| (object.clone(), w)));
     }
-    for keys in parsed.attachments.by_gateway.values_mut() {
-        keys.sort_unstable();
-    }
-    for keys in parsed.attachments.by_service.values_mut() {
-        keys.sort_unstable();
-    }
-    parsed.attachments.everywhere.sort_unstable();
     parsed
 }
 
