@@ -74,6 +74,10 @@ struct Args {
     #[arg(long, default_value_t = 15021)]
     readiness_port: u16,
 
+    /// Threads serving connections (as ztunnel's `ZTUNNEL_WORKER_THREADS`).
+    #[arg(long, env = "WAYPOINT_WORKER_THREADS", default_value_t = 2)]
+    worker_threads: usize,
+
     /// How requests are spread over a service's healthy endpoints: least request (Istio's
     /// default) or round robin.
     #[arg(long, env = "WAYPOINT_LOAD_BALANCING", value_enum, default_value_t)]
@@ -110,7 +114,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let logs = init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.worker_threads.max(1))
         .enable_all()
         .build()?;
     runtime.block_on(run(args, logs))
