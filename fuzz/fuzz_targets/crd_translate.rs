@@ -1,6 +1,7 @@
-//! AuthorizationPolicy and PeerAuthentication objects (`authz::translate`), as meshd reads them
-//! from a cluster or a manifest: YAML text, and the same text parsed to a `serde_yaml::Value`
-//! first (the path `kube_source::RawPolicy` values take).
+//! AuthorizationPolicy (for ztunnel and for waypoints), PeerAuthentication and LocalRateLimit
+//! objects (`authz::translate`), as meshd reads them from a cluster or a manifest: YAML text,
+//! and the same text parsed to a `serde_yaml::Value` first (the path `kube_source::RawPolicy`
+//! values take).
 #![no_main]
 
 use authz::translate::{self, Input, TranslateOptions};
@@ -28,6 +29,22 @@ fuzz_target!(|data: &[u8]| {
             Ok(t) => {
                 let _ = t.key();
                 let _ = t.selects(ROOT, "shop", &Default::default());
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+        match translate::http_authorization_policy(input, ROOT) {
+            Ok(t) => {
+                let _ = t.key();
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+        match translate::local_rate_limit(input, ROOT) {
+            Ok(l) => {
+                let _ = l.limits.iter().map(|x| x.fill_interval).max();
             }
             Err(e) => {
                 let _ = e.to_string();
