@@ -13,6 +13,7 @@
 //! - [`ext_authz`]: the external authorizers CUSTOM policies ask (HTTP and gRPC);
 //! - [`health`]: readiness on 15021;
 //! - [`metrics`], [`telemetry`]: Istio's metrics and the access log, per request and stream;
+//! - [`trace`]: W3C and B3 trace context carried on, spans exported to Zipkin;
 //! - [`admin`]: admin (15000: config dump, log level, explain, quit) and metrics (15020).
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod ratelimit;
 pub mod request;
 pub mod targets;
 pub mod telemetry;
+pub mod trace;
 
 pub use proxy::Waypoint;
 pub use targets::{Endpoint, Target, Targets};

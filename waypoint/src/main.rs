@@ -74,6 +74,15 @@ struct Args {
     #[arg(long, default_value_t = 15021)]
     readiness_port: u16,
 
+    /// A Zipkin collector (`host:port`, as Istio's `tracing.zipkin.address`) to export a span
+    /// per sampled request to; none: no tracing.
+    #[arg(long, env = "TRACING_ZIPKIN_ADDRESS")]
+    tracing_zipkin_address: Option<SocketAddr>,
+
+    /// The percentage of new traces sampled (Istio's `tracing.sampling`).
+    #[arg(long, env = "TRACING_SAMPLING", default_value_t = 1.0)]
+    tracing_sampling: f64,
+
     /// Threads serving connections (as ztunnel's `ZTUNNEL_WORKER_THREADS`).
     #[arg(long, env = "WAYPOINT_WORKER_THREADS", default_value_t = 2)]
     worker_threads: usize,
@@ -201,6 +210,12 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     ));
     let waypoint = Waypoint::with_metrics(cert, roots, H2Settings::default(), metrics);
     waypoint.balancer.set_policy(args.load_balancing);
+    if let Some(zipkin) = args.tracing_zipkin_address {
+        let service = format!("{}.{}", args.pod_name, args.pod_namespace);
+        let sampling = args.tracing_sampling;
+        waypoint.set_tracer(waypoint::trace::Tracer::zipkin(zipkin, sampling, service));
+        tracing::info!(%zipkin, sampling, "exporting spans to Zipkin");
+    }
     let shutdown = Arc::new(tokio::sync::Notify::new());
     operational(&args, &waypoint, logs, &shutdown).await?;
     let store = Arc::new(Mutex::new(Store::default()));

@@ -65,6 +65,8 @@ pub struct Waypoint {
     metrics: Arc<Metrics>,
     /// `jwksUri` key sets, shared by every target and kept across config changes.
     jwks: crate::jwt::KeyCache,
+    /// Set once, when tracing is configured (`trace.rs`).
+    tracer: std::sync::OnceLock<crate::trace::Tracer>,
 }
 
 impl std::fmt::Debug for Waypoint {
@@ -136,11 +138,21 @@ impl Waypoint {
             limiter: Limiter::default(),
             metrics,
             jwks: crate::jwt::KeyCache::new(jwks),
+            tracer: std::sync::OnceLock::new(),
         })
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Turns tracing on (once; later calls are ignored).
+    pub fn set_tracer(&self, tracer: crate::trace::Tracer) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    pub(crate) fn tracer(&self) -> Option<&crate::trace::Tracer> {
+        self.tracer.get()
     }
 
     pub(crate) fn jwks(&self) -> &crate::jwt::KeyCache {

@@ -46,6 +46,7 @@ use crate::proxy::{UpstreamError, Waypoint, authz_peer, source_ip};
 use crate::ratelimit::Limited;
 use crate::targets::Resolved;
 use crate::telemetry::{self, Counted};
+use crate::trace;
 
 /// What a response carries: the upstream's body, or one of ours.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -173,7 +174,32 @@ fn from_authorizer(d: ext_authz::Denied) -> Response<Body> {
 }
 
 impl Conn {
+    /// The request, traced when tracing is on (`trace.rs`).
     async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let Some(tracer) = self.waypoint.tracer() else {
+            return self.respond(req).await;
+        };
+        let Some(span) = tracer.start(req.headers()) else {
+            return self.respond(req).await;
+        };
+        span.inject(req.headers_mut());
+        if !span.sampled {
+            return self.respond(req).await;
+        }
+        let (method, url) = (req.method().to_string(), req.uri().to_string());
+        let resp = self.respond(req).await;
+        let done = trace::Finished {
+            method,
+            url,
+            status: resp.status().as_u16(),
+            peer: self.principal.clone(),
+            target: self.resolved.target.key.clone(),
+        };
+        tracer.finish(span, done);
+        resp
+    }
+
+    async fn respond(&self, mut req: Request<Incoming>) -> Response<Body> {
         let rules = &self.resolved.target.jwt;
         let jwt = match crate::jwt::authenticate(self.waypoint.jwks(), rules, &mut req).await {
             Ok(jwt) => jwt,

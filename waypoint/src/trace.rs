@@ -1,0 +1,401 @@
+//! Distributed tracing at the waypoint: the caller's trace context carried on, one span per
+//! request, spans exported to Zipkin (v2 JSON, `POST /api/v2/spans`).
+//!
+//! Rules:
+//! 1. The incoming context is read from W3C `traceparent`, else B3 (`x-b3-traceid` /
+//!    `x-b3-spanid` / `x-b3-sampled`, or the single `b3` header). Malformed headers count as
+//!    absent. With none, a new trace starts, sampled at the configured rate (Istio's
+//!    `sampling`, a percentage, 1% by default); an incoming sampling decision is kept.
+//! 2. The waypoint's span is a child of the caller's span; the request goes upstream with
+//!    `traceparent` and the B3 headers naming the waypoint's span, whichever the caller used,
+//!    so either kind of application tracer continues the trace.
+//! 3. Sampled spans are queued to the exporter without blocking the request: the queue is
+//!    bounded and a full queue drops the span (counted in the log once a minute at most). The
+//!    exporter posts batches of up to 100 spans, at least once a second.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+
+const QUEUE: usize = 4096;
+const BATCH: usize = 100;
+const FLUSH: Duration = Duration::from_secs(1);
+
+/// A trace context as read from a request (rule 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    pub trace_id: u128,
+    /// The caller's span, the parent of ours.
+    pub parent: Option<u64>,
+    pub sampled: Option<bool>,
+}
+
+/// Rule 1: `traceparent`, else B3 multi, else B3 single.
+pub fn extract(headers: &HeaderMap) -> Option<Context> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(tp) = get("traceparent") {
+        let mut parts = tp.trim().split('-');
+        let (Some(version), Some(trace), Some(span), Some(flags)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
+        let span_id = u64::from_str_radix(span, 16).ok().filter(|s| *s != 0)?;
+        let flags = u8::from_str_radix(flags.get(..2)?, 16).ok()?;
+        return Some(Context {
+            trace_id,
+            parent: Some(span_id),
+            sampled: Some(flags & 1 == 1),
+        });
+    }
+    if let Some(trace) = get("x-b3-traceid") {
+        let trace_id = b3_trace_id(trace)?;
+        let parent = get("x-b3-spanid").and_then(|s| u64::from_str_radix(s, 16).ok());
+        let sampled = get("x-b3-flags")
+            .filter(|f| *f == "1")
+            .map(|_| true)
+            .or_else(|| get("x-b3-sampled").and_then(b3_sampled));
+        return Some(Context {
+            trace_id,
+            parent,
+            sampled,
+        });
+    }
+    let single = get("b3")?;
+    let mut parts = single.split('-');
+    let trace_id = b3_trace_id(parts.next()?)?;
+    let parent = Some(u64::from_str_radix(parts.next()?, 16).ok()?);
+    let sampled = parts.next().and_then(b3_sampled);
+    Some(Context {
+        trace_id,
+        parent,
+        sampled,
+    })
+}
+
+fn b3_trace_id(s: &str) -> Option<u128> {
+    if s.len() != 16 && s.len() != 32 {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok().filter(|t| *t != 0)
+}
+
+fn b3_sampled(s: &str) -> Option<bool> {
+    match s {
+        "1" | "true" | "d" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// One request's span, started when the request arrived.
+#[derive(Debug)]
+pub struct Span {
+    pub trace_id: u128,
+    pub id: u64,
+    pub parent: Option<u64>,
+    pub sampled: bool,
+    start: SystemTime,
+    started: Instant,
+}
+
+impl Span {
+    /// Rule 2: the headers the upstream request carries.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        let flags = if self.sampled { "01" } else { "00" };
+        let tp = format!("00-{:032x}-{:016x}-{flags}", self.trace_id, self.id);
+        let mut set = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        };
+        set("traceparent", tp);
+        set("x-b3-traceid", format!("{:032x}", self.trace_id));
+        set("x-b3-spanid", format!("{:016x}", self.id));
+        set(
+            "x-b3-sampled",
+            (if self.sampled { "1" } else { "0" }).into(),
+        );
+        match self.parent {
+            Some(p) => set("x-b3-parentspanid", format!("{p:016x}")),
+            None => {
+                headers.remove("x-b3-parentspanid");
+            }
+        }
+        headers.remove("b3");
+    }
+}
+
+/// What a finished span says about its request.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    pub peer: String,
+    /// The target's key (`namespace/hostname`).
+    pub target: String,
+}
+
+/// The waypoint's tracer: sampling and the exporter's queue.
+#[derive(Debug)]
+pub struct Tracer {
+    /// Sampled per million new traces.
+    per_million: u64,
+    next: AtomicU64,
+    queue: Option<mpsc::Sender<serde_json::Value>>,
+    service: String,
+    dropped: Mutex<(u64, Option<Instant>)>,
+}
+
+impl Default for Tracer {
+    /// Nothing exported, nothing sampled.
+    fn default() -> Self {
+        Tracer {
+            per_million: 0,
+            next: AtomicU64::new(0),
+            queue: None,
+            service: String::new(),
+            dropped: Mutex::new((0, None)),
+        }
+    }
+}
+
+impl Tracer {
+    /// A tracer exporting to the Zipkin collector at `zipkin` (`host:port`), sampling
+    /// `percent` of new traces; `service` names the waypoint in spans. Spawns the exporter.
+    pub fn zipkin(zipkin: SocketAddr, percent: f64, service: String) -> Tracer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(export(zipkin, rx));
+        Tracer {
+            per_million: (percent.clamp(0.0, 100.0) * 10_000.0) as u64,
+            next: AtomicU64::new(seed()),
+            queue: Some(tx),
+            service,
+            dropped: Mutex::new((0, None)),
+        }
+    }
+
+    /// Rules 1-2 for a request with `headers`; `None` when tracing is off.
+    pub fn start(&self, headers: &HeaderMap) -> Option<Span> {
+        self.queue.as_ref()?;
+        let incoming = extract(headers);
+        let r = splitmix(self.next.fetch_add(1, Ordering::Relaxed));
+        let sampled = match incoming.and_then(|c| c.sampled) {
+            Some(s) => s,
+            None => r % 1_000_000 < self.per_million,
+        };
+        let trace_id = match incoming {
+            Some(c) => c.trace_id,
+            None => (u128::from(splitmix(r)) << 64) | u128::from(splitmix(r ^ 0x5555)),
+        };
+        Some(Span {
+            trace_id,
+            id: splitmix(r ^ 0xaaaa).max(1),
+            parent: incoming.and_then(|c| c.parent),
+            sampled,
+            start: SystemTime::now(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Rule 3: queues a sampled span for export.
+    pub fn finish(&self, span: Span, done: Finished) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        if !span.sampled {
+            return;
+        }
+        let ts = span
+            .start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut json = serde_json::json!({
+            "traceId": format!("{:032x}", span.trace_id),
+            "id": format!("{:016x}", span.id),
+            "kind": "SERVER",
+            "name": format!("{} {}", done.target, done.method),
+            "timestamp": ts,
+            "duration": span.started.elapsed().as_micros().max(1) as u64,
+            "localEndpoint": { "serviceName": self.service },
+            "tags": {
+                "http.method": done.method,
+                "http.url": done.url,
+                "http.status_code": done.status.to_string(),
+                "peer.principal": done.peer,
+                "component": "proxy",
+                "upstream_cluster": done.target,
+            },
+        });
+        if let (Some(p), Some(obj)) = (span.parent, json.as_object_mut()) {
+            obj.insert("parentId".into(), format!("{p:016x}").into());
+        }
+        if queue.try_send(json).is_err() {
+            let mut d = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+            d.0 += 1;
+            if d.1.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                tracing::warn!(dropped = d.0, "trace export queue full: spans dropped");
+                d.1 = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// The exporter: batches from the queue, posted to the collector (rule 3).
+async fn export(collector: SocketAddr, mut rx: mpsc::Receiver<serde_json::Value>) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let uri = format!("http://{collector}/api/v2/spans");
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let deadline = tokio::time::sleep(FLUSH);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                span = rx.recv() => match span {
+                    Some(s) => {
+                        batch.push(s);
+                        if batch.len() >= BATCH {
+                            break;
+                        }
+                    }
+                    None => {
+                        post(&client, &uri, &mut batch).await;
+                        return;
+                    }
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        post(&client, &uri, &mut batch).await;
+    }
+}
+
+async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: &str,
+    batch: &mut Vec<serde_json::Value>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let body = serde_json::Value::Array(std::mem::take(batch)).to_string();
+    let req = http::Request::post(uri)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)));
+    let Ok(req) = req else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+        Ok(Ok(resp)) if resp.status().is_success() => {}
+        Ok(Ok(resp)) => tracing::debug!(status = %resp.status(), "trace export refused"),
+        Ok(Err(e)) => tracing::debug!(error = %e, "trace export failed"),
+        Err(_) => tracing::debug!("trace export timed out"),
+    }
+}
+
+fn seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// SplitMix64's finaliser: a counter into well-spread bits.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(kv: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in kv {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn contexts_are_read_from_w3c_then_b3() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let want = Context {
+            trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
+            parent: Some(0x00f067aa0ba902b7),
+            sampled: Some(true),
+        };
+        assert_eq!(extract(&headers(&[("traceparent", tp)])), Some(want));
+        let b3 = headers(&[
+            ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "1"),
+        ]);
+        assert_eq!(extract(&b3), Some(want));
+        let single = headers(&[("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0")]);
+        assert_eq!(
+            extract(&single),
+            Some(Context {
+                sampled: Some(false),
+                ..want
+            })
+        );
+        // 64-bit B3 trace ids are fine; malformed headers are no context.
+        let short = headers(&[("x-b3-traceid", "a3ce929d0e0e4736")]);
+        assert_eq!(
+            extract(&short).map(|c| c.trace_id),
+            Some(0xa3ce929d0e0e4736)
+        );
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-xyz-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(extract(&headers(&[("traceparent", bad)])), None, "{bad}");
+        }
+        assert_eq!(extract(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_upstream_request_names_the_waypoints_span() {
+        let span = Span {
+            trace_id: 0xabc,
+            id: 0x12,
+            parent: Some(0x34),
+            sampled: true,
+            start: SystemTime::now(),
+            started: Instant::now(),
+        };
+        let mut h = headers(&[("b3", "stale"), ("traceparent", "stale")]);
+        span.inject(&mut h);
+        assert_eq!(
+            h["traceparent"],
+            "00-00000000000000000000000000000abc-0000000000000012-01"
+        );
+        assert_eq!(h["x-b3-spanid"], "0000000000000012");
+        assert_eq!(h["x-b3-parentspanid"], "0000000000000034");
+        assert_eq!(h["x-b3-sampled"], "1");
+        assert!(h.get("b3").is_none());
+        let back = extract(&h).unwrap();
+        assert_eq!((back.trace_id, back.parent), (0xabc, Some(0x12)));
+    }
+}
