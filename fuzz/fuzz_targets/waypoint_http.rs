@@ -1,6 +1,7 @@
 //! The waypoint's HTTP request path before any upstream: the first bytes of a stream
 //! classified (`waypoint::detect::classify`), then a request whose method, host, path and
-//! headers come from the input decided by L7 policies covering every match kind.
+//! headers come from the input decided by L7 policies covering every match kind, and its
+//! trace context read (`waypoint::trace::extract`: `traceparent`, B3).
 //!
 //! Input: a stream prefix, then `\0`-separated method, host, path and `name:value` headers.
 #![no_main]
@@ -53,4 +54,14 @@ fuzz_target!(|data: &[u8]| {
     req.headers = &headers;
     let _ = policies().custom(&req);
     let _ = policies().decide(&req).verdict.to_string();
+    let mut map = http::HeaderMap::new();
+    for (name, value) in &headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.trim().as_bytes()),
+            http::HeaderValue::from_str(value.trim()),
+        ) {
+            map.append(n, v);
+        }
+    }
+    let _ = waypoint::trace::extract(&map);
 });
