@@ -65,7 +65,7 @@ struct Conn {
     peer: Arc<PeerInfo>,
     /// The peer's identity as policies see it, made once per connection.
     who: authz::Peer,
-    /// Its principal, for per-caller rate limits.
+    /// Its principal, made once: per-caller rate limits, the authorizer's check, spans.
     principal: String,
     resolved: Resolved,
     /// The upstream protocol (rule 4).
@@ -259,7 +259,7 @@ impl Conn {
             headers: req.headers(),
             version: req.version(),
             source: self.peer.remote,
-            source_principal: self.peer.identity.to_string(),
+            source_principal: self.principal.clone(),
             destination: self.resolved.addressed,
             destination_principal: self.waypoint.identity().to_string(),
         }
