@@ -192,21 +192,8 @@ fn convert(name: &str, kind: ExtAuthzKind, e: &RawExtAuthz) -> Result<ExtAuthzPr
 /// A protobuf JSON duration (`"1.5s"`), and the Go forms Istio users also write (`"100ms"`,
 /// `"2m"`, `"1h"`); must be positive.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let bad = || format!("timeout {s:?} is not a duration like 0.5s, 100ms or 1m");
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(bad)?;
-    let (n, unit) = t.split_at(split);
-    let n: f64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    let d = Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
+    let d = authz::translate::parse_duration(s.trim())
+        .ok_or_else(|| format!("timeout {s:?} is not a duration like 0.5s, 100ms or 1m"))?;
     if d.is_zero() {
         return Err(format!("timeout {s:?} must be positive"));
     }

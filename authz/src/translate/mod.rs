@@ -25,7 +25,7 @@ pub use peer::{
     WorkloadMtls, converted_peer_authentication, effective_mtls, peer_authentication,
     peer_authentication_policies, static_strict_policy,
 };
-pub use rate_limit::{LocalRateLimit, local_rate_limit};
+pub use rate_limit::{LocalRateLimit, local_rate_limit, parse_duration};
 pub use waypoint::{Attachment, HttpTranslated, Target, http_authorization_policy};
 
 /// Kubernetes labels (`matchLabels` of a selector, or a workload's labels).

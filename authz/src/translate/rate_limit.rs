@@ -82,9 +82,6 @@ pub fn local_rate_limit<'a>(
 ) -> Result<LocalRateLimit, TranslateError> {
     let (obj, ctx) = parse_object::<Spec>(input.into(), KIND, GROUP)?;
     let spec = &obj.spec;
-    if spec.target_ref.is_some() && spec.target_refs.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ctx.err("spec.targetRef", "cannot be set together with targetRefs"));
-    }
     let targets = target_refs(
         &ctx,
         spec.target_ref.as_ref(),
@@ -183,8 +180,9 @@ fn limit(
     })
 }
 
-/// `500ms`, `1s`, `1.5s`, `2m`, `1h` (a subset of Go's durations, as Kubernetes writes them).
-fn parse_duration(s: &str) -> Option<Duration> {
+/// `500ms`, `1s`, `1.5s`, `2m`, `1h` (a subset of Go's durations, as Kubernetes writes them,
+/// and protobuf JSON's seconds); `None` when it does not read.
+pub fn parse_duration(s: &str) -> Option<Duration> {
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;

@@ -191,6 +191,9 @@ pub(super) fn target_refs(
     namespace: &str,
     in_root: bool,
 ) -> Result<Vec<Target>, TranslateError> {
+    if target_ref.is_some() && target_refs.is_some_and(|t| !t.is_empty()) {
+        return Err(ctx.err("spec.targetRef", "cannot be set together with targetRefs"));
+    }
     let refs: Vec<(String, &Value)> = match target_ref {
         Some(one) => vec![("spec.targetRef".to_string(), one)],
         None => target_refs
