@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use authz::http::{HttpPolicies, HttpStringMatch, Operation, RateLimit, RateLimitPer};
 use bytes::Bytes;
-use common::{Pki, http1, id, target};
+use common::{Pki, http1, id, request, status_and_body, target};
 use hbone::{ConnectHandler, H2Settings, InboundConnect, SpiffeId, StreamIo};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -147,27 +147,6 @@ impl Mesh {
     ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
         http1(self.connect(client, VIP).await.unwrap()).await
     }
-}
-
-fn request(method: &str, path: &str, agent: &str, body: &'static str) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "api.shop.svc.cluster.local")
-        .header("user-agent", agent)
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap()
-}
-
-async fn status_and_body(
-    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    req: Request<Full<Bytes>>,
-) -> (StatusCode, String) {
-    send.ready().await.unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]

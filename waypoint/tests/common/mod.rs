@@ -11,8 +11,8 @@ use bytes::Bytes;
 use hbone::{
     CertHandle, ConnectHandler, FileCa, H2Settings, Pool, PoolKey, SpiffeId, StreamIo, TrustRoots,
 };
-use http::HeaderMap;
-use http_body_util::Full;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use waypoint::{Endpoint, Target};
@@ -97,6 +97,29 @@ pub async fn http1(io: StreamIo) -> hyper::client::conn::http1::SendRequest<Full
         .unwrap();
     tokio::spawn(conn);
     send
+}
+
+/// A request to the `api` service as `agent`.
+pub fn request(method: &str, path: &str, agent: &str, body: &'static str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "api.shop.svc.cluster.local")
+        .header("user-agent", agent)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+/// Sends `req` once `send` is ready; the response's status and body.
+pub async fn status_and_body(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> (StatusCode, String) {
+    send.ready().await.unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A service target `key` at `vip` (port 80 -> 8080) with one healthy endpoint
