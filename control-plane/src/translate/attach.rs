@@ -11,6 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use authz::translate::Target;
+
+use super::waypoint::{WAYPOINT_CLASS, Waypoints};
 use crate::resources::WaypointKey;
 
 /// Where one reference attaches (rule 1).
@@ -20,6 +23,29 @@ pub enum Place {
     /// `(namespace, service name)`.
     Service(String, String),
     Everywhere,
+}
+
+/// Rule 1 for one translated reference; `Err` is the warning for one that attaches nowhere
+/// (a Gateway that is no waypoint, a ServiceEntry).
+pub fn place(target: &Target, waypoints: &Waypoints<'_>) -> Result<Place, String> {
+    match target {
+        Target::Gateway { namespace, name } if waypoints.is_waypoint(namespace, name) => {
+            Ok(Place::Gateway(WaypointKey {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }))
+        }
+        Target::Gateway { namespace, name } => Err(format!(
+            "targetRefs: Gateway {namespace}/{name} is not a waypoint (no Gateway of class \
+             {WAYPOINT_CLASS} by that name): this reference applies nowhere"
+        )),
+        Target::Service { namespace, name } => Ok(Place::Service(namespace.clone(), name.clone())),
+        Target::GatewayClass => Ok(Place::Everywhere),
+        Target::ServiceEntry { namespace, name } => Err(format!(
+            "targetRefs: ServiceEntry {namespace}/{name} is not supported yet: this reference \
+             applies nowhere"
+        )),
+    }
 }
 
 /// Items by policy key, and where the keys attach.

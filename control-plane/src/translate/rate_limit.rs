@@ -16,16 +16,15 @@
 //!    limits in its own order; the waypoint keeps a bucket per limit.
 
 use authz::http::{RateLimit, RateLimitPer};
-use authz::translate::{Target, local_rate_limit};
+use authz::translate::local_rate_limit;
 use kube_source::{Kind, Object};
 use proto::waypoint as pb;
 
-use super::attach::{Attached, Place};
+use super::attach::{Attached, place};
 use super::http_policy::operation;
-use super::waypoint::{WAYPOINT_CLASS, Waypoints};
+use super::waypoint::Waypoints;
 use super::{Options, Translation};
 use crate::index::Index;
-use crate::resources::WaypointKey;
 
 /// The limits of every LocalRateLimit, by where they attach (rules 2 and 4).
 pub type RateLimits = Attached<pb::RateLimit>;
@@ -57,40 +56,10 @@ pub fn parse(
         }
         let mut places = Vec::new();
         for target in &t.targets {
-            let place = match target {
-                Target::Gateway { namespace, name } if waypoints.is_waypoint(namespace, name) => {
-                    Place::Gateway(WaypointKey {
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                    })
-                }
-                Target::Gateway { namespace, name } => {
-                    out.warnings.push((
-                        key.clone(),
-                        format!(
-                            "targetRefs: Gateway {namespace}/{name} is not a waypoint (no \
-                             Gateway of class {WAYPOINT_CLASS} by that name): this reference \
-                             applies nowhere"
-                        ),
-                    ));
-                    continue;
-                }
-                Target::Service { namespace, name } => {
-                    Place::Service(namespace.clone(), name.clone())
-                }
-                Target::GatewayClass => Place::Everywhere,
-                Target::ServiceEntry { namespace, name } => {
-                    out.warnings.push((
-                        key.clone(),
-                        format!(
-                            "targetRefs: ServiceEntry {namespace}/{name} is not supported yet: \
-                             this reference applies nowhere"
-                        ),
-                    ));
-                    continue;
-                }
-            };
-            places.push(place);
+            match place(target, waypoints) {
+                Ok(p) => places.push(p),
+                Err(w) => out.warnings.push((key.clone(), w)),
+            }
         }
         limits.insert(&name, wire, places);
     }

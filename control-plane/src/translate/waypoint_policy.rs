@@ -31,13 +31,13 @@ use authz::translate::{Attachment, HttpTranslated, Target, http_authorization_po
 use kube_source::{Kind, ObjectKey, RawPolicy};
 use serde_yaml::Value;
 
-use super::attach::{Attached, Place};
+use super::attach::{Attached, place};
 use super::http_policy::to_proto;
 use super::policy::{has_target_refs, key_of};
 use super::waypoint::{WAYPOINT_CLASS, Waypoints};
 use super::{Options, Scope, Translation};
 use crate::index::Index;
-use crate::resources::{Resource, ResourceSet, WaypointKey};
+use crate::resources::{Resource, ResourceSet};
 
 /// Each waypoint policy's last translation, reused while its object is unchanged (rule 2).
 #[derive(Debug, Default)]
@@ -98,35 +98,12 @@ pub fn parse(
     }
 
     let mut parsed = Parsed::default();
-    // Rule 3: where a reference attaches, or why it cannot.
-    let place = |target: &Target| -> Result<Place, String> {
-        match target {
-            Target::Gateway { namespace, name } if waypoints.is_waypoint(namespace, name) => {
-                Ok(Place::Gateway(WaypointKey {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                }))
-            }
-            Target::Gateway { namespace, name } => Err(format!(
-                "targetRefs: Gateway {namespace}/{name} is not a waypoint (no Gateway of \
-                 class {WAYPOINT_CLASS} by that name): this reference applies nowhere"
-            )),
-            Target::Service { namespace, name } => {
-                Ok(Place::Service(namespace.clone(), name.clone()))
-            }
-            Target::GatewayClass => Ok(Place::Everywhere),
-            Target::ServiceEntry { namespace, name } => Err(format!(
-                "targetRefs: ServiceEntry {namespace}/{name} is not supported yet: this \
-                 reference applies nowhere"
-            )),
-        }
-    };
     for (object, m) in &memo.entries {
         let key = format!("{}/{}", object.namespace, object.name);
         let mut warnings = Vec::new();
         let mut places = Vec::new();
         for target in &m.targets {
-            match place(target) {
+            match place(target, waypoints) {
                 Ok(p) => places.push(p),
                 Err(w) => warnings.push(w),
             }
