@@ -208,14 +208,70 @@ pub async fn many(connect: SocketAddr, count: usize, hold: Duration) -> anyhow::
     Ok(())
 }
 
-/// A plain HTTP/1.1 request; prints the status code, then the body.
 /// A small HTTP/1.1 server: each request (head, then `Content-Length` bytes of body) gets
 /// 200 and `<METHOD> <path> from <peer IP>`; connections are kept alive.
 pub async fn http_serve(listen: SocketAddr) -> anyhow::Result<()> {
+    serve_http(listen, |head, peer| {
+        let (method, path) = request_line(head);
+        (200, "", format!("{method} {path} from {peer}"))
+    })
+    .await
+}
+
+/// An HTTP external authorizer (Istio's `envoyExtAuthzHttp`), deciding as Istio's sample
+/// one does: a request carrying `x-ext-authz: allow` is allowed (200, and
+/// `x-ext-authz-check-result: allowed` for the upstream), any other is denied with 403 and
+/// a body naming the header it lacked.
+pub async fn ext_authz_serve(listen: SocketAddr) -> anyhow::Result<()> {
+    serve_http(listen, |head, _| {
+        let allow = header(head, "x-ext-authz").is_some_and(|v| v == "allow");
+        match allow {
+            true => (200, "x-ext-authz-check-result: allowed\r\n", String::new()),
+            false => (
+                403,
+                "x-ext-authz-check-result: denied\r\n",
+                "denied by ext_authz: no x-ext-authz: allow".to_string(),
+            ),
+        }
+    })
+    .await
+}
+
+/// Serves the current content of `file` (read per request) with 200, whatever was asked:
+/// a JWKS endpoint whose keys a test rotates by rewriting the file.
+pub async fn file_serve(listen: SocketAddr, file: std::path::PathBuf) -> anyhow::Result<()> {
+    serve_http(listen, move |_, _| {
+        (200, "", std::fs::read_to_string(&file).unwrap_or_default())
+    })
+    .await
+}
+
+/// `(method, path)` of a request head.
+fn request_line(head: &str) -> (&str, &str) {
+    let mut words = head.split_whitespace();
+    (words.next().unwrap_or("?"), words.next().unwrap_or("?"))
+}
+
+/// The value of header `name` in a request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// Serves HTTP/1.1 with keep-alive; `answer(head, peer IP)` gives each response's status,
+/// extra header lines (each ending `\r\n`) and body.
+async fn serve_http<F>(listen: SocketAddr, answer: F) -> anyhow::Result<()>
+where
+    F: Fn(&str, std::net::IpAddr) -> (u16, &'static str, String) + Send + Sync + 'static,
+{
     let listener = TcpListener::bind(listen).await.context("bind")?;
     println!("listening {listen}");
+    let answer = Arc::new(answer);
     loop {
         let (mut s, peer) = listener.accept().await?;
+        let answer = answer.clone();
         tokio::spawn(async move {
             let mut buf = Vec::new();
             loop {
@@ -223,13 +279,8 @@ pub async fn http_serve(listen: SocketAddr) -> anyhow::Result<()> {
                     return;
                 };
                 let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                let mut words = head.split_whitespace();
-                let (method, path) = (words.next().unwrap_or("?"), words.next().unwrap_or("?"));
-                let length: usize = head
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.trim().parse().ok())
+                let length: usize = header(&head, "content-length")
+                    .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 buf.drain(..end + 4);
                 while buf.len() < length {
@@ -240,9 +291,10 @@ pub async fn http_serve(listen: SocketAddr) -> anyhow::Result<()> {
                     }
                 }
                 buf.drain(..length);
-                let body = format!("{method} {path} from {}", peer.ip());
+                let (status, extra, body) = answer(&head, peer.ip());
+                let reason = if status == 200 { "OK" } else { "Forbidden" };
                 let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 if s.write_all(resp.as_bytes()).await.is_err() {
@@ -270,15 +322,19 @@ async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
     }
 }
 
+/// A plain HTTP/1.1 request (with extra `headers`, each `Name: value`); prints the status
+/// code, then the body.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     user_agent: &str,
+    headers: &[String],
 ) -> anyhow::Result<()> {
     let mut s = TcpStream::connect(addr).await.context("connect")?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\n{extra}Connection: close\r\nContent-Length: 0\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await?;
     let mut resp = Vec::new();

@@ -34,6 +34,8 @@ pub struct Meshd {
     pub secrets: PathBuf,
     /// stderr of every run, appended.
     pub log: PathBuf,
+    /// Its `--mesh-config` file, if any.
+    pub mesh_config: Option<PathBuf>,
     meshd: PathBuf,
     meshapp: PathBuf,
     child: Option<Child>,
@@ -48,6 +50,17 @@ impl Meshd {
         dir: &Path,
         manifests: &Path,
     ) -> anyhow::Result<Meshd> {
+        Meshd::start_with(bins, host, dir, manifests, None)
+    }
+
+    /// [`Meshd::start`], with a MeshConfig file (`--mesh-config`).
+    pub fn start_with(
+        bins: &Binaries,
+        host: &Host,
+        dir: &Path,
+        manifests: &Path,
+        mesh_config: Option<&Path>,
+    ) -> anyhow::Result<Meshd> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut m = Meshd {
             host: host.clone(),
@@ -55,6 +68,7 @@ impl Meshd {
             cacerts: dir.join("cacerts"),
             secrets: dir.join("secrets"),
             log: dir.join("meshd.log"),
+            mesh_config: mesh_config.map(Path::to_path_buf),
             meshd: bins.meshd()?.to_path_buf(),
             meshapp: bins.meshapp.clone(),
             child: None,
@@ -73,9 +87,11 @@ impl Meshd {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = self
-            .host
-            .command(&self.meshd)
+        let mut command = self.host.command(&self.meshd);
+        if let Some(mesh_config) = &self.mesh_config {
+            command.arg("--mesh-config").arg(mesh_config);
+        }
+        let child = command
             .arg("--manifests")
             .arg(&self.manifests)
             .arg("--cacerts")

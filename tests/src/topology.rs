@@ -90,6 +90,8 @@ pub struct Options<'a> {
     /// Run `meshd` on the `meshd` host serving this manifest directory, and configure both
     /// ztunnels only through it (no local config, no CA directory).
     pub meshd: Option<&'a Path>,
+    /// With `meshd`: its MeshConfig file (`--mesh-config`).
+    pub mesh_config: Option<&'a Path>,
 }
 
 pub struct TwoWorkloads {
@@ -119,7 +121,13 @@ impl TwoWorkloads {
                     anyhow::bail!("client_view_of_server_sa needs local config, not meshd");
                 }
                 let host = net.host("meshd", MESHD_IP)?;
-                let meshd = Meshd::start(&mesh.bins, &host, &mesh.dir.join("meshd"), manifests)?;
+                let meshd = Meshd::start_with(
+                    &mesh.bins,
+                    &host,
+                    &mesh.dir.join("meshd"),
+                    manifests,
+                    opts.mesh_config,
+                )?;
                 let zt_server = mesh.start_ztunnel_xds(
                     &server,
                     "demo/server/server",

@@ -36,8 +36,11 @@ status:
 /// The mesh: `server` (its Service and its pod) bound to waypoint `waypoint` (for services
 /// and workloads), whose pod is outside ambient; policies on the waypoint: the client may GET
 /// under /api/ only, and no scanner's user agent passes; /api/limited takes 2 requests, then
-/// one a second, per caller.
-fn manifests() -> String {
+/// one a second, per caller. Tokens of the company issuer are checked (keys from
+/// `jwks_uri`); /jwt/ is alice's only; /ns/demo/ is for namespace demo, /ns/other/ for
+/// namespace other; the authorizer `sample-http` decides /ext/, the unreachable `down`
+/// decides /down/.
+fn manifests(jwks_uri: &str) -> String {
     let docs = [
         "apiVersion: v1
 kind: Namespace
@@ -121,6 +124,47 @@ spec:
   - when: [{key: \"request.headers[User-Agent]\", values: [\"*sqlmap*\"]}]
 "
         .to_string(),
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: company-jwt
+  namespace: demo
+spec:
+  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]
+  jwtRules:
+  - issuer: {ISSUER}
+    audiences: [payments]
+    jwksUri: {jwks_uri}
+"
+        ),
+        allow(
+            "alice-only",
+            "from: [{source: {requestPrincipals: [\"https://auth.example.com/alice\"]}}]",
+            "/jwt/*",
+        ),
+        allow(
+            "demo-only",
+            "from: [{source: {namespaces: [demo]}}]",
+            "/ns/demo/*",
+        ),
+        allow(
+            "other-only",
+            "from: [{source: {namespaces: [other]}}]",
+            "/ns/other/*",
+        ),
+        allow(
+            "authorizer-decides",
+            "from: [{source: {namespaces: [demo]}}]",
+            "/ext/*",
+        ),
+        allow(
+            "down-decides",
+            "from: [{source: {namespaces: [demo]}}]",
+            "/down/*",
+        ),
+        custom("ext-authz", "sample-http", "/ext/*"),
+        custom("ext-down", "down", "/down/*"),
         "apiVersion: policy.mesh.dev/v1alpha1
 kind: LocalRateLimit
 metadata:
@@ -140,6 +184,103 @@ spec:
     docs.join("---\n")
 }
 
+const ISSUER: &str = "https://auth.example.com";
+const AUTHORIZER_IP: &str = "10.244.0.3";
+
+/// An ALLOW policy on the waypoint: `from` (a YAML rule key) for paths under `path`.
+fn allow(name: &str, from: &str, path: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: {name}
+  namespace: demo
+spec:
+  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]
+  action: ALLOW
+  rules:
+  - {from}
+    to: [{{operation: {{paths: [\"{path}\"]}}}}]
+"
+    )
+}
+
+/// A CUSTOM policy on the waypoint: `provider` decides paths under `path`.
+fn custom(name: &str, provider: &str, path: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: {name}
+  namespace: demo
+spec:
+  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]
+  action: CUSTOM
+  provider: {{name: {provider}}}
+  rules:
+  - to: [{{operation: {{paths: [\"{path}\"]}}}}]
+"
+    )
+}
+
+/// Istio's MeshConfig: the two HTTP authorizers, both on the authorizer host (`down` at a
+/// port nothing listens on, failing closed).
+fn mesh_config() -> String {
+    format!(
+        "extensionProviders:
+- name: sample-http
+  envoyExtAuthzHttp:
+    service: {AUTHORIZER_IP}
+    port: 9000
+    includeRequestHeadersInCheck: [x-ext-authz]
+    headersToDownstreamOnDeny: [x-ext-authz-check-result]
+- name: down
+  envoyExtAuthzHttp:
+    service: {AUTHORIZER_IP}
+    port: 9001
+    timeout: 1s
+"
+    )
+}
+
+/// A signing key of the company issuer and its JWK.
+struct Key {
+    kid: &'static str,
+    signing: jsonwebtoken::EncodingKey,
+    jwk: serde_json::Value,
+}
+
+impl Key {
+    fn new(kid: &'static str) -> Key {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let point = pair.public_key_raw();
+        assert_eq!(point.len(), 65, "an uncompressed P-256 point");
+        Key {
+            kid,
+            signing: jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
+            jwk: serde_json::json!({
+                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+                "x": b64(&point[1..33]), "y": b64(&point[33..]),
+            }),
+        }
+    }
+
+    /// A token for `sub`, from `iss` to `aud`, expiring `ttl` seconds from now (negative:
+    /// expired that long ago).
+    fn token(&self, iss: &str, sub: &str, aud: &str, ttl: i64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let claims = serde_json::json!({"iss": iss, "sub": sub, "aud": aud, "iat": now - 5, "exp": now + ttl});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.to_string());
+        jsonwebtoken::encode(&header, &claims, &self.signing).unwrap()
+    }
+}
+
 #[test]
 fn the_waypoint_decides_each_request_for_its_service() {
     let bins = Binaries::beside(env!("CARGO_BIN_EXE_meshapp")).expect("binaries");
@@ -147,16 +288,44 @@ fn the_waypoint_decides_each_request_for_its_service() {
     let dir = std::env::temp_dir().join("e2e-waypoint-manifests");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("mesh.yaml"), manifests()).unwrap();
+    let jwks_uri = format!("http://{AUTHORIZER_IP}:9002/jwks");
+    std::fs::write(dir.join("mesh.yaml"), manifests(&jwks_uri)).unwrap();
+    let mesh_file = std::env::temp_dir().join("e2e-waypoint-mesh-config.yaml");
+    std::fs::write(&mesh_file, mesh_config()).unwrap();
     let mut w = TwoWorkloads::start(
         "waypoint",
         bins,
         Options {
             meshd: Some(&dir),
+            mesh_config: Some(&mesh_file),
             ..Options::default()
         },
     )
     .expect("topology: meshd and two ztunnels joining it");
+    // The issuer's keys and the authorizer, on a host outside the mesh.
+    let key = Key::new("k1");
+    let jwks = w.mesh.dir.join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [key.jwk]}).to_string()).unwrap();
+    let authorizer = w.outsider.clone();
+    w.serve(
+        &authorizer,
+        "ext-authz",
+        &["ext-authz", "--listen", "0.0.0.0:9000"],
+    )
+    .expect("authorizer");
+    let jwks_arg = jwks.to_string_lossy().into_owned();
+    w.serve(
+        &authorizer,
+        "jwks",
+        &[
+            "file-serve",
+            "--listen",
+            "0.0.0.0:9002",
+            "--file",
+            &jwks_arg,
+        ],
+    )
+    .expect("JWKS server");
     w.serve(
         &w.server.clone(),
         "http",
@@ -187,27 +356,27 @@ fn the_waypoint_decides_each_request_for_its_service() {
     // The service and, bound as a workload too, its pod.
     assert!(ready.contains("targets=2"), "{ready}");
 
-    let request = |addr: &str, method: &str, path: &str, agent: &str| -> (String, String) {
-        let out = w
-            .mesh
-            .run_app(
-                &w.client,
-                &[
-                    "http",
-                    "--addr",
-                    addr,
-                    "--method",
-                    method,
-                    "--path",
-                    path,
-                    "--user-agent",
-                    agent,
-                ],
-                T,
-            )
-            .expect("http");
+    let request_with = |addr: &str, method: &str, path: &str, agent: &str, headers: &[String]| {
+        let mut args = vec![
+            "http",
+            "--addr",
+            addr,
+            "--method",
+            method,
+            "--path",
+            path,
+            "--user-agent",
+            agent,
+        ];
+        for h in headers {
+            args.extend(["--header", h.as_str()]);
+        }
+        let out = w.mesh.run_app(&w.client, &args, T).expect("http");
         let (status, body) = out.split_once('\n').unwrap_or((&out, ""));
         (status.trim().to_string(), body.to_string())
+    };
+    let request = |addr: &str, method: &str, path: &str, agent: &str| {
+        request_with(addr, method, path, agent, &[])
     };
     let vip = format!("{VIP}:80");
     let pod = format!("{SERVER_IP}:8080");
@@ -296,7 +465,76 @@ fn the_waypoint_decides_each_request_for_its_service() {
         assert_eq!(count(&text, &labels), *n, "{labels:?}\n{text}");
     }
 
-    // The server's ztunnel saw the waypoint's identity; the client's sent to the waypoint.
+    // Tokens (RequestAuthentication, keys fetched from the issuer's jwksUri), namespaces and
+    // external authorizers, all as meshd configured them.
+    let bearer = |t: String| vec![format!("Authorization: Bearer {t}")];
+    let alice = key.token(ISSUER, "alice", "payments", 600);
+    let rows: &[(&str, Vec<String>, &str)] = &[
+        // No token: no request principal, so alice's path is closed; others are not.
+        ("/jwt/pay", vec![], "403"),
+        ("/api/orders", vec![], "200"),
+        ("/jwt/pay", bearer(alice.clone()), "200"),
+        (
+            "/jwt/pay",
+            bearer(key.token(ISSUER, "bob", "payments", 600)),
+            "403",
+        ),
+        // A token that fails is refused whatever the path and the policies say (one for
+        // another audience with 403, as Envoy answers it).
+        (
+            "/jwt/pay",
+            bearer(key.token(ISSUER, "alice", "payments", -300)),
+            "401",
+        ),
+        (
+            "/jwt/pay",
+            bearer(key.token("https://evil.example", "alice", "payments", 600)),
+            "401",
+        ),
+        (
+            "/jwt/pay",
+            bearer(key.token(ISSUER, "alice", "billing", 600)),
+            "403",
+        ),
+        (
+            "/api/orders",
+            bearer(Key::new("k1").token(ISSUER, "alice", "payments", 600)),
+            "401",
+        ),
+        ("/api/orders", bearer("not.a.jwt".into()), "401"),
+        // Namespace isolation: the client is in demo.
+        ("/ns/demo/x", vec![], "200"),
+        ("/ns/other/x", vec![], "403"),
+        // The authorizer decides /ext/; an authorizer that cannot be reached fails closed.
+        ("/ext/x", vec!["x-ext-authz: allow".into()], "200"),
+        ("/ext/x", vec!["x-ext-authz: deny".into()], "403"),
+        ("/ext/x", vec![], "403"),
+        ("/down/x", vec!["x-ext-authz: allow".into()], "403"),
+    ];
+    for (path, headers, want) in rows {
+        let (status, body) = request_with(&vip, "GET", path, "curl/8", headers);
+        assert_eq!(
+            &status,
+            want,
+            "GET {path} with {headers:?}: {body}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        if *want == "200" {
+            assert!(body.starts_with(&format!("GET {path} from ")), "{body}");
+        }
+        if path.starts_with("/ext/") && *want == "403" {
+            assert!(
+                body.starts_with("denied by ext_authz"),
+                "the authorizer's answer: {body}"
+            );
+        }
+    }
+
+    // The server's ztunnel saw the waypoint's identity (logged as each connection ends: the
+    // waypoint keeps its upstream connections for reuse until it goes); the client's sent to
+    // the waypoint.
+    let _ = waypoint.kill();
+    let _ = waypoint.wait();
     let inbound = w
         .zt_server
         .wait_for(&format!("src.identity={WAYPOINT_ID}"), T)
@@ -305,6 +543,4 @@ fn the_waypoint_decides_each_request_for_its_service() {
     w.zt_client
         .wait_for("dst.waypoint=", T)
         .expect("client side: sent to the waypoint");
-    let _ = waypoint.kill();
-    let _ = waypoint.wait();
 }

@@ -10,6 +10,7 @@
 //! - [`ratelimit`]: the token buckets of LocalRateLimits;
 //! - [`jwt`]: RequestAuthentication: a request's token checked before policy;
 //! - [`request`]: one HTTP request: token, policy, rate limits, then forward;
+//! - [`upstream`]: HTTP connections to endpoints, shared by all downstream connections;
 //! - [`ext_authz`]: the external authorizers CUSTOM policies ask (HTTP and gRPC);
 //! - [`health`]: readiness on 15021;
 //! - [`metrics`], [`telemetry`]: Istio's metrics and the access log, per request and stream;
@@ -31,6 +32,7 @@ pub mod request;
 pub mod targets;
 pub mod telemetry;
 pub mod trace;
+pub mod upstream;
 
 pub use proxy::Waypoint;
 pub use targets::{Endpoint, Target, Targets};

@@ -11,8 +11,8 @@
 //!    connection with no HTTP attributes (so a rule that needs a method or path never allows
 //!    it: fail closed).
 //!
-//! Upstream HBONE connections come from one [`Pool`] (shared by all downstream connections);
-//! the HTTP connections inside them are kept per downstream connection ([`crate::request`]).
+//! Upstream HBONE connections come from one [`Pool`], and the HTTP connections inside them
+//! from one [`Upstreams`]: both shared by all downstream connections.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -31,6 +31,7 @@ use crate::metrics::{Metrics, ResponseFlags};
 use crate::ratelimit::Limiter;
 use crate::targets::{Endpoint, Resolved, Targets};
 use crate::telemetry::{CountingIo, TcpStream};
+use crate::upstream::Upstreams;
 
 /// Why an upstream stream could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,8 @@ pub struct Waypoint {
     cert: CertHandle,
     roots: TrustRoots,
     pool: Pool,
+    /// HTTP connections over `pool`'s streams (`upstream.rs`).
+    upstreams: Upstreams,
     settings: H2Settings,
     /// Which endpoint each request goes to (`balance.rs`).
     pub balancer: Balancer,
@@ -133,6 +136,7 @@ impl Waypoint {
             cert,
             roots,
             pool: Pool::new(settings.clone(), dialer),
+            upstreams: Upstreams::default(),
             settings,
             balancer: Balancer::default(),
             limiter: Limiter::default(),
@@ -153,6 +157,10 @@ impl Waypoint {
 
     pub(crate) fn tracer(&self) -> Option<&crate::trace::Tracer> {
         self.tracer.get()
+    }
+
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
     }
 
     pub(crate) fn jwks(&self) -> &crate::jwt::KeyCache {
@@ -180,6 +188,7 @@ impl Waypoint {
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> Result<(), StartError> {
         let tls = hbone::server_config(self.cert.clone(), &self.roots)?;
         let acceptor = TlsAcceptor::from(tls);
+        tokio::spawn(sweep_upstreams(Arc::downgrade(&self)));
         loop {
             let tcp = match listener.accept().await {
                 Ok((tcp, _)) => tcp,
@@ -279,6 +288,17 @@ impl ConnectHandler for Waypoint {
                 Protocol::Tcp => serve_tcp(&self, &peer, &resolved, io).await,
             }
         }
+    }
+}
+
+/// Closes idle upstream HTTP connections now and then, while the waypoint lives.
+async fn sweep_upstreams(waypoint: std::sync::Weak<Waypoint>) {
+    let period = crate::upstream::IDLE_TIMEOUT / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(w) = waypoint.upgrade() else { return };
+        w.upstreams
+            .sweep(std::time::Instant::now(), crate::upstream::IDLE_TIMEOUT);
     }
 }
 

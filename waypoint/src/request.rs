@@ -16,15 +16,12 @@
 //!    seconds) headers.
 //! 4. Allowed: hop-by-hop headers are dropped and the request goes to an endpoint over HBONE,
 //!    as HTTP/2 on ports the service declares HTTP/2 (gRPC) and HTTP/1.1 elsewhere, whatever
-//!    the client spoke (the request line or pseudo-headers are rewritten to match). Upstream
-//!    HTTP connections are kept per endpoint and downstream connection (HTTP/2 multiplexes
-//!    on its one). Bodies stream both ways.
+//!    the client spoke (the request line or pseudo-headers are rewritten to match), over the
+//!    waypoint's shared upstream connections ([`crate::upstream`]). Bodies stream both ways.
 //! 5. No endpoint, or the upstream fails before a response: 503 `no healthy upstream` /
 //!    `upstream connect error`, as Envoy says it.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,10 +31,8 @@ use hbone::PeerInfo;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1 as client1, http2 as client2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Mutex;
 
 use crate::detect::Protocol;
 use crate::ext_authz::{self, Allowed, Decision};
@@ -45,19 +40,12 @@ use crate::metrics::ResponseFlags;
 use crate::proxy::{UpstreamError, Waypoint, authz_peer, source_ip};
 use crate::ratelimit::Limited;
 use crate::targets::Resolved;
-use crate::telemetry::{self, Counted};
+use crate::telemetry;
 use crate::trace;
+use crate::upstream::{ForwardError, Leased};
 
 /// What a response carries: the upstream's body, or one of ours.
-pub type Body = Either<Incoming, Full<Bytes>>;
-
-/// A request body on its way upstream, its bytes counted for telemetry.
-type Sent = Counted<Incoming>;
-
-enum Upstream {
-    H1(client1::SendRequest<Sent>),
-    H2(client2::SendRequest<Sent>),
-}
+pub type Body = Either<Leased, Full<Bytes>>;
 
 /// One downstream connection's state.
 struct Conn {
@@ -70,7 +58,6 @@ struct Conn {
     resolved: Resolved,
     /// The upstream protocol (rule 4).
     upstream_h2: bool,
-    upstreams: Mutex<HashMap<SocketAddr, Upstream>>,
 }
 
 /// Serves HTTP on `io` until the client closes it.
@@ -99,7 +86,6 @@ pub async fn serve<IO>(
         peer,
         resolved,
         upstream_h2,
-        upstreams: Mutex::new(HashMap::new()),
     });
     let service = hyper::service::service_fn(move |req| {
         let (conn, telemetry) = (conn.clone(), telemetry.clone());
@@ -382,46 +368,14 @@ impl Conn {
         })
     }
 
-    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ForwardError> {
+    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Leased>, ForwardError> {
         // In flight until the response head arrives (least request's count).
         let (endpoint, port, _in_flight) = self.waypoint.pick(&self.resolved)?;
         let req = telemetry::count_request(req);
-        let dst = SocketAddr::new(endpoint.ip, port);
-        let mut upstreams = self.upstreams.lock().await;
-        let reuse = match upstreams.get_mut(&dst) {
-            Some(Upstream::H1(s)) => s.ready().await.is_ok(),
-            Some(Upstream::H2(s)) => s.ready().await.is_ok(),
-            None => false,
-        };
-        if !reuse {
-            let io = TokioIo::new(self.waypoint.open(&endpoint, port).await?);
-            let upstream = match self.upstream_h2 {
-                true => {
-                    let (send, conn) = client2::handshake(TokioExecutor::new(), io).await?;
-                    tokio::spawn(conn);
-                    Upstream::H2(send)
-                }
-                false => {
-                    let (send, conn) = client1::handshake(io).await?;
-                    tokio::spawn(conn);
-                    Upstream::H1(send)
-                }
-            };
-            upstreams.insert(dst, upstream);
-        }
-        let sent = match upstreams.get_mut(&dst) {
-            Some(Upstream::H1(s)) => s.send_request(req),
-            Some(Upstream::H2(s)) => {
-                let mut s = s.clone();
-                drop(upstreams);
-                let mut resp = s.send_request(req).await?;
-                telemetry::upstream(&mut resp, &endpoint);
-                return Ok(resp);
-            }
-            None => return Err(ForwardError::Lost),
-        };
-        drop(upstreams);
-        let mut resp = sent.await?;
+        let upstreams = self.waypoint.upstreams();
+        let mut resp = upstreams
+            .send(&self.waypoint, &endpoint, port, self.upstream_h2, req)
+            .await?;
         telemetry::upstream(&mut resp, &endpoint);
         Ok(resp)
     }
@@ -434,16 +388,6 @@ fn host<B>(req: &Request<B>) -> &str {
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
         .unwrap_or_default()
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ForwardError {
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    #[error("upstream HTTP")]
-    Http(#[from] hyper::Error),
-    #[error("upstream connection lost")]
-    Lost,
 }
 
 /// Rewrites a request for the upstream protocol: HTTP/2 takes scheme and authority in the

@@ -56,10 +56,12 @@ fn policies() -> HttpPolicies {
     common::policies(POLICIES)
 }
 
-/// The destination: answers every request with what it saw, counting CONNECTs.
+/// The destination: answers every request with what it saw, counting CONNECTs. A request
+/// with the query `hold` is answered only once `release` is notified.
 struct Backend {
     connects: AtomicUsize,
     peers: std::sync::Mutex<Vec<String>>,
+    release: tokio::sync::Notify,
 }
 
 impl ConnectHandler for Backend {
@@ -73,7 +75,11 @@ impl ConnectHandler for Backend {
         let stream = req.responder.accept(HeaderMap::new()).unwrap();
         let service = hyper::service::service_fn(move |r: Request<hyper::body::Incoming>| {
             let authority = authority.clone();
+            let backend = self.clone();
             async move {
+                if r.uri().query() == Some("hold") {
+                    backend.release.notified().await;
+                }
                 let body = r.into_body().collect().await.unwrap().to_bytes();
                 Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(format!(
                     "{authority} got {} bytes",
@@ -90,6 +96,7 @@ impl ConnectHandler for Backend {
 
 struct Mesh {
     pki: Pki,
+    waypoint: Arc<Waypoint>,
     waypoint_addr: SocketAddr,
     backend: Arc<Backend>,
 }
@@ -104,6 +111,7 @@ impl Mesh {
         let backend = Arc::new(Backend {
             connects: AtomicUsize::new(0),
             peers: Default::default(),
+            release: Default::default(),
         });
         pki.backend(endpoint_ip, backend.clone()).await;
         let waypoint = Waypoint::new(
@@ -122,9 +130,10 @@ impl Mesh {
         waypoint.set_targets(Targets::new([api]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();
-        tokio::spawn(waypoint.serve(listener));
+        tokio::spawn(waypoint.clone().serve(listener));
         Mesh {
             pki,
+            waypoint,
             waypoint_addr,
             backend,
         }
@@ -209,6 +218,67 @@ async fn http1_requests_are_decided_one_by_one_and_forwarded() {
     );
     let (status, _) = status_and_body(&mut send, request("GET", "/health", "curl/8", "")).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Waits until the waypoint holds `n` idle upstream HTTP/1.1 connections (a connection goes
+/// back once the waypoint has sent the response's end, which the client may see first).
+async fn idle_upstreams(mesh: &Mesh, n: usize) {
+    for _ in 0..1000 {
+        if mesh.waypoint.upstreams().counts() == (n, 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(mesh.waypoint.upstreams().counts(), (n, 0));
+}
+
+#[tokio::test]
+async fn upstream_connections_are_shared_by_every_downstream_connection() {
+    let mesh = Mesh::start("shared", "127.77.0.6").await;
+    let order = id("shop", "order-service");
+    let health = || request("GET", "/health", "curl/8", "");
+    // Callers one after another, each on a connection of its own: one upstream connection
+    // serves them all, idle between requests.
+    for caller in ["order-service", "web", "checkout-service"] {
+        let mut send = mesh.http1(&id("shop", caller)).await;
+        let (status, body) = status_and_body(&mut send, health()).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "127.77.0.6:8080 got 0 bytes")
+        );
+    }
+    assert_eq!(mesh.backend.connects.load(Ordering::SeqCst), 1);
+    idle_upstreams(&mesh, 1).await;
+
+    // While a request holds that connection, another caller's gets a second one.
+    let mut held = mesh.http1(&order).await;
+    let held = tokio::spawn(async move {
+        status_and_body(&mut held, request("GET", "/health?hold", "curl/8", "")).await
+    });
+    idle_upstreams(&mesh, 0).await;
+    let mut other = mesh.http1(&id("shop", "web")).await;
+    let (status, _) = status_and_body(&mut other, health()).await;
+    assert_eq!(status, StatusCode::OK, "not queued behind the held request");
+    assert_eq!(mesh.backend.connects.load(Ordering::SeqCst), 2);
+    mesh.backend.release.notify_one();
+    let (status, _) = held.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // Both idle again, for whoever asks next.
+    idle_upstreams(&mesh, 2).await;
+
+    // Idle ones are closed after the idle timeout.
+    let later = std::time::Instant::now() + waypoint::upstream::IDLE_TIMEOUT;
+    mesh.waypoint
+        .upstreams()
+        .sweep(later, waypoint::upstream::IDLE_TIMEOUT);
+    assert_eq!(mesh.waypoint.upstreams().counts(), (0, 0));
+    let (status, _) = status_and_body(&mut other, health()).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a new upstream connection after the sweep"
+    );
+    assert_eq!(mesh.backend.connects.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -23,6 +23,18 @@ enum Cmd {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// HTTP server answering every request with the current content of a file.
+    FileServe {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// HTTP external authorizer: allows requests with `x-ext-authz: allow`, denies others (403).
+    ExtAuthz {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
     PatternServer {
         #[arg(long)]
         listen: SocketAddr,
@@ -140,6 +152,9 @@ enum Cmd {
         path: String,
         #[arg(long, default_value = "meshapp")]
         user_agent: String,
+        /// An extra request header, `Name: value` (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
     },
     /// Raw HBONE request to a ztunnel's 15008.
     Probe {
@@ -164,6 +179,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Echo { listen } => app::echo(listen).await,
         Cmd::HttpServe { listen } => app::http_serve(listen).await,
+        Cmd::FileServe { listen, file } => app::file_serve(listen, file).await,
+        Cmd::ExtAuthz { listen } => app::ext_authz_serve(listen).await,
         Cmd::PatternServer { listen } => app::pattern_server(listen).await,
         Cmd::PatternSend {
             connect,
@@ -218,7 +235,8 @@ async fn main() -> anyhow::Result<()> {
             method,
             path,
             user_agent,
-        } => app::http(addr, &method, &path, &user_agent).await,
+            headers,
+        } => app::http(addr, &method, &path, &user_agent, &headers).await,
         Cmd::Probe {
             connect,
             method,
