@@ -3,11 +3,16 @@
 //! our `waypoint`, a Service), and writes the Gateway's status. Cluster mode only; a manifest
 //! directory's waypoints are started by `meshctl local`.
 //!
-//! `render` decides what each Gateway needs (pure).
+//! `observed` takes the Gateways and managed Services from the updates meshd already receives,
+//! `render` decides what each Gateway needs (pure), `controller` applies it.
 
+mod controller;
+mod observed;
 mod render;
 
+pub use controller::{Action, ApplyError, Deployer, FIELD_MANAGER};
+pub use observed::{Key, Observed, tee};
 pub use render::{
-    Address, Child, GATEWAY_CLASS_LABEL, Object, RenderError, Rendered, Settings, Status,
-    render, status,
+    Address, Child, GATEWAY_CLASS_LABEL, Object, RenderError, Rendered, Settings, Status, render,
+    status,
 };
