@@ -85,6 +85,10 @@ async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
         json!({"istio.io/waypoint-for": "service"}),
     ));
     api.apply(gateway("ingress", "istio", json!({})));
+    // A waypoint whose Service name Kubernetes would refuse: logged, nothing written.
+    let mut broken = gateway("broken", "istio-waypoint", json!({}));
+    broken["metadata"]["annotations"] = json!({"gateway.istio.io/name-override": "Bad.Name"});
+    api.apply(broken);
     let running = start_meshd(&api, "deploy-waypoint").await;
 
     api.wait_for("the waypoint's objects and status", |c| {
@@ -166,6 +170,14 @@ async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
         }
         assert_eq!(addresses(c, "ingress"), Value::Null);
         assert!(c.applies.iter().all(|a| a.name != "ingress"));
+        // The broken waypoint came first in the same pass and got nothing, not even a status.
+        assert!(
+            c.applies
+                .iter()
+                .all(|a| a.name != "broken" && a.name != "Bad.Name"),
+            "{:?}",
+            c.applies
+        );
         // Every write is a forced server-side apply by istiod's field manager.
         assert!(!c.applies.is_empty());
         for a in &c.applies {

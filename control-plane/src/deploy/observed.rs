@@ -85,3 +85,123 @@ pub fn tee(
     });
     (rx, view_rx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_source::{Kind, Meta, ObjectKey, Origin};
+
+    fn meta(name: &str, labels: &[(&str, &str)]) -> Meta {
+        Meta {
+            name: name.into(),
+            namespace: "shop".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn applied(objects: Vec<Object>) -> Update {
+        Update {
+            applied: objects
+                .into_iter()
+                .map(|o| {
+                    let origin = Origin {
+                        file: "/test".into(),
+                        line: 0,
+                    };
+                    (o, origin)
+                })
+                .collect(),
+            ..Update::default()
+        }
+    }
+
+    fn deleted(kind: Kind, name: &str) -> Update {
+        Update {
+            deleted: vec![ObjectKey {
+                kind,
+                namespace: "shop".into(),
+                name: name.into(),
+            }],
+            ..Update::default()
+        }
+    }
+
+    fn service(name: &str, labels: &[(&str, &str)]) -> Object {
+        Object::Service(Service {
+            metadata: meta(name, labels),
+            ..Default::default()
+        })
+    }
+
+    fn gateway(name: &str) -> Object {
+        Object::Gateway(Gateway {
+            metadata: meta(name, &[]),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn keeps_gateways_and_managed_services_only() {
+        let managed = [(GATEWAY_MANAGED, "istio.io-mesh-controller")];
+        let mut o = Observed::default();
+        let steps: Vec<(&str, Update, bool, usize, usize)> = vec![
+            ("a gateway", applied(vec![gateway("wp")]), true, 1, 0),
+            ("the same again", applied(vec![gateway("wp")]), false, 1, 0),
+            (
+                "an app's service",
+                applied(vec![service("cart", &[])]),
+                false,
+                1,
+                0,
+            ),
+            (
+                "a managed service",
+                applied(vec![service("wp", &managed)]),
+                true,
+                1,
+                1,
+            ),
+            (
+                "it loses the label",
+                applied(vec![service("wp", &[])]),
+                true,
+                1,
+                0,
+            ),
+            (
+                "labelled again",
+                applied(vec![service("wp", &managed)]),
+                true,
+                1,
+                1,
+            ),
+            ("a pod is deleted", deleted(Kind::Pod, "wp"), false, 1, 1),
+            (
+                "the service is deleted",
+                deleted(Kind::Service, "wp"),
+                true,
+                1,
+                0,
+            ),
+            (
+                "the gateway is deleted",
+                deleted(Kind::Gateway, "wp"),
+                true,
+                0,
+                0,
+            ),
+        ];
+        for (what, update, changed, gateways, services) in steps {
+            assert_eq!(o.apply(&update), changed, "{what}");
+            assert_eq!(
+                (o.gateways.len(), o.services.len()),
+                (gateways, services),
+                "{what}"
+            );
+        }
+    }
+}
