@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use control_plane::ca::CaPolicy;
 use control_plane::mesh_config::MeshConfig;
-use control_plane::meshd::{self, Config};
+use control_plane::meshd::{self, Config, WaypointDeploy};
 use control_plane::translate::Options;
 use tracing_subscriber::EnvFilter;
 
@@ -108,6 +108,30 @@ struct Cli {
         default_value_t = false
     )]
     enable_dry_run: bool,
+
+    /// In a cluster, create a ServiceAccount, Deployment and Service for each Gateway of class
+    /// `istio-waypoint` and write its status, as istiod does (`--deploy-waypoints=false`:
+    /// leave that to istiod or to you). Without effect with `--manifests`.
+    #[arg(
+        long,
+        env = "MESHD_DEPLOY_WAYPOINTS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    deploy_waypoints: bool,
+
+    /// The image of the waypoints meshd deploys (our `waypoint` binary).
+    #[arg(long, env = "WAYPOINT_IMAGE", default_value = WaypointDeploy::DEFAULT_IMAGE)]
+    waypoint_image: String,
+
+    /// `imagePullPolicy` of deployed waypoints (default: Kubernetes' for the tag).
+    #[arg(long, env = "WAYPOINT_IMAGE_PULL_POLICY")]
+    waypoint_image_pull_policy: Option<String>,
+
+    /// meshd's xDS and CA address as deployed waypoints reach it (`XDS_ADDRESS`); its
+    /// certificate must carry the host (see `--dns-name`).
+    #[arg(long, env = "WAYPOINT_XDS_ADDRESS", default_value = WaypointDeploy::DEFAULT_XDS_ADDRESS)]
+    waypoint_xds_address: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -185,6 +209,12 @@ fn main() -> anyhow::Result<()> {
             default_ttl: cli.default_cert_ttl,
             max_ttl: cli.max_cert_ttl,
         },
+        waypoints: cli.deploy_waypoints.then(|| WaypointDeploy {
+            image: cli.waypoint_image,
+            image_pull_policy: cli.waypoint_image_pull_policy,
+            xds_address: cli.waypoint_xds_address,
+            ..WaypointDeploy::default()
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

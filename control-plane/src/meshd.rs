@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::auth::LocalTokens;
 use crate::ca::{CaPolicy, CaService};
 use crate::debug::{self, Debug};
+use crate::deploy::{self, Deployer, Settings};
 use crate::grpc::{self, ServingCert};
 use crate::metrics::Metrics;
 use crate::pipeline::{ConfigErrors, NodesHook, Pipeline};
@@ -57,6 +58,40 @@ pub struct Config {
     pub poll: Duration,
     pub translate: Options,
     pub ca: CaPolicy,
+    /// In a cluster, deploy each waypoint Gateway (`deploy`); `None` leaves that to someone
+    /// else. Ignored with `manifests`.
+    pub waypoints: Option<WaypointDeploy>,
+}
+
+/// How meshd deploys waypoints in a cluster.
+#[derive(Debug, Clone)]
+pub struct WaypointDeploy {
+    /// The waypoint container's image.
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    /// meshd as waypoint pods reach it (their `XDS_ADDRESS`).
+    pub xds_address: String,
+    /// Retries of a failed write start here and double up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl WaypointDeploy {
+    /// meshd in `istio-system` under istiod's name, as ztunnel finds it.
+    pub const DEFAULT_XDS_ADDRESS: &str = "https://istiod.istio-system.svc:15012";
+    pub const DEFAULT_IMAGE: &str = "mesh/waypoint:latest";
+}
+
+impl Default for WaypointDeploy {
+    fn default() -> Self {
+        WaypointDeploy {
+            image: Self::DEFAULT_IMAGE.into(),
+            image_pull_policy: None,
+            xds_address: Self::DEFAULT_XDS_ADDRESS.into(),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +183,31 @@ pub fn load_or_generate_ca(dir: &Path) -> Result<FileCa, StartError> {
     }
 }
 
+/// Starts meshd on `cfg.manifests`, or without it on the cluster the environment names
+/// (in-cluster config or kubeconfig).
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let source = match &cfg.manifests {
+        Some(dir) => Source::Manifests(dir.clone()),
+        None => Source::Cluster(
+            kube::Client::try_default()
+                .await
+                .map_err(|e| StartError::NoCluster(Box::new(e)))?,
+        ),
+    };
+    start_on(cfg, source).await
+}
+
+/// Starts meshd on the cluster `client` speaks to, whatever `cfg.manifests` says.
+pub async fn start_with_client(cfg: Config, client: kube::Client) -> Result<Running, StartError> {
+    start_on(cfg, Source::Cluster(client)).await
+}
+
+enum Source {
+    Manifests(PathBuf),
+    Cluster(kube::Client),
+}
+
+async fn start_on(cfg: Config, source: Source) -> Result<Running, StartError> {
     let ca = Arc::new(load_or_generate_ca(&cfg.cacerts)?);
     let root_pem: String = ca
         .roots()
@@ -176,25 +235,37 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         })?;
     }
 
-    let (initial, updates, cluster) = match &cfg.manifests {
-        Some(dir) => {
-            let (initial, updates) =
-                kube_source::watch(dir.clone(), cfg.poll)
-                    .await
-                    .map_err(|source| StartError::Manifests {
-                        dir: dir.clone(),
-                        source,
-                    })?;
+    let mut deployer = None;
+    let (initial, updates, cluster) = match source {
+        Source::Manifests(dir) => {
+            let (initial, updates) = kube_source::watch(dir.clone(), cfg.poll)
+                .await
+                .map_err(|source| StartError::Manifests { dir, source })?;
             (initial, updates, None)
         }
-        None => {
-            let client = kube::Client::try_default()
-                .await
-                .map_err(|e| StartError::NoCluster(Box::new(e)))?;
-            let (initial, updates) =
+        Source::Cluster(client) => {
+            let (initial, mut updates) =
                 kube_source::watch_cluster(client.clone(), kube_source::ClusterOptions::default())
                     .await
                     .map_err(StartError::Cluster)?;
+            if let Some(w) = &cfg.waypoints {
+                let (rest, observed) = deploy::tee(&initial, updates);
+                updates = rest;
+                let d = Deployer {
+                    client: client.clone(),
+                    settings: Settings {
+                        image: w.image.clone(),
+                        image_pull_policy: w.image_pull_policy.clone(),
+                        xds_address: w.xds_address.clone(),
+                        cluster_id: cfg.translate.cluster_id.clone(),
+                        trust_domain: cfg.translate.trust_domain.clone(),
+                        domain_suffix: cfg.translate.domain_suffix.clone(),
+                    },
+                    min_backoff: w.min_backoff,
+                    max_backoff: w.max_backoff,
+                };
+                deployer = Some(d.run(observed));
+            }
             (initial, updates, Some(client))
         }
     };
@@ -230,6 +301,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         errors: errors.clone(),
         on_nodes,
     };
+    let auth_is_local = cluster.is_none();
     let auth: Arc<dyn crate::auth::Authenticator> = match cluster {
         Some(client) => Arc::new(crate::token_review::LocalThenReview {
             local: tokens.clone(),
@@ -256,16 +328,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         snapshots: snap_rx.clone(),
         errors: errors.clone(),
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(pipeline.run(initial, updates)),
         tokio::spawn(grpc::serve(grpc_listener, tls, ads, ca_service)),
         tokio::spawn(debug::serve(monitoring_listener, debug)),
         tokio::spawn(renew_serving(ca, names, serving)),
     ];
-    let source = cfg
-        .manifests
-        .as_ref()
-        .map_or_else(|| "cluster".to_string(), |d| d.display().to_string());
+    if let Some(deployer) = deployer {
+        tasks.push(tokio::spawn(deployer));
+    }
+    let source = match &cfg.manifests {
+        Some(d) if auth_is_local => d.display().to_string(),
+        _ => "cluster".to_string(),
+    };
     tracing::info!(%grpc_addr, %monitoring_addr, %source, "meshd serving");
     Ok(Running {
         grpc_addr,

@@ -128,6 +128,9 @@ pub struct Meta {
     pub creation_timestamp: String,
     #[serde(default)]
     pub resource_version: String,
+    /// Bumped by the API server on each change of `spec`; conditions name the one they saw.
+    #[serde(default)]
+    pub generation: i64,
     /// Who created the object (a Pod's ReplicaSet, Job, ...): gives the workload name.
     #[serde(default)]
     pub owner_references: Vec<OwnerReference>,
@@ -350,6 +353,19 @@ pub struct Gateway {
 pub struct GatewaySpec {
     #[serde(default)]
     pub gateway_class_name: String,
+    /// A waypoint has one: `mesh` on 15008 speaking `HBONE`.
+    #[serde(default)]
+    pub listeners: Vec<GatewayListener>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct GatewayListener {
+    #[serde(default)]
+    pub name: String,
+    pub port: u16,
+    /// `HBONE`, `HTTP`, `TCP`, ... (Gateway API protocol names).
+    #[serde(default)]
+    pub protocol: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

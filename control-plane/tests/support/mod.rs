@@ -83,6 +83,7 @@ pub fn config(dir: &Path, grpc: SocketAddr) -> Config {
         poll: Duration::from_millis(20),
         translate: Options::default(),
         ca: CaPolicy::default(),
+        waypoints: None,
     }
 }
 

@@ -19,11 +19,21 @@
 //! - `PATCH` of one object (`.../namespaces/<ns>/<plural>/<name>`) with a JSON merge patch
 //!   (`application/merge-patch+json`, RFC 7386) answers 200 with the patched object, which
 //!   watchers see `MODIFIED`; 404 when it does not exist, 415 for other patch types.
+//! - Server-side apply: `PATCH` of one object with `application/apply-patch+yaml` and a
+//!   `fieldManager` (400 without one, as the real server) creates the object when it does not
+//!   exist (`ADDED`, with a `metadata.uid`, and for a Service without one a `clusterIP` from
+//!   10.96.0.0/16, as the allocator would) and otherwise merges the body into it
+//!   (`MODIFIED`). `.../<name>/status` applies only the body's `status`, to an object that
+//!   must exist. Each apply is recorded with its manager and `force` ([`Cluster::applies`]).
+//!   `Deployment` (`apps/v1`) is served for this.
 //!
 //! - `fieldSelector` of equalities (`spec.nodeName=node-a`, comma-separated) filters lists
 //!   and watch events; each request's selector is recorded ([`Cluster::field_selectors`]).
 //!
-//! Simplified: a continued list pages over the current objects, not a snapshot.
+//! Simplified: a continued list pages over the current objects, not a snapshot. An apply
+//! body is read as JSON (what `kube` sends; YAML's JSON subset) and merged as a JSON merge
+//! patch: no field ownership, no conflicts, lists replaced whole, nothing removed that an
+//! earlier apply set and a later one left out.
 
 #![allow(dead_code)]
 
@@ -47,9 +57,11 @@ type Body = BoxBody<Bytes, Infallible>;
 /// How long [`ApiServer::wait_for`] waits before failing the test.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// The collections served, as the mesh reads them: kind, apiVersion, plural, namespaced.
+/// The collections served, as the mesh reads them (and Deployments, which meshd writes):
+/// kind, apiVersion, plural, namespaced.
 const KINDS: &[(&str, &str, &str, bool)] = &[
     ("Namespace", "v1", "namespaces", false),
+    ("Deployment", "apps/v1", "deployments", true),
     ("Pod", "v1", "pods", true),
     ("Service", "v1", "services", true),
     ("ServiceAccount", "v1", "serviceaccounts", true),
@@ -117,9 +129,25 @@ pub struct Cluster {
     pub token_reviews: usize,
     /// Merge patches applied.
     pub patches: usize,
-    /// The next this many patches answer 500 (an API server in trouble).
+    /// The next this many patches (merge or apply) answer 500 (an API server in trouble).
     pub fail_patches: usize,
+    /// Server-side applies accepted, in order.
+    pub applies: Vec<ApplyRequest>,
+    /// Service VIPs handed out so far.
+    allocated_ips: u32,
     open_watches: usize,
+}
+
+/// One server-side apply the fixture took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyRequest {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `Some("status")` for the status subresource.
+    pub subresource: Option<String>,
+    pub field_manager: String,
+    pub force: bool,
 }
 
 struct Collection {
@@ -474,22 +502,26 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         return response;
     }
     if req.method() == Method::PATCH {
-        let merge = req
+        let content_type = req
             .headers()
             .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes() == b"application/merge-patch+json");
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return error_response(400, "BadRequest", "unreadable body"),
         };
-        if !merge {
-            return error_response(
+        let response = match content_type.as_slice() {
+            b"application/merge-patch+json" => patch(&mut shared.lock(), &path, &body),
+            b"application/apply-patch+yaml" => {
+                server_side_apply(&mut shared.lock(), &path, &query, &body)
+            }
+            _ => error_response(
                 415,
                 "UnsupportedMediaType",
-                "the fixture takes only merge patches",
-            );
-        }
-        let response = patch(&mut shared.lock(), &path, &body);
+                "the fixture takes only merge patches and server-side applies",
+            ),
+        };
         shared.changed.send_replace(());
         return response;
     }
@@ -548,12 +580,13 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     response
 }
 
-/// A merge patch of one object at `path` (`/api/v1/namespaces/<ns>/<plural>/<name>`).
-fn patch(cluster: &mut Cluster, path: &str, body: &[u8]) -> Response<Body> {
-    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
-        return error_response(400, "BadRequest", "the patch is not JSON");
-    };
-    let found = cluster.collections.iter().find_map(|(kind, c)| {
+/// The kind, namespace, name and subresource an object's path names
+/// (`/api/v1/namespaces/<ns>/<plural>/<name>[/<subresource>]`).
+fn object_path(
+    cluster: &Cluster,
+    path: &str,
+) -> Option<(&'static str, String, String, Option<String>)> {
+    cluster.collections.iter().find_map(|(kind, c)| {
         let prefix = if c.api_version.contains('/') {
             format!("/apis/{}/namespaces/", c.api_version)
         } else {
@@ -561,9 +594,23 @@ fn patch(cluster: &mut Cluster, path: &str, body: &[u8]) -> Response<Body> {
         };
         let rest = path.strip_prefix(&prefix)?;
         let (namespace, rest) = rest.split_once('/')?;
-        let name = rest.strip_prefix(c.plural)?.strip_prefix('/')?;
-        Some((*kind, namespace.to_string(), name.to_string()))
-    });
+        let rest = rest.strip_prefix(c.plural)?.strip_prefix('/')?;
+        let (name, sub) = match rest.split_once('/') {
+            Some((name, sub)) => (name, Some(sub.to_string())),
+            None => (rest, None),
+        };
+        Some((*kind, namespace.to_string(), name.to_string(), sub))
+    })
+}
+
+/// A merge patch of one object at `path` (`/api/v1/namespaces/<ns>/<plural>/<name>`).
+fn patch(cluster: &mut Cluster, path: &str, body: &[u8]) -> Response<Body> {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return error_response(400, "BadRequest", "the patch is not JSON");
+    };
+    let found = object_path(cluster, path)
+        .filter(|(_, _, _, sub)| sub.is_none())
+        .map(|(kind, ns, name, _)| (kind, ns, name));
     if cluster.fail_patches > 0 {
         cluster.fail_patches -= 1;
         return error_response(500, "InternalError", "etcd is having a bad day");
@@ -585,6 +632,94 @@ fn patch(cluster: &mut Cluster, path: &str, body: &[u8]) -> Response<Body> {
     };
     merge_patch(&mut object, &patch);
     cluster.patches += 1;
+    cluster.apply(object);
+    let stored = cluster.collection(kind).objects[&(namespace, name)].clone();
+    json_response(StatusCode::OK, &stored)
+}
+
+/// A server-side apply at `path`: create or merge the object, or merge its `status`.
+fn server_side_apply(
+    cluster: &mut Cluster,
+    path: &str,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Response<Body> {
+    if cluster.fail_patches > 0 {
+        cluster.fail_patches -= 1;
+        return error_response(500, "InternalError", "etcd is having a bad day");
+    }
+    let Some(field_manager) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
+        return error_response(
+            400,
+            "BadRequest",
+            "PATCH requests require fieldManager for apply patches",
+        );
+    };
+    let Ok(applied) = serde_json::from_slice::<Value>(body) else {
+        return error_response(400, "BadRequest", "the apply body is not JSON");
+    };
+    let Some((kind, namespace, name, sub)) = object_path(cluster, path) else {
+        return error_response(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    };
+    let collection = cluster.collection(kind);
+    if applied["kind"] != kind
+        || applied["apiVersion"] != collection.api_version
+        || applied["metadata"]["name"] != name.as_str()
+    {
+        return error_response(
+            400,
+            "BadRequest",
+            &format!(
+                "the apply body must be a {} {kind} named {name:?}",
+                collection.api_version
+            ),
+        );
+    }
+    let existing = collection
+        .objects
+        .get(&(namespace.clone(), name.clone()))
+        .cloned();
+    let object = match (existing, sub.as_deref()) {
+        (Some(mut object), Some("status")) => {
+            merge_patch(&mut object["status"], &applied["status"]);
+            object
+        }
+        (None, Some("status")) => {
+            return error_response(404, "NotFound", &format!("{kind} \"{name}\" not found"));
+        }
+        (_, Some(other)) => {
+            return error_response(404, "NotFound", &format!("no subresource {other:?}"));
+        }
+        (Some(mut object), None) => {
+            merge_patch(&mut object, &applied);
+            object
+        }
+        (None, None) => {
+            let mut object = applied;
+            object["metadata"]["namespace"] = namespace.clone().into();
+            object["metadata"]["uid"] = format!("uid-{kind}-{namespace}-{name}").into();
+            if kind == "Service" && object["spec"]["clusterIP"].is_null() {
+                cluster.allocated_ips += 1;
+                let n = cluster.allocated_ips;
+                let ip = format!("10.96.{}.{}", n / 256, n % 256);
+                object["spec"]["clusterIP"] = ip.clone().into();
+                object["spec"]["clusterIPs"] = json!([ip]);
+            }
+            object
+        }
+    };
+    cluster.applies.push(ApplyRequest {
+        kind: kind.to_string(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        subresource: sub,
+        field_manager: field_manager.clone(),
+        force: query.get("force").is_some_and(|f| f == "true"),
+    });
     cluster.apply(object);
     let stored = cluster.collection(kind).objects[&(namespace, name)].clone();
     json_response(StatusCode::OK, &stored)

@@ -1,0 +1,207 @@
+//! What the deployer needs to see of the cluster, taken from the updates meshd already
+//! receives: one list+watch per kind serves both the translation and the deployer.
+//!
+//! Rules, in order:
+//! 1. [`tee`] passes every update on to the pipeline unchanged, and keeps the Gateways and
+//!    the Services a waypoint controller manages (`gateway.istio.io/managed`) in one
+//!    [`Observed`] behind a `watch` channel.
+//! 2. Writing to it never waits: a slow or backing-off deployer holds back neither the
+//!    pipeline nor the source; it reads the latest state when it is ready, and intermediate
+//!    states fold into it.
+
+use std::collections::BTreeMap;
+
+use kube_source::{Gateway, Object, Service, Update};
+use tokio::sync::{mpsc, watch};
+
+use crate::translate::labels::GATEWAY_MANAGED;
+
+/// `(namespace, name)`.
+pub type Key = (String, String);
+
+/// The Gateways of the cluster and the managed Services, as last seen.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub gateways: BTreeMap<Key, Gateway>,
+    pub services: BTreeMap<Key, Service>,
+}
+
+impl Observed {
+    /// Applies one update; whether anything the deployer sees changed.
+    pub fn apply(&mut self, update: &Update) -> bool {
+        let mut changed = false;
+        for (object, _) in &update.applied {
+            let key = (object.meta().namespace.clone(), object.meta().name.clone());
+            match object {
+                Object::Gateway(g) => {
+                    changed |= self.gateways.get(&key) != Some(g);
+                    self.gateways.insert(key, g.clone());
+                }
+                Object::Service(s) if s.metadata.labels.contains_key(GATEWAY_MANAGED) => {
+                    changed |= self.services.get(&key) != Some(s);
+                    self.services.insert(key, s.clone());
+                }
+                // A Service that lost the label is no longer one of ours.
+                Object::Service(_) => changed |= self.services.remove(&key).is_some(),
+                _ => {}
+            }
+        }
+        for key in &update.deleted {
+            let k = (key.namespace.clone(), key.name.clone());
+            changed |= match key.kind {
+                kube_source::Kind::Gateway => self.gateways.remove(&k).is_some(),
+                kube_source::Kind::Service => self.services.remove(&k).is_some(),
+                _ => false,
+            };
+        }
+        changed
+    }
+}
+
+/// Splits `updates` (after `initial`) into the pipeline's stream and the deployer's view.
+pub fn tee(
+    initial: &Update,
+    mut updates: mpsc::Receiver<Update>,
+) -> (mpsc::Receiver<Update>, watch::Receiver<Observed>) {
+    let mut first = Observed::default();
+    first.apply(initial);
+    let (view_tx, view_rx) = watch::channel(first);
+    // The pipeline's side keeps the source's capacity: back-pressure stays where it was.
+    let (tx, rx) = mpsc::channel(updates.max_capacity().max(1));
+    // Ends with the source, or when the pipeline stops (dropping `updates` then stops the
+    // source's tasks, and dropping `view_tx` the deployer).
+    tokio::spawn(async move {
+        loop {
+            let update = tokio::select! {
+                update = updates.recv() => update,
+                _ = tx.closed() => return,
+            };
+            let Some(update) = update else { return };
+            view_tx.send_if_modified(|view| view.apply(&update));
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+    });
+    (rx, view_rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_source::{Kind, Meta, ObjectKey, Origin};
+
+    fn meta(name: &str, labels: &[(&str, &str)]) -> Meta {
+        Meta {
+            name: name.into(),
+            namespace: "shop".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn applied(objects: Vec<Object>) -> Update {
+        Update {
+            applied: objects
+                .into_iter()
+                .map(|o| {
+                    let origin = Origin {
+                        file: "/test".into(),
+                        line: 0,
+                    };
+                    (o, origin)
+                })
+                .collect(),
+            ..Update::default()
+        }
+    }
+
+    fn deleted(kind: Kind, name: &str) -> Update {
+        Update {
+            deleted: vec![ObjectKey {
+                kind,
+                namespace: "shop".into(),
+                name: name.into(),
+            }],
+            ..Update::default()
+        }
+    }
+
+    fn service(name: &str, labels: &[(&str, &str)]) -> Object {
+        Object::Service(Service {
+            metadata: meta(name, labels),
+            ..Default::default()
+        })
+    }
+
+    fn gateway(name: &str) -> Object {
+        Object::Gateway(Gateway {
+            metadata: meta(name, &[]),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn keeps_gateways_and_managed_services_only() {
+        let managed = [(GATEWAY_MANAGED, "istio.io-mesh-controller")];
+        let mut o = Observed::default();
+        let steps: Vec<(&str, Update, bool, usize, usize)> = vec![
+            ("a gateway", applied(vec![gateway("wp")]), true, 1, 0),
+            ("the same again", applied(vec![gateway("wp")]), false, 1, 0),
+            (
+                "an app's service",
+                applied(vec![service("cart", &[])]),
+                false,
+                1,
+                0,
+            ),
+            (
+                "a managed service",
+                applied(vec![service("wp", &managed)]),
+                true,
+                1,
+                1,
+            ),
+            (
+                "it loses the label",
+                applied(vec![service("wp", &[])]),
+                true,
+                1,
+                0,
+            ),
+            (
+                "labelled again",
+                applied(vec![service("wp", &managed)]),
+                true,
+                1,
+                1,
+            ),
+            ("a pod is deleted", deleted(Kind::Pod, "wp"), false, 1, 1),
+            (
+                "the service is deleted",
+                deleted(Kind::Service, "wp"),
+                true,
+                1,
+                0,
+            ),
+            (
+                "the gateway is deleted",
+                deleted(Kind::Gateway, "wp"),
+                true,
+                0,
+                0,
+            ),
+        ];
+        for (what, update, changed, gateways, services) in steps {
+            assert_eq!(o.apply(&update), changed, "{what}");
+            assert_eq!(
+                (o.gateways.len(), o.services.len()),
+                (gateways, services),
+                "{what}"
+            );
+        }
+    }
+}
