@@ -11,6 +11,7 @@ pub mod debug;
 pub mod grpc;
 pub mod index;
 pub mod mesh_config;
+pub mod mesh_reload;
 pub mod meshd;
 pub mod metrics;
 pub mod pipeline;

@@ -55,6 +55,9 @@ pub struct Config {
     pub dns_names: Vec<String>,
     pub debounce: Duration,
     pub poll: Duration,
+    /// The mesh config file `translate.mesh` was read from: read again when it changes
+    /// (polled every `poll`; `mesh_reload`).
+    pub mesh_config: Option<PathBuf>,
     pub translate: Options,
     pub ca: CaPolicy,
 }
@@ -222,6 +225,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
         None => Box::new(|_: &BTreeSet<String>| {}),
     };
+    let (mesh_tx, mesh_rx) = tokio::sync::mpsc::channel(1);
     let pipeline = Pipeline {
         options: cfg.translate.clone(),
         debounce: cfg.debounce,
@@ -229,6 +233,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         errors: errors.clone(),
         on_nodes,
+        mesh: cfg.mesh_config.as_ref().map(|_| mesh_rx),
     };
     let auth: Arc<dyn crate::auth::Authenticator> = match cluster {
         Some(client) => Arc::new(crate::token_review::LocalThenReview {
@@ -256,12 +261,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         snapshots: snap_rx.clone(),
         errors: errors.clone(),
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(pipeline.run(initial, updates)),
         tokio::spawn(grpc::serve(grpc_listener, tls, ads, ca_service)),
         tokio::spawn(debug::serve(monitoring_listener, debug)),
         tokio::spawn(renew_serving(ca, names, serving)),
     ];
+    if let Some(path) = &cfg.mesh_config {
+        tasks.push(tokio::spawn(crate::mesh_reload::watch(
+            path.clone(),
+            cfg.poll,
+            mesh_tx,
+        )));
+    }
     let source = cfg
         .manifests
         .as_ref()
