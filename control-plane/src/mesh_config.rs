@@ -150,7 +150,11 @@ impl MeshConfig {
                 }
                 (Some(e), None, None) => (ExtAuthzKind::Http, e),
                 (None, Some(e), None) => (ExtAuthzKind::Grpc, e),
-                _ => return Err(err("more than one kind (envoyExtAuthzHttp, envoyExtAuthzGrpc, zipkin, opentelemetry)".into())),
+                _ => {
+                    return Err(err("more than one kind (envoyExtAuthzHttp, \
+                                    envoyExtAuthzGrpc, zipkin, opentelemetry)"
+                        .into()));
+                }
             };
             let provider = convert(&p.name, kind, e).map_err(err)?;
             if !names.insert(p.name.clone()) {

@@ -270,9 +270,20 @@ impl State {
         };
         let mut all: Vec<String> = self.source_errors.clone();
         all.extend(t.errors.iter().map(|(k, m)| located(k, m)));
-        let mut warnings: Vec<String> = t.warnings.iter().map(|(k, m)| located(k, m)).collect();
-        warnings.extend(t.mesh_warnings.iter().map(|m| format!("mesh config: {m}")));
-        let current: BTreeSet<String> = all.iter().chain(&warnings).cloned().collect();
+        let warnings: Vec<String> = t.warnings.iter().map(|(k, m)| located(k, m)).collect();
+        let mesh: Vec<String> = t
+            .mesh_warnings
+            .iter()
+            .map(|m| format!("mesh config: {m}"))
+            .collect();
+        let current: BTreeSet<String> = all.iter().chain(&warnings).chain(&mesh).cloned().collect();
+        // A mesh-wide setting that does not work (a tracing collector nowhere) is worth more
+        // than an object's caveat.
+        for w in &mesh {
+            if !self.reported.contains(w) {
+                tracing::warn!(warning = %w, "mesh config accepted with a caveat");
+            }
+        }
         for e in &all {
             if !self.reported.contains(e) {
                 tracing::warn!(error = %e, "config rejected; the rest keeps working");
