@@ -46,8 +46,8 @@ mod generated {
     pub mod mesh {
         pub mod waypoint {
             /// `mesh.waypoint.v1` (waypoint.proto): ours, the waypoint's configuration
-            /// (`Target`, `HttpPolicy`) served over delta ADS. Versioned: fields keep their
-            /// numbers.
+            /// (`Target`, `HttpPolicy`, `Tracing`) served over delta ADS. Versioned: fields
+            /// keep their numbers.
             pub mod v1 {
                 include!(concat!(env!("OUT_DIR"), "/mesh.waypoint.v1.rs"));
             }

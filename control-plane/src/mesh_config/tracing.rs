@@ -284,6 +284,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_loads() {
+        let m = MeshConfig::parse(include_str!("../../../examples/tracing/mesh-config.yaml"))
+            .unwrap();
+        let t = m.tracing.unwrap();
+        assert_eq!(t.collector.provider, "otel");
+        assert_eq!(t.collector.kind, TracingKind::OtlpGrpc);
+        assert_eq!(t.sampling_per_million, 100_000);
+        assert_eq!(t.max_tag_length, 256);
+    }
+
+    #[test]
     fn bad_tracing_settings_are_refused() {
         let rows = [
             (

@@ -20,6 +20,7 @@
 //!    every snapshot: the waypoint's pod or Gateway may appear later); a client that is no
 //!    waypoint gets an empty set. When the answer changes, the whole set is compared (rule 6's
 //!    names are about sets, not about which set a client sees).
+//!    The waypoints' Tracing is mesh-wide: one set, like ztunnel's types.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
