@@ -161,6 +161,8 @@ pub struct Finished {
     pub peer: String,
     /// The target's key (`namespace/hostname`).
     pub target: String,
+    /// As Istio's waypoint names it (`inbound-vip|80|http|<hostname>`).
+    pub upstream_cluster: String,
 }
 
 /// Where spans go.
@@ -322,7 +324,7 @@ impl Tracer {
             ("http.status_code", done.status.to_string()),
             ("peer.principal", bound(done.peer)),
             ("component", "proxy".to_string()),
-            ("upstream_cluster", bound(done.target.clone())),
+            ("upstream_cluster", bound(done.upstream_cluster)),
         ];
         if !self.node_id.is_empty() {
             tags.push(("node_id", bound(self.node_id.clone())));

@@ -184,6 +184,10 @@ async fn a_traced_request_continues_its_trace_and_its_span_is_exported() {
     assert_eq!(traced["tags"]["http.status_code"], "200");
     assert_eq!(traced["tags"]["http.url"], "/orders?id=7");
     assert_eq!(
+        traced["tags"]["upstream_cluster"],
+        "inbound-vip|80|http|api.shop.svc.cluster.local"
+    );
+    assert_eq!(
         traced["tags"]["peer.principal"],
         "spiffe://cluster.local/ns/shop/sa/web"
     );
@@ -381,7 +385,11 @@ async fn meshd_tracing_moves_export_from_zipkin_to_otlp_and_back() {
         assert!(attr("http.method").contains("GET"));
         assert!(attr("http.url").contains("/orders"));
         assert!(attr("http.status_code").contains("IntValue(200)"));
-        assert!(attr("upstream_cluster").contains("shop/api.shop.svc.cluster.local"));
+        assert!(
+            attr("upstream_cluster").contains("inbound-vip|80|http|api.shop.svc.cluster.local"),
+            "{}",
+            attr("upstream_cluster")
+        );
         assert!(attr("node_id").contains("router~10.0.0.9~waypoint-0.shop"));
     }
     assert_eq!(zipkin_spans.lock().unwrap().len(), 1, "Zipkin got no more");
