@@ -285,8 +285,8 @@ mod tests {
 
     #[test]
     fn the_example_loads() {
-        let m = MeshConfig::parse(include_str!("../../../examples/tracing/mesh-config.yaml"))
-            .unwrap();
+        let m =
+            MeshConfig::parse(include_str!("../../../examples/tracing/mesh-config.yaml")).unwrap();
         let t = m.tracing.unwrap();
         assert_eq!(t.collector.provider, "otel");
         assert_eq!(t.collector.kind, TracingKind::OtlpGrpc);
