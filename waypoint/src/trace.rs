@@ -14,7 +14,8 @@
 //! 3. Sampled spans are queued to the exporter without blocking the request: the queue is
 //!    bounded and a full queue drops the span (counted in the log once a minute at most). One
 //!    batching loop sends batches of up to 100 spans, at least once a second, through the
-//!    collector's encoder. Tag values (the URL's, chiefly) are cut to the max tag length.
+//!    collector's encoder; failed batches are dropped and logged once a minute at most. Tag
+//!    values (the URL's, chiefly) are cut to the max tag length.
 //! 4. A tracer is replaced whole when the configuration changes: requests already started
 //!    finish on the tracer they started with; the old exporter sends what it holds and stops
 //!    when the last of them is done.
@@ -381,6 +382,8 @@ impl Sink {
 /// batch, when the tracer is gone (rule 4).
 async fn export(mut sink: Sink, mut rx: mpsc::Receiver<Record>) {
     let mut batch = Vec::with_capacity(BATCH);
+    // Failed batches, and when that was last logged.
+    let (mut failures, mut last_warned) = (0u64, None);
     loop {
         let deadline = tokio::time::sleep(FLUSH);
         tokio::pin!(deadline);
@@ -403,12 +406,18 @@ async fn export(mut sink: Sink, mut rx: mpsc::Receiver<Record>) {
             }
         }
         if !batch.is_empty() {
-            match tokio::time::timeout(SEND_TIMEOUT, sink.send(&batch)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, spans = batch.len(), "trace export failed")
+            let failed = match tokio::time::timeout(SEND_TIMEOUT, sink.send(&batch)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some("timed out".to_string()),
+            };
+            if let Some(error) = failed {
+                // A collector that is wrong or down fails every batch: say so once a minute.
+                failures += 1;
+                if last_warned.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(%error, failures, spans = batch.len(), "trace export failed");
+                    last_warned = Some(Instant::now());
                 }
-                Err(_) => tracing::debug!(spans = batch.len(), "trace export timed out"),
             }
             batch.clear();
         }
