@@ -19,6 +19,10 @@ const FILES: &[&str] = &[
     "envoy/service/auth/v3/attribute_context.proto",
     "envoy/service/auth/v3/external_auth.proto",
     "mesh/waypoint/v1/waypoint.proto",
+    "opentelemetry/proto/common/v1/common.proto",
+    "opentelemetry/proto/resource/v1/resource.proto",
+    "opentelemetry/proto/trace/v1/trace.proto",
+    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -118,6 +118,7 @@ impl Debug {
                     "version": snap.version,
                     proto::ADDRESS_TYPE_URL: view(&snap.resources.addresses),
                     proto::AUTHORIZATION_TYPE_URL: view(&snap.resources.authorizations),
+                    proto::WAYPOINT_TRACING_TYPE_URL: view(&snap.resources.tracing),
                     "waypoints": waypoints,
                 }))
             }

@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod grpc;
 pub mod index;
 pub mod mesh_config;
+pub mod mesh_reload;
 pub mod meshd;
 pub mod metrics;
 pub mod pipeline;

@@ -75,7 +75,9 @@ struct Cli {
     trust_domain: String,
 
     /// Istio MeshConfig YAML (the `mesh` key of the `istio` ConfigMap): meshd reads its
-    /// `extensionProviders` (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`) for CUSTOM policies.
+    /// `extensionProviders` (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc` for CUSTOM policies;
+    /// `zipkin`, `opentelemetry` for tracing), `defaultProviders.tracing` and
+    /// `defaultConfig.tracing`. Edits apply live; a bad edit keeps the last good version.
     #[arg(long, env = "MESH_CONFIG")]
     mesh_config: Option<PathBuf>,
 
@@ -195,6 +197,7 @@ fn main() -> anyhow::Result<()> {
         dns_names: cli.dns_names,
         debounce: cli.debounce,
         poll: cli.poll,
+        mesh_config: cli.mesh_config.clone(),
         translate: Options {
             cluster_id: cli.cluster_id,
             trust_domain: cli.trust_domain.clone(),

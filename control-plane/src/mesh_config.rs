@@ -1,21 +1,28 @@
 //! Istio's MeshConfig, as much of it as meshd uses: the `extensionProviders` a CUSTOM
-//! AuthorizationPolicy names (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`), read from the YAML
-//! file `--mesh-config` names (the `mesh` key of Istio's `istio` ConfigMap).
+//! AuthorizationPolicy names (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`) and the mesh's tracing
+//! (`tracing.rs`: `zipkin`/`opentelemetry` providers, `defaultProviders.tracing`,
+//! `defaultConfig.tracing`), read from the YAML file `--mesh-config` names (the `mesh` key of
+//! Istio's `istio` ConfigMap).
 //!
 //! Rules, in order:
-//! 1. Unknown fields are ignored, and so are providers of other kinds (tracing, logging):
+//! 1. Unknown fields are ignored, and so are providers of other kinds (logging, metrics):
 //!    a MeshConfig written for istiod loads as it is.
-//! 2. Each ext_authz provider needs a `name` (unique), a `service` and a `port` (1-65535);
-//!    `timeout` is a protobuf duration (`"0.5s"`, `"10s"`, `"1m"`; default 10 minutes),
-//!    `statusOnError` an HTTP status as a string (default 403), and `pathPrefix` (HTTP)
-//!    starts with `/`. A bad provider makes the whole file an error: meshd does not start on
-//!    half a configuration.
-//! 3. `service` is resolved at translation, not here (`translate::ext_authz`).
+//! 2. Each ext_authz provider needs a `name` (unique among all providers), a `service` and a
+//!    `port` (1-65535); `timeout` is a protobuf duration (`"0.5s"`, `"10s"`, `"1m"`; default
+//!    10 minutes), `statusOnError` an HTTP status as a string (default 403), and `pathPrefix`
+//!    (HTTP) starts with `/`. A bad provider, or bad tracing settings, make the whole file an
+//!    error: meshd does not start on half a configuration.
+//! 3. `service` is resolved at translation, not here (`translate::ext_authz`,
+//!    `translate::tracing`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+mod tracing;
+
+pub use self::tracing::{Collector, DEFAULT_SAMPLING_PER_MILLION, Tracing, TracingKind};
 
 /// Why a MeshConfig was refused.
 #[derive(Debug, thiserror::Error)]
@@ -28,12 +35,16 @@ pub enum MeshConfigError {
         name: String,
         reason: String,
     },
+    #[error("tracing: {0}")]
+    Tracing(String),
 }
 
-/// The MeshConfig extension providers meshd knows, by name.
+/// The MeshConfig settings meshd knows: ext_authz providers by name, and tracing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshConfig {
     pub ext_authz: BTreeMap<String, ExtAuthzProvider>,
+    /// `None`: MeshConfig configures no tracing.
+    pub tracing: Option<Tracing>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +80,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 struct Raw {
     #[serde(default)]
     extension_providers: Vec<RawProvider>,
+    default_config: Option<tracing::RawProxyConfig>,
+    default_providers: Option<tracing::RawDefaultProviders>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +91,8 @@ struct RawProvider {
     name: String,
     envoy_ext_authz_http: Option<RawExtAuthz>,
     envoy_ext_authz_grpc: Option<RawExtAuthz>,
+    zipkin: Option<tracing::RawProvider>,
+    opentelemetry: Option<tracing::RawProvider>,
 }
 
 /// Both kinds' fields; the gRPC kind has no path or header lists.
@@ -112,33 +127,47 @@ struct RawExtAuthz {
 impl MeshConfig {
     /// Rules 1-2.
     pub fn parse(yaml: &str) -> Result<MeshConfig, MeshConfigError> {
-        let raw: Option<Raw> = serde_yaml::from_str(yaml)?;
+        let raw: Raw = serde_yaml::from_str::<Option<Raw>>(yaml)?.unwrap_or_default();
         let mut out = MeshConfig::default();
-        for (index, p) in raw
-            .unwrap_or_default()
-            .extension_providers
-            .into_iter()
-            .enumerate()
-        {
+        let mut tracers = BTreeMap::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (index, p) in raw.extension_providers.iter().enumerate() {
             let err = |reason: String| MeshConfigError::Provider {
                 index,
                 name: p.name.clone(),
                 reason,
             };
-            let (kind, e) = match (&p.envoy_ext_authz_http, &p.envoy_ext_authz_grpc) {
-                (Some(e), None) => (ExtAuthzKind::Http, e),
-                (None, Some(e)) => (ExtAuthzKind::Grpc, e),
-                (Some(_), Some(_)) => {
-                    return Err(err("both envoyExtAuthzHttp and envoyExtAuthzGrpc".into()));
+            let tracer = tracing::provider(&p.name, p.zipkin.as_ref(), p.opentelemetry.as_ref())
+                .map_err(err)?;
+            let (kind, e) = match (&p.envoy_ext_authz_http, &p.envoy_ext_authz_grpc, tracer) {
+                (None, None, None) => continue,
+                (None, None, Some(t)) => {
+                    if !names.insert(p.name.clone()) {
+                        return Err(err("a second provider of that name".into()));
+                    }
+                    tracers.insert(p.name.clone(), t);
+                    continue;
                 }
-                (None, None) => continue,
+                (Some(e), None, None) => (ExtAuthzKind::Http, e),
+                (None, Some(e), None) => (ExtAuthzKind::Grpc, e),
+                _ => {
+                    return Err(err("more than one kind (envoyExtAuthzHttp, \
+                                    envoyExtAuthzGrpc, zipkin, opentelemetry)"
+                        .into()));
+                }
             };
             let provider = convert(&p.name, kind, e).map_err(err)?;
-            if out.ext_authz.contains_key(&p.name) {
+            if !names.insert(p.name.clone()) {
                 return Err(err("a second provider of that name".into()));
             }
             out.ext_authz.insert(p.name.clone(), provider);
         }
+        out.tracing = tracing::select(
+            raw.default_config.as_ref(),
+            raw.default_providers.as_ref(),
+            &tracers,
+        )
+        .map_err(MeshConfigError::Tracing)?;
         Ok(out)
     }
 }
@@ -232,7 +261,12 @@ extensionProviders:
     #[test]
     fn istio_shaped_mesh_config_loads() {
         let m = MeshConfig::parse(MESH).unwrap();
-        assert_eq!(m.ext_authz.len(), 2, "the tracing provider is skipped");
+        assert_eq!(
+            m.ext_authz.len(),
+            2,
+            "the tracing provider is not an authorizer"
+        );
+        assert_eq!(m.tracing, None, "no defaultProviders.tracing selects it");
         let h = &m.ext_authz["sample-ext-authz-http"];
         assert_eq!(h.kind, ExtAuthzKind::Http);
         assert_eq!(h.port, 8000);
@@ -284,7 +318,7 @@ extensionProviders:
             ),
             (
                 "envoyExtAuthzHttp: {service: a, port: 80}\n  envoyExtAuthzGrpc: {service: a, port: 80}",
-                "both",
+                "more than one kind",
             ),
         ];
         for (provider, want) in rows {

@@ -56,6 +56,9 @@ pub struct Config {
     pub dns_names: Vec<String>,
     pub debounce: Duration,
     pub poll: Duration,
+    /// The mesh config file `translate.mesh` was read from: read again when it changes
+    /// (polled every `poll`; `mesh_reload`).
+    pub mesh_config: Option<PathBuf>,
     pub translate: Options,
     pub ca: CaPolicy,
     /// In a cluster, deploy each waypoint Gateway (`deploy`); `None` leaves that to someone
@@ -293,6 +296,7 @@ async fn start_on(cfg: Config, source: Source) -> Result<Running, StartError> {
         }
         None => Box::new(|_: &BTreeSet<String>| {}),
     };
+    let (mesh_tx, mesh_rx) = tokio::sync::mpsc::channel(1);
     let pipeline = Pipeline {
         options: cfg.translate.clone(),
         debounce: cfg.debounce,
@@ -300,6 +304,7 @@ async fn start_on(cfg: Config, source: Source) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         errors: errors.clone(),
         on_nodes,
+        mesh: cfg.mesh_config.as_ref().map(|_| mesh_rx),
     };
     let auth_is_local = cluster.is_none();
     let auth: Arc<dyn crate::auth::Authenticator> = match cluster {
@@ -336,6 +341,13 @@ async fn start_on(cfg: Config, source: Source) -> Result<Running, StartError> {
     ];
     if let Some(deployer) = deployer {
         tasks.push(tokio::spawn(deployer));
+    }
+    if let Some(path) = &cfg.mesh_config {
+        tasks.push(tokio::spawn(crate::mesh_reload::watch(
+            path.clone(),
+            cfg.poll,
+            mesh_tx,
+        )));
     }
     let source = match &cfg.manifests {
         Some(d) if auth_is_local => d.display().to_string(),

@@ -19,6 +19,7 @@ pub fn short_type(type_url: &str) -> &'static str {
         // Ours; istiod has no name for them.
         proto::WAYPOINT_TARGET_TYPE_URL => "waypoint_target",
         proto::WAYPOINT_POLICY_TYPE_URL => "waypoint_policy",
+        proto::WAYPOINT_TRACING_TYPE_URL => "waypoint_tracing",
         _ => "other",
     }
 }

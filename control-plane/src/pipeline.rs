@@ -12,6 +12,8 @@
 //!    counts per node), never by comparing everything, so a one-pod change costs O(1) here.
 //! 4. The current problems (unreadable documents, untranslatable objects) are kept whole,
 //!    each named by file and line when the object came from a manifest; new ones are logged.
+//! 5. A new mesh config is a change like any other, of global reach: everything is
+//!    translated again with it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::index::Index;
+use crate::mesh_config::MeshConfig;
 use crate::metrics::Metrics;
 use crate::snapshot::{Delta, NodeIdentities, Snapshot, SnapshotTx};
 use crate::translate::{self, Options, Scope, Translator};
@@ -44,10 +47,37 @@ pub struct Pipeline {
     pub errors: ConfigErrors,
     /// Called with the scheduled nodes whenever that set changes (local secrets for new nodes).
     pub on_nodes: NodesHook,
+    /// New versions of the mesh config file (`mesh_reload`), when meshd has one.
+    pub mesh: Option<mpsc::Receiver<MeshConfig>>,
+}
+
+/// What the pipeline waits for.
+enum Input {
+    /// From the source; `None` when it closed.
+    Source(Option<Update>),
+    Mesh(MeshConfig),
+}
+
+/// The next input: a source update, or a new mesh config (rule 5).
+async fn next(
+    updates: &mut mpsc::Receiver<Update>,
+    mesh: &mut Option<mpsc::Receiver<MeshConfig>>,
+) -> Input {
+    let mesh_config = async {
+        match mesh {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        u = updates.recv() => Input::Source(u),
+        Some(m) = mesh_config => Input::Mesh(m),
+    }
 }
 
 impl Pipeline {
-    pub async fn run(self, initial: Update, mut updates: mpsc::Receiver<Update>) {
+    pub async fn run(mut self, initial: Update, mut updates: mpsc::Receiver<Update>) {
+        let mut mesh = self.mesh.take();
         let mut state = State {
             root_namespace: self.options.root_namespace.clone(),
             ..State::default()
@@ -64,11 +94,14 @@ impl Pipeline {
                 // Rule 1: fold in whatever else arrives within the debounce window.
                 loop {
                     let deadline = (Instant::now() + self.debounce).min(first + MAX_DEBOUNCE);
-                    match tokio::time::timeout_at(deadline, updates.recv()).await {
-                        Ok(Some(u)) => {
+                    match tokio::time::timeout_at(deadline, next(&mut updates, &mut mesh)).await {
+                        Ok(Input::Source(Some(u))) => {
                             state.apply(u);
                         }
-                        Ok(None) | Err(_) => break,
+                        Ok(Input::Mesh(m)) => {
+                            new_mesh(&mut translator, &mut state, m);
+                        }
+                        Ok(Input::Source(None)) | Err(_) => break,
                     }
                 }
                 let started = std::time::Instant::now();
@@ -113,16 +146,31 @@ impl Pipeline {
                 }
                 changed_at = None;
             }
-            match updates.recv().await {
-                Some(u) => {
+            match next(&mut updates, &mut mesh).await {
+                Input::Source(Some(u)) => {
                     if state.apply(u) {
                         changed_at = Some(Instant::now());
                     }
                 }
-                None => return,
+                Input::Mesh(m) => {
+                    if new_mesh(&mut translator, &mut state, m) {
+                        changed_at = Some(Instant::now());
+                    }
+                }
+                Input::Source(None) => return,
             }
         }
     }
+}
+
+/// Rule 5: a mesh config different from the translator's; whether it was.
+fn new_mesh(translator: &mut Translator, state: &mut State, mesh: MeshConfig) -> bool {
+    if translator.options().mesh == mesh {
+        return false;
+    }
+    translator.set_mesh(mesh);
+    state.scope = Scope::All;
+    true
 }
 
 /// The index and what is known about where its objects came from.
@@ -223,7 +271,19 @@ impl State {
         let mut all: Vec<String> = self.source_errors.clone();
         all.extend(t.errors.iter().map(|(k, m)| located(k, m)));
         let warnings: Vec<String> = t.warnings.iter().map(|(k, m)| located(k, m)).collect();
-        let current: BTreeSet<String> = all.iter().chain(&warnings).cloned().collect();
+        let mesh: Vec<String> = t
+            .mesh_warnings
+            .iter()
+            .map(|m| format!("mesh config: {m}"))
+            .collect();
+        let current: BTreeSet<String> = all.iter().chain(&warnings).chain(&mesh).cloned().collect();
+        // A mesh-wide setting that does not work (a tracing collector nowhere) is worth more
+        // than an object's caveat.
+        for w in &mesh {
+            if !self.reported.contains(w) {
+                tracing::warn!(warning = %w, "mesh config accepted with a caveat");
+            }
+        }
         for e in &all {
             if !self.reported.contains(e) {
                 tracing::warn!(error = %e, "config rejected; the rest keeps working");

@@ -6,7 +6,8 @@
 //! ztunnel's types (Address, Authorization) are one set each, the same for every client. The
 //! waypoint's types (Target, HttpPolicy) are one set per waypoint Gateway
 //! ([`WaypointResources`]): a waypoint is sent only its own targets and the policies they
-//! name, chosen by who it is ([`WaypointResources::waypoint_of`]).
+//! name, chosen by who it is ([`WaypointResources::waypoint_of`]). The waypoint's Tracing is
+//! mesh-wide (MeshConfig's), so it is one set like ztunnel's: every waypoint gets the same.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -77,17 +78,21 @@ pub struct Resources {
     pub addresses: ResourceSet,
     /// `type.googleapis.com/istio.security.Authorization`.
     pub authorizations: ResourceSet,
+    /// `type.googleapis.com/mesh.waypoint.v1.Tracing`: none, or the one named `mesh`.
+    pub tracing: ResourceSet,
     /// The waypoints' Targets and HttpPolicies, per waypoint. Shared, so cloning a snapshot's
     /// resources does not copy them.
     pub waypoints: Arc<WaypointResources>,
 }
 
 impl Resources {
-    /// The set of one of ztunnel's types (the same for every client), if `type_url` is one.
+    /// The set of one of the types that are the same for every client (ztunnel's, and the
+    /// waypoints' Tracing), if `type_url` is one.
     pub fn by_type(&self, type_url: &str) -> Option<&ResourceSet> {
         match type_url {
             proto::ADDRESS_TYPE_URL => Some(&self.addresses),
             proto::AUTHORIZATION_TYPE_URL => Some(&self.authorizations),
+            proto::WAYPOINT_TRACING_TYPE_URL => Some(&self.tracing),
             _ => None,
         }
     }

@@ -37,7 +37,11 @@ impl Delta {
     /// pipeline gets the same from the translator without the walk (`Translation::changed`).
     pub fn between(from: u64, old: &Resources, new: &Resources) -> Delta {
         let mut names = HashMap::new();
-        for type_url in [proto::ADDRESS_TYPE_URL, proto::AUTHORIZATION_TYPE_URL] {
+        for type_url in [
+            proto::ADDRESS_TYPE_URL,
+            proto::AUTHORIZATION_TYPE_URL,
+            proto::WAYPOINT_TRACING_TYPE_URL,
+        ] {
             let (Some(a), Some(b)) = (old.by_type(type_url), new.by_type(type_url)) else {
                 continue;
             };

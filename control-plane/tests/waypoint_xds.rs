@@ -1,7 +1,8 @@
 //! A waypoint's configuration over meshd's delta ADS, over real TLS and gRPC: a client
 //! authenticated as the waypoint's service account receives exactly its own targets and the
 //! policies they name; a policy edit pushes that policy alone, and a ztunnel on the same
-//! meshd sees nothing of it.
+//! meshd sees nothing of it. The mesh config's tracing reaches every waypoint, and an edit of
+//! the mesh config file moves it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto::security::Authorization;
-use proto::waypoint::{HttpPolicy, Target};
+use proto::waypoint::{HttpPolicy, Target, Tracing};
 use proto::workload::Address;
 use support::{Meshd, NAMESPACE_YAML, POLICY_YAML, eventually, pod, run_synced};
 use xds_client::{Backoff, Changes, Client, Rejection};
@@ -236,5 +237,88 @@ async fn a_waypoint_pod_is_known_by_its_gateway_name_label() {
     let task = run_synced(waypoint_client(&meshd, token, held.clone())).await;
     assert_eq!(names(&held, "target"), ["shop/db.shop.svc.cluster.local"]);
     assert_eq!(names(&held, "policy"), ["shop/db-deny"]);
+    task.abort();
+}
+
+const TRACING_MESH: &str = "extensionProviders:
+- name: zipkin
+  zipkin: {service: zipkin.shop.svc.cluster.local, port: 9411}
+- name: otel
+  opentelemetry: {service: otel.shop, port: 4317}
+defaultConfig: {tracing: {sampling: 10}}
+";
+
+fn collector_service(name: &str, vip: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: shop
+spec:
+  clusterIP: {vip}
+  ports:
+  - {{name: grpc, port: 4317}}
+"
+    )
+}
+
+#[tokio::test]
+async fn the_mesh_tracing_reaches_a_waypoint_and_follows_mesh_config_edits() {
+    let mut files = manifests();
+    files.push((
+        "collectors.yaml",
+        [
+            collector_service("zipkin", "10.96.0.41"),
+            collector_service("otel", "10.96.0.40"),
+        ]
+        .join("---\n"),
+    ));
+    let meshd = Meshd::start_with_mesh(
+        "waypoint-tracing",
+        &files,
+        &format!("{TRACING_MESH}defaultProviders: {{tracing: [zipkin]}}\n"),
+    )
+    .await;
+    let held: Arc<Mutex<Vec<Tracing>>> = Arc::default();
+    let seen = held.clone();
+    let node = proto::core::Node {
+        id: "waypoint~10.0.0.9~waypoint-0.shop~shop.svc.cluster.local".into(),
+        ..Default::default()
+    };
+    let token = meshd.running().tokens.mint_account("shop", "waypoint");
+    let client = Client::builder(meshd.target(Some(token)), node)
+        .watch::<Target, _>(|_: Changes<Target>| Vec::<Rejection>::new())
+        .watch::<Tracing, _>(move |c: Changes<Tracing>| {
+            let mut seen = seen.lock().unwrap();
+            seen.extend(c.upserts.into_iter().map(|(name, t)| {
+                assert_eq!(name, proto::WAYPOINT_TRACING_NAME);
+                t
+            }));
+            Vec::<Rejection>::new()
+        })
+        .backoff(backoff())
+        .build();
+    let task = run_synced(client).await;
+    let last = || held.lock().unwrap().last().cloned();
+    let first = last().expect("the tracing arrives with the first config");
+    assert_eq!(
+        first.exporter,
+        proto::waypoint::tracing::Exporter::Zipkin as i32
+    );
+    assert_eq!(first.address, "10.96.0.41:9411");
+    assert_eq!(first.sampling, 10.0);
+
+    meshd.write_mesh(&format!(
+        "{TRACING_MESH}defaultProviders: {{tracing: [otel]}}\n"
+    ));
+    eventually("the edited tracing", Duration::from_secs(10), async || {
+        last().is_some_and(|t| t.address == "10.96.0.40:4317")
+    })
+    .await;
+    assert_eq!(
+        last().map(|t| t.exporter),
+        Some(proto::waypoint::tracing::Exporter::OtlpGrpc as i32)
+    );
     task.abort();
 }

@@ -2,13 +2,14 @@
 //! ADS): decoded, converted at `waypoint::config`'s boundary, snapshotted, and a request
 //! decided against what was accepted.
 //!
-//! Input: resources, each a selector byte (even: Target, odd: HttpPolicy; bit 1: name the
-//! resource by its own namespace/name, else by the next bytes), a length byte and the bytes.
+//! Input: resources, each a selector byte (bit 2 set: Tracing, named `mesh` when bit 1 is set;
+//! else even: Target, odd: HttpPolicy, bit 1: named by its own namespace/name; otherwise named
+//! by the next bytes), a length byte and the bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use proto::waypoint::{HttpPolicy, Target};
+use proto::waypoint::{HttpPolicy, Target, Tracing};
 use waypoint::config::Store;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,7 +20,22 @@ fuzz_target!(|data: &[u8]| {
         let (bytes, next) = tail.split_at(len);
         rest = next;
         let raw_name = String::from_utf8_lossy(bytes.get(..8).unwrap_or(bytes)).into_owned();
-        if selector & 1 == 0 {
+        if selector & 4 != 0 {
+            if let Ok(t) = Tracing::decode(bytes) {
+                let name = if selector & 2 != 0 {
+                    proto::WAYPOINT_TRACING_NAME.to_string()
+                } else {
+                    raw_name
+                };
+                match waypoint::config::convert_tracing(&name, &t) {
+                    Ok(Some(s)) => assert!((0.0..=100.0).contains(&s.sampling)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = e.to_string();
+                    }
+                }
+            }
+        } else if selector & 1 == 0 {
             if let Ok(t) = Target::decode(bytes) {
                 let name = if selector & 2 != 0 {
                     format!("{}/{}", t.namespace, t.name)

@@ -3,7 +3,7 @@
 //!
 //! | port | path | method | what |
 //! |---|---|---|---|
-//! | admin | `/config_dump` | GET | identity, targets (addresses, ports, endpoints) and their policies, as JSON |
+//! | admin | `/config_dump` | GET | identity, targets (addresses, ports, endpoints) and their policies, and tracing (exporter, collector, sampling), as JSON |
 //! | admin | `/logging` | GET, POST `?level=<filter>` | show or change the log filter at run time |
 //! | admin | `/explain` | GET | which policy decides a described request, without sending it |
 //! | admin | `/quitquitquit` | POST | graceful exit |
@@ -275,9 +275,27 @@ impl Admin {
                 })
             })
             .collect();
+        // Whichever won, meshd's Tracing or the flags; null when tracing is off.
+        let tracing = self
+            .waypoint
+            .tracer()
+            .and_then(|t| t.settings().cloned())
+            .map(|s| {
+                let (exporter, collector) = match s.exporter {
+                    crate::trace::Exporter::Zipkin(a) => ("zipkin", a),
+                    crate::trace::Exporter::OtlpGrpc(a) => ("otlp_grpc", a),
+                };
+                json!({
+                    "exporter": exporter,
+                    "collector": collector.to_string(),
+                    "sampling": s.sampling,
+                    "maxTagLength": s.max_tag_length,
+                })
+            });
         json!({
             "identity": self.waypoint.identity().to_string(),
             "targets": targets,
+            "tracing": tracing,
         })
     }
 

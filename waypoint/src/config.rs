@@ -1,5 +1,6 @@
 //! The waypoint's configuration as meshd sends it (`mesh.waypoint.v1`), converted at this one
-//! boundary into [`Target`]s and [`HttpPolicy`]s, and kept between updates.
+//! boundary into [`Target`]s and [`HttpPolicy`]s, and kept between updates; and the mesh's
+//! Tracing into a tracer's [`trace::Settings`] (applied by [`trace::TracingControl`]).
 //!
 //! Rules:
 //! 1. Each resource converts on its own; a bad one is rejected whole (naming the resource and
@@ -15,6 +16,8 @@
 //! 5. A CUSTOM policy's `ext_authz` provider must be whole (an address `host:port`, a valid
 //!    status, header patterns Istio accepts) and name the policy's provider; a CUSTOM policy
 //!    without one is accepted and denies what it matches.
+//! 6. Tracing is named `mesh`; its exporter is NONE (tracing off), or ZIPKIN or OTLP_GRPC
+//!    with an `ip:port` address; sampling is a percentage, 0-100.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -34,6 +37,7 @@ use proto::waypoint as wire;
 use crate::ext_authz::{self, HeaderPattern, HttpSettings, Provider};
 use crate::jwt::{JwtRule, KeySet, KeySource, Location};
 use crate::targets::{Endpoint, Target, Targets};
+use crate::trace;
 
 /// Why a resource was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -251,6 +255,46 @@ fn convert_target(name: &str, t: &wire::Target) -> Result<TargetSpec, ConfigErro
         },
         policies: t.policies.clone(),
     })
+}
+
+/// Rule 6: meshd's Tracing as a tracer's settings; `None`: tracing off.
+pub fn convert_tracing(
+    name: &str,
+    t: &wire::Tracing,
+) -> Result<Option<trace::Settings>, ConfigError> {
+    let cx = Cx { resource: name };
+    if name != proto::WAYPOINT_TRACING_NAME {
+        return Err(cx.err(
+            "name",
+            format!("the Tracing resource is {:?}", proto::WAYPOINT_TRACING_NAME),
+        ));
+    }
+    let address = || {
+        t.address
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| cx.err("address", format!("{:?} is not ip:port", t.address)))
+    };
+    let exporter = match wire::tracing::Exporter::try_from(t.exporter) {
+        Ok(wire::tracing::Exporter::None) => return Ok(None),
+        Ok(wire::tracing::Exporter::Zipkin) => trace::Exporter::Zipkin(address()?),
+        Ok(wire::tracing::Exporter::OtlpGrpc) => trace::Exporter::OtlpGrpc(address()?),
+        Err(_) => return Err(cx.err("exporter", format!("unknown exporter {}", t.exporter))),
+    };
+    if !(0.0..=100.0).contains(&t.sampling) {
+        return Err(cx.err(
+            "sampling",
+            format!("{} is not a percentage (0-100)", t.sampling),
+        ));
+    }
+    let max_tag_length = match t.max_tag_length {
+        0 => trace::DEFAULT_MAX_TAG_LENGTH,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    Ok(Some(trace::Settings {
+        exporter,
+        sampling: t.sampling,
+        max_tag_length,
+    }))
 }
 
 type Converted = (HttpPolicy, Option<Arc<Provider>>);

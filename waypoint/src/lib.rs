@@ -14,7 +14,8 @@
 //! - [`ext_authz`]: the external authorizers CUSTOM policies ask (HTTP and gRPC);
 //! - [`health`]: readiness on 15021;
 //! - [`metrics`], [`telemetry`]: Istio's metrics and the access log, per request and stream;
-//! - [`trace`]: W3C and B3 trace context carried on, spans exported to Zipkin;
+//! - [`trace`]: W3C and B3 trace context carried on, spans exported to Zipkin or OTLP/gRPC as
+//!   meshd's Tracing (or the flags) say;
 //! - [`admin`]: admin (15000: config dump, log level, explain, quit) and metrics (15020).
 #![forbid(unsafe_code)]
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use hbone::{CertManager, H2Settings, SpiffeId, TrustRoots};
-use proto::waypoint::{HttpPolicy, Target};
+use proto::waypoint::{HttpPolicy, Target, Tracing};
 use waypoint::Waypoint;
 use waypoint::admin::{Admin, LogControl, ReloadableFilter};
 use waypoint::config::Store;
@@ -75,7 +75,8 @@ struct Args {
     readiness_port: u16,
 
     /// A Zipkin collector (`host:port`, as Istio's `tracing.zipkin.address`) to export a span
-    /// per sampled request to; none: no tracing.
+    /// per sampled request to; none: no tracing. meshd's Tracing (from its mesh config)
+    /// overrides this and `--tracing-sampling` once received.
     #[arg(long, env = "TRACING_ZIPKIN_ADDRESS")]
     tracing_zipkin_address: Option<SocketAddr>,
 
@@ -210,12 +211,19 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     ));
     let waypoint = Waypoint::with_metrics(cert, roots, H2Settings::default(), metrics);
     waypoint.balancer.set_policy(args.load_balancing);
-    if let Some(zipkin) = args.tracing_zipkin_address {
-        let service = format!("{}.{}", args.pod_name, args.pod_namespace);
-        let sampling = args.tracing_sampling;
-        waypoint.set_tracer(waypoint::trace::Tracer::zipkin(zipkin, sampling, service));
-        tracing::info!(%zipkin, sampling, "exporting spans to Zipkin");
-    }
+    let flags = args
+        .tracing_zipkin_address
+        .map(|zipkin| waypoint::trace::Settings {
+            exporter: waypoint::trace::Exporter::Zipkin(zipkin),
+            sampling: args.tracing_sampling,
+            max_tag_length: waypoint::trace::DEFAULT_MAX_TAG_LENGTH,
+        });
+    let identity = waypoint::trace::Identity {
+        service: format!("{}.{}", args.pod_name, args.pod_namespace),
+        node_id: node(&args).id,
+    };
+    let mut tracing_control =
+        waypoint::trace::TracingControl::new(waypoint.clone(), flags, identity);
     let shutdown = Arc::new(tokio::sync::Notify::new());
     operational(&args, &waypoint, logs, &shutdown).await?;
     let store = Arc::new(Mutex::new(Store::default()));
@@ -242,6 +250,7 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     let client = Client::builder(target(&args, &args.xds_address)?, node(&args))
         .watch::<Target, _>(targets)
         .watch::<HttpPolicy, _>(policies)
+        .watch::<Tracing, _>(move |c: Changes<Tracing>| tracing_control.on_changes(c))
         .build();
     let mut synced = client.synced();
     tokio::spawn(client.run());

@@ -68,8 +68,9 @@ pub struct Waypoint {
     metrics: Arc<Metrics>,
     /// `jwksUri` key sets, shared by every target and kept across config changes.
     jwks: crate::jwt::KeyCache,
-    /// Set once, when tracing is configured (`trace.rs`).
-    tracer: std::sync::OnceLock<crate::trace::Tracer>,
+    /// The current tracer (`trace.rs`), replaced whole when tracing's configuration changes;
+    /// each request clones the `Arc` it starts with and finishes on it. `None`: off.
+    tracer: RwLock<Option<Arc<crate::trace::Tracer>>>,
 }
 
 impl std::fmt::Debug for Waypoint {
@@ -142,7 +143,7 @@ impl Waypoint {
             limiter: Limiter::default(),
             metrics,
             jwks: crate::jwt::KeyCache::new(jwks),
-            tracer: std::sync::OnceLock::new(),
+            tracer: RwLock::new(None),
         })
     }
 
@@ -150,13 +151,22 @@ impl Waypoint {
         &self.metrics
     }
 
-    /// Turns tracing on (once; later calls are ignored).
+    /// Turns tracing on, or replaces the tracer (requests under way finish on theirs).
     pub fn set_tracer(&self, tracer: crate::trace::Tracer) {
-        let _ = self.tracer.set(tracer);
+        *self.tracer.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(tracer));
     }
 
-    pub(crate) fn tracer(&self) -> Option<&crate::trace::Tracer> {
-        self.tracer.get()
+    /// Turns tracing off.
+    pub fn clear_tracer(&self) {
+        *self.tracer.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The current tracer, if tracing is on.
+    pub fn tracer(&self) -> Option<Arc<crate::trace::Tracer>> {
+        self.tracer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn upstreams(&self) -> &Upstreams {

@@ -180,6 +180,7 @@ impl Conn {
             status: resp.status().as_u16(),
             peer: self.principal.clone(),
             target: self.resolved.target.key.clone(),
+            upstream_cluster: self.resolved.upstream_cluster(),
         };
         tracer.finish(span, done);
         resp

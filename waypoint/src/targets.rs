@@ -67,6 +67,23 @@ pub struct Resolved {
     pub pinned: Option<Endpoint>,
 }
 
+impl Resolved {
+    /// The Envoy cluster Istio's waypoint sends this to, as its spans and logs name it:
+    /// `inbound-vip|<port>|http|<hostname>` for a service, `inbound-pod|<port>||<ip>` for a pod
+    /// addressed directly.
+    pub fn upstream_cluster(&self) -> String {
+        let port = self.addressed.port();
+        match &self.pinned {
+            Some(e) => format!("inbound-pod|{port}||{}", e.ip),
+            None => {
+                let key = &self.target.key;
+                let host = key.split_once('/').map_or(key.as_str(), |(_, h)| h);
+                format!("inbound-vip|{port}|http|{host}")
+            }
+        }
+    }
+}
+
 /// Every target, indexed by the addresses clients use.
 #[derive(Debug, Default)]
 pub struct Targets {
@@ -112,5 +129,46 @@ impl Targets {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Target>> {
         self.all.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_cluster_is_named_as_istio_names_it() {
+        let endpoint = Endpoint {
+            ip: "10.244.1.21".parse().unwrap(),
+            identity: "spiffe://cluster.local/ns/shop/sa/api".parse().unwrap(),
+            healthy: true,
+        };
+        let api = Target {
+            key: "shop/api.shop.svc.cluster.local".into(),
+            namespace: "shop".into(),
+            vips: vec!["10.96.0.20".parse().unwrap()],
+            ports: [(80, 8080)].into(),
+            h2_ports: BTreeSet::new(),
+            endpoints: vec![endpoint],
+            policies: HttpPolicies::new(),
+            rate_limits: Vec::new(),
+            jwt: Vec::new(),
+            ext_authz: BTreeMap::new(),
+        };
+        let targets = Targets::new([api]);
+        let cluster = |addr: &str| {
+            targets
+                .resolve(addr.parse().unwrap())
+                .map(|r| r.upstream_cluster())
+        };
+        assert_eq!(
+            cluster("10.96.0.20:80").as_deref(),
+            Some("inbound-vip|80|http|api.shop.svc.cluster.local")
+        );
+        assert_eq!(
+            cluster("10.244.1.21:8080").as_deref(),
+            Some("inbound-pod|8080||10.244.1.21")
+        );
+        assert_eq!(cluster("10.0.0.1:80"), None);
     }
 }

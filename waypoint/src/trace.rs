@@ -1,5 +1,7 @@
 //! Distributed tracing at the waypoint: the caller's trace context carried on, one span per
-//! request, spans exported to Zipkin (v2 JSON, `POST /api/v2/spans`).
+//! request, spans exported to Zipkin (v2 JSON, `POST /api/v2/spans`, `zipkin.rs`) or over
+//! OTLP/gRPC (`TraceService/Export`, `otlp.rs`); where to, and how much is sampled, comes
+//! from meshd's Tracing resource or the waypoint's flags (`control.rs`).
 //!
 //! Rules:
 //! 1. The incoming context is read from W3C `traceparent`, else B3 (`x-b3-traceid` /
@@ -10,27 +12,37 @@
 //!    `traceparent` and the B3 headers naming the waypoint's span, whichever the caller used,
 //!    so either kind of application tracer continues the trace.
 //! 3. Sampled spans are queued to the exporter without blocking the request: the queue is
-//!    bounded and a full queue drops the span (counted in the log once a minute at most). The
-//!    exporter posts batches of up to 100 spans, at least once a second.
+//!    bounded and a full queue drops the span (counted in the log once a minute at most). One
+//!    batching loop sends batches of up to 100 spans, at least once a second, through the
+//!    collector's encoder; failed batches are dropped and logged once a minute at most. Tag
+//!    values (the URL's, chiefly) are cut to the max tag length.
+//! 4. A tracer is replaced whole when the configuration changes: requests already started
+//!    finish on the tracer they started with; the old exporter sends what it holds and stops
+//!    when the last of them is done.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
 use crate::balance::splitmix;
 
+mod control;
+mod otlp;
+mod zipkin;
+
+pub use control::TracingControl;
+
 const QUEUE: usize = 4096;
 const BATCH: usize = 100;
 const FLUSH: Duration = Duration::from_secs(1);
+/// How long one batch may take to send.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Istio's default `maxPathTagLength` / `maxTagLength`.
+pub const DEFAULT_MAX_TAG_LENGTH: usize = 256;
 
 /// A trace context as read from a request (rule 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +162,58 @@ pub struct Finished {
     pub peer: String,
     /// The target's key (`namespace/hostname`).
     pub target: String,
+    /// As Istio's waypoint names it (`inbound-vip|80|http|<hostname>`).
+    pub upstream_cluster: String,
+}
+
+/// Where spans go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exporter {
+    /// Zipkin v2 JSON (`POST /api/v2/spans`).
+    Zipkin(SocketAddr),
+    /// OTLP/gRPC (`opentelemetry.proto.collector.trace.v1.TraceService/Export`).
+    OtlpGrpc(SocketAddr),
+}
+
+/// A tracer's configuration, from meshd or the flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub exporter: Exporter,
+    /// Percent of new traces sampled (Istio's `sampling`).
+    pub sampling: f64,
+    pub max_tag_length: usize,
+}
+
+/// Who the spans say produced them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// `service.name` / Zipkin's `localEndpoint.serviceName`.
+    pub service: String,
+    /// Envoy's node id (`router~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`), tag `node_id`;
+    /// empty: no tag.
+    pub node_id: String,
+}
+
+/// One finished, sampled span as both encoders read it.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub trace_id: u128,
+    pub id: u64,
+    pub parent: Option<u64>,
+    pub start: SystemTime,
+    pub duration: Duration,
+    pub name: String,
+    /// Tags, values cut to the max tag length (rule 3); `http.status_code` among them.
+    pub tags: Vec<(&'static str, String)>,
+    pub status: u16,
+}
+
+impl Record {
+    pub fn start_nanos(&self) -> u64 {
+        self.start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
 }
 
 /// The waypoint's tracer: sampling and the exporter's queue.
@@ -158,9 +222,11 @@ pub struct Tracer {
     /// Sampled per million new traces.
     per_million: u64,
     next: AtomicU64,
-    queue: Option<mpsc::Sender<serde_json::Value>>,
-    service: String,
+    queue: Option<mpsc::Sender<Record>>,
+    max_tag_length: usize,
+    node_id: String,
     dropped: Mutex<(u64, Option<Instant>)>,
+    settings: Option<Settings>,
 }
 
 impl Default for Tracer {
@@ -170,25 +236,55 @@ impl Default for Tracer {
             per_million: 0,
             next: AtomicU64::new(0),
             queue: None,
-            service: String::new(),
+            max_tag_length: DEFAULT_MAX_TAG_LENGTH,
+            node_id: String::new(),
             dropped: Mutex::new((0, None)),
+            settings: None,
         }
     }
 }
 
 impl Tracer {
-    /// A tracer exporting to the Zipkin collector at `zipkin` (`host:port`), sampling
-    /// `percent` of new traces; `service` names the waypoint in spans. Spawns the exporter.
-    pub fn zipkin(zipkin: SocketAddr, percent: f64, service: String) -> Tracer {
+    /// A tracer exporting as `settings` say, naming the waypoint as `identity` says. Spawns
+    /// the exporter (so: inside a tokio runtime).
+    pub fn new(settings: Settings, identity: Identity) -> Tracer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(export(zipkin, rx));
+        let sink = match settings.exporter {
+            Exporter::Zipkin(addr) => Sink::Zipkin(zipkin::Sink::new(addr, &identity.service)),
+            Exporter::OtlpGrpc(addr) => Sink::Otlp(otlp::Sink::new(addr, &identity.service)),
+        };
+        tokio::spawn(export(sink, rx));
         Tracer {
-            per_million: (percent.clamp(0.0, 100.0) * 10_000.0) as u64,
+            per_million: (settings.sampling.clamp(0.0, 100.0) * 10_000.0) as u64,
             next: AtomicU64::new(seed()),
             queue: Some(tx),
-            service,
+            max_tag_length: settings.max_tag_length.max(1),
+            node_id: identity.node_id,
             dropped: Mutex::new((0, None)),
+            settings: Some(settings),
         }
+    }
+
+    /// A tracer exporting to the Zipkin collector at `zipkin` (`host:port`), sampling
+    /// `percent` of new traces; `service` names the waypoint in spans.
+    pub fn zipkin(zipkin: SocketAddr, percent: f64, service: String) -> Tracer {
+        let settings = Settings {
+            exporter: Exporter::Zipkin(zipkin),
+            sampling: percent,
+            max_tag_length: DEFAULT_MAX_TAG_LENGTH,
+        };
+        Tracer::new(
+            settings,
+            Identity {
+                service,
+                node_id: String::new(),
+            },
+        )
+    }
+
+    /// What it was made with (`None`: the default, off).
+    pub fn settings(&self) -> Option<&Settings> {
+        self.settings.as_ref()
     }
 
     /// Rules 1-2 for a request with `headers`; `None` when tracing is off.
@@ -222,31 +318,29 @@ impl Tracer {
         if !span.sampled {
             return;
         }
-        let ts = span
-            .start
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let mut json = serde_json::json!({
-            "traceId": format!("{:032x}", span.trace_id),
-            "id": format!("{:016x}", span.id),
-            "kind": "SERVER",
-            "name": format!("{} {}", done.target, done.method),
-            "timestamp": ts,
-            "duration": span.started.elapsed().as_micros().max(1) as u64,
-            "localEndpoint": { "serviceName": self.service },
-            "tags": {
-                "http.method": done.method,
-                "http.url": done.url,
-                "http.status_code": done.status.to_string(),
-                "peer.principal": done.peer,
-                "component": "proxy",
-                "upstream_cluster": done.target,
-            },
-        });
-        if let (Some(p), Some(obj)) = (span.parent, json.as_object_mut()) {
-            obj.insert("parentId".into(), format!("{p:016x}").into());
+        let bound = |s: String| cut(s, self.max_tag_length);
+        let mut tags = vec![
+            ("http.method", bound(done.method.clone())),
+            ("http.url", bound(done.url)),
+            ("http.status_code", done.status.to_string()),
+            ("peer.principal", bound(done.peer)),
+            ("component", "proxy".to_string()),
+            ("upstream_cluster", bound(done.upstream_cluster)),
+        ];
+        if !self.node_id.is_empty() {
+            tags.push(("node_id", bound(self.node_id.clone())));
         }
-        if queue.try_send(json).is_err() {
+        let record = Record {
+            trace_id: span.trace_id,
+            id: span.id,
+            parent: span.parent,
+            start: span.start,
+            duration: span.started.elapsed().max(Duration::from_micros(1)),
+            name: format!("{} {}", done.target, done.method),
+            tags,
+            status: done.status,
+        };
+        if queue.try_send(record).is_err() {
             let mut d = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
             d.0 += 1;
             if d.1.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
@@ -257,15 +351,43 @@ impl Tracer {
     }
 }
 
-/// The exporter: batches from the queue, posted to the collector (rule 3).
-async fn export(collector: SocketAddr, mut rx: mpsc::Receiver<serde_json::Value>) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let uri = format!("http://{collector}/api/v2/spans");
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+    s
+}
+
+/// The collector's encoder and connection.
+enum Sink {
+    Zipkin(zipkin::Sink),
+    Otlp(otlp::Sink),
+}
+
+impl Sink {
+    async fn send(&mut self, batch: &[Record]) -> Result<(), String> {
+        match self {
+            Sink::Zipkin(z) => z.send(batch).await,
+            Sink::Otlp(o) => o.send(batch).await,
+        }
+    }
+}
+
+/// The exporter: batches from the queue, sent to the collector (rule 3); ends, after a last
+/// batch, when the tracer is gone (rule 4).
+async fn export(mut sink: Sink, mut rx: mpsc::Receiver<Record>) {
     let mut batch = Vec::with_capacity(BATCH);
+    // Failed batches, and when that was last logged.
+    let (mut failures, mut last_warned) = (0u64, None);
     loop {
         let deadline = tokio::time::sleep(FLUSH);
         tokio::pin!(deadline);
+        let mut closed = false;
         loop {
             tokio::select! {
                 span = rx.recv() => match span {
@@ -276,37 +398,32 @@ async fn export(collector: SocketAddr, mut rx: mpsc::Receiver<serde_json::Value>
                         }
                     }
                     None => {
-                        post(&client, &uri, &mut batch).await;
-                        return;
+                        closed = true;
+                        break;
                     }
                 },
                 _ = &mut deadline => break,
             }
         }
-        post(&client, &uri, &mut batch).await;
-    }
-}
-
-async fn post(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    uri: &str,
-    batch: &mut Vec<serde_json::Value>,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let body = serde_json::Value::Array(std::mem::take(batch)).to_string();
-    let req = http::Request::post(uri)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)));
-    let Ok(req) = req else {
-        return;
-    };
-    match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
-        Ok(Ok(resp)) if resp.status().is_success() => {}
-        Ok(Ok(resp)) => tracing::debug!(status = %resp.status(), "trace export refused"),
-        Ok(Err(e)) => tracing::debug!(error = %e, "trace export failed"),
-        Err(_) => tracing::debug!("trace export timed out"),
+        if !batch.is_empty() {
+            let failed = match tokio::time::timeout(SEND_TIMEOUT, sink.send(&batch)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some("timed out".to_string()),
+            };
+            if let Some(error) = failed {
+                // A collector that is wrong or down fails every batch: say so once a minute.
+                failures += 1;
+                if last_warned.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(%error, failures, spans = batch.len(), "trace export failed");
+                    last_warned = Some(Instant::now());
+                }
+            }
+            batch.clear();
+        }
+        if closed {
+            return;
+        }
     }
 }
 
@@ -391,5 +508,14 @@ mod tests {
         assert!(h.get("b3").is_none());
         let back = extract(&h).unwrap();
         assert_eq!((back.trace_id, back.parent), (0xabc, Some(0x12)));
+    }
+
+    #[test]
+    fn tag_values_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("/orders".into(), 256), "/orders");
+        assert_eq!(cut("/orders".into(), 3), "/or");
+        // 'é' is two bytes: a cut inside it keeps the character out.
+        assert_eq!(cut("/é".into(), 2), "/");
+        assert_eq!(cut("/é".into(), 3), "/é");
     }
 }

@@ -119,6 +119,7 @@ impl Captured {
 
 struct Mesh {
     pki: Pki,
+    waypoint: Arc<Waypoint>,
     waypoint_addr: SocketAddr,
     admin_addr: SocketAddr,
     metrics_addr: SocketAddr,
@@ -221,6 +222,7 @@ impl Mesh {
         }));
         Mesh {
             pki,
+            waypoint,
             waypoint_addr,
             admin_addr,
             metrics_addr,
@@ -575,6 +577,26 @@ async fn admin_dumps_config_explains_changes_logging_and_quits() {
     assert!(
         names.contains(&"payments") && names.contains(&"no-scanners"),
         "{names:?}"
+    );
+    // Tracing: off, then what the tracer in use was made with.
+    assert!(dump["tracing"].is_null(), "{}", dump["tracing"]);
+    let settings = waypoint::trace::Settings {
+        exporter: waypoint::trace::Exporter::OtlpGrpc("127.0.0.1:4317".parse().unwrap()),
+        sampling: 5.0,
+        max_tag_length: 128,
+    };
+    mesh.waypoint
+        .set_tracer(waypoint::trace::Tracer::new(settings, Default::default()));
+    let (_, dump) = plain(mesh.admin_addr, "GET", "/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(
+        dump["tracing"],
+        serde_json::json!({
+            "exporter": "otlp_grpc",
+            "collector": "127.0.0.1:4317",
+            "sampling": 5.0,
+            "maxTagLength": 128,
+        })
     );
 
     // /explain: the same decisions the data path makes, table-driven.

@@ -35,7 +35,7 @@ pub fn resolve(index: &Index, opts: &Options, name: &str) -> Result<pb::ExtAuthz
     Ok(wire(p, SocketAddr::new(ip, p.port)))
 }
 
-fn service_ip(index: &Index, opts: &Options, service: &str) -> Result<IpAddr, String> {
+pub(super) fn service_ip(index: &Index, opts: &Options, service: &str) -> Result<IpAddr, String> {
     let (given_ns, host) = match service.split_once('/') {
         Some((ns, host)) => (Some(ns), host),
         None => (None, service),

@@ -19,7 +19,9 @@
 //!    and where they attach (`waypoint_policy.rs`, `http_policy.rs`), the Services and Pods
 //!    bound to each waypoint as Target resources (`waypoint_target.rs`) with the JWT rules of
 //!    the RequestAuthentications attached to them (`waypoint_jwt.rs`), then each waypoint's
-//!    set: its targets and the policies they name.
+//!    set: its targets and the policies they name;
+//! 5. the mesh config's tracing, resolved against the index into the one Tracing resource
+//!    every waypoint gets (`tracing.rs`).
 //!
 //! Warnings about a namespace-wide binding (a namespace's waypoint that does not exist) are
 //! reported once for the Namespace, not once per pod.
@@ -46,6 +48,7 @@ pub(crate) mod labels;
 mod policy;
 mod rate_limit;
 mod service;
+mod tracing;
 pub(crate) mod waypoint;
 mod waypoint_jwt;
 mod waypoint_policy;
@@ -102,6 +105,9 @@ pub struct Translation {
     pub errors: Vec<(ObjectKey, String)>,
     /// Objects translated with a caveat (e.g. L7 rules dropped for ztunnel).
     pub warnings: Vec<(ObjectKey, String)>,
+    /// Mesh config settings translated with a caveat (e.g. a tracing collector that does not
+    /// resolve); about no object.
+    pub mesh_warnings: Vec<String>,
 }
 
 impl Translation {
@@ -230,6 +236,13 @@ impl Translator {
         &self.opts
     }
 
+    /// A new mesh config (its file changed). The next call must be [`Scope::All`]: what the
+    /// mesh config feeds (CUSTOM providers, tracing) is resolved again at every call, but
+    /// only `All` is sure to visit it all.
+    pub fn set_mesh(&mut self, mesh: MeshConfig) {
+        self.opts.mesh = mesh;
+    }
+
     /// Translates `index`, redoing the Services and Pods of the namespaces in `scope`.
     pub fn translate(&mut self, index: &Index, scope: &Scope) -> Translation {
         let opts = &self.opts;
@@ -332,6 +345,21 @@ impl Translator {
         self.rate_limits = rate_limits;
         self.jwt = jwt;
         self.http_policies = for_waypoints.resources;
+        // The mesh-wide Tracing: one small resource, resolved at every call (its Service may
+        // come or go in any namespace).
+        let (tracing, warning) = tracing::resolve(index, &self.opts);
+        out.mesh_warnings.extend(warning);
+        let next: ResourceSet = tracing
+            .map(|t| Resource::new(proto::WAYPOINT_TRACING_NAME.to_string(), Vec::new(), &t))
+            .map(|r| (r.name.clone(), r))
+            .into_iter()
+            .collect();
+        let changed_tracing = diff(&self.resources.tracing, &next).collect();
+        out.changed.insert(
+            proto::WAYPOINT_TRACING_TYPE_URL.to_string(),
+            changed_tracing,
+        );
+        self.resources.tracing = next;
         out.resources = self.resources.clone();
         out
     }

@@ -20,6 +20,7 @@
 //!    every snapshot: the waypoint's pod or Gateway may appear later); a client that is no
 //!    waypoint gets an empty set. When the answer changes, the whole set is compared (rule 6's
 //!    names are about sets, not about which set a client sees).
+//!    The waypoints' Tracing is mesh-wide: one set, like ztunnel's types.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -84,7 +85,7 @@ pub struct Outcome {
 /// Why a request cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    #[error("type {0:?} is not served here (meshd serves {ADDRESS}, {AUTHORIZATION}, {TARGET} and {POLICY})", ADDRESS = proto::ADDRESS_TYPE_URL, AUTHORIZATION = proto::AUTHORIZATION_TYPE_URL, TARGET = proto::WAYPOINT_TARGET_TYPE_URL, POLICY = proto::WAYPOINT_POLICY_TYPE_URL)]
+    #[error("type {0:?} is not served here (meshd serves {ADDRESS}, {AUTHORIZATION}, {TARGET}, {POLICY} and {TRACING})", ADDRESS = proto::ADDRESS_TYPE_URL, AUTHORIZATION = proto::AUTHORIZATION_TYPE_URL, TARGET = proto::WAYPOINT_TARGET_TYPE_URL, POLICY = proto::WAYPOINT_POLICY_TYPE_URL, TRACING = proto::WAYPOINT_TRACING_TYPE_URL)]
     UnknownType(String),
 }
 

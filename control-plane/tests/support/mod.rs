@@ -81,6 +81,7 @@ pub fn config(dir: &Path, grpc: SocketAddr) -> Config {
         dns_names: vec![],
         debounce: Duration::from_millis(10),
         poll: Duration::from_millis(20),
+        mesh_config: None,
         translate: Options::default(),
         ca: CaPolicy::default(),
         waypoints: None,
@@ -103,6 +104,35 @@ impl Meshd {
             dir,
             running: Some(running),
         }
+    }
+
+    /// As [`Meshd::start`], with the mesh config `mesh` (YAML) in `<dir>/mesh.yaml`, read
+    /// again when [`Meshd::write_mesh`] changes it.
+    pub async fn start_with_mesh(name: &str, files: &[(&str, String)], mesh: &str) -> Meshd {
+        let dir = tempdir(name);
+        for (f, content) in files {
+            std::fs::write(dir.join("manifests").join(f), content).expect("write manifest");
+        }
+        std::fs::write(dir.join("mesh.yaml"), mesh).expect("write mesh config");
+        let mut cfg = config(&dir, "127.0.0.1:0".parse().expect("addr"));
+        cfg.mesh_config = Some(dir.join("mesh.yaml"));
+        cfg.translate.mesh =
+            control_plane::mesh_config::MeshConfig::parse(mesh).expect("mesh config");
+        let running = meshd::start(cfg).await.expect("meshd starts");
+        Meshd {
+            grpc_addr: running.grpc_addr,
+            monitoring_addr: running.monitoring_addr,
+            dir,
+            running: Some(running),
+        }
+    }
+
+    /// Replaces the mesh config file (whole, by a rename).
+    pub fn write_mesh(&self, content: &str) {
+        let path = self.dir.join("mesh.yaml");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, content).expect("write mesh config");
+        std::fs::rename(&tmp, &path).expect("rename mesh config");
     }
 
     pub fn running(&self) -> &Running {

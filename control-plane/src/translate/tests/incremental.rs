@@ -15,9 +15,13 @@ fn sorted(mut v: Vec<(ObjectKey, String)>) -> Vec<(ObjectKey, String)> {
 fn assert_same(step: &str, incremental: &Translation, index: &Index, prev: &mut Resources) {
     let full = translate(index, &Options::default());
     let walked = crate::snapshot::Delta::between(0, prev, &full.resources);
-    let types = [proto::ADDRESS_TYPE_URL, proto::AUTHORIZATION_TYPE_URL]
-        .into_iter()
-        .chain(crate::resources::WAYPOINT_TYPE_URLS);
+    let types = [
+        proto::ADDRESS_TYPE_URL,
+        proto::AUTHORIZATION_TYPE_URL,
+        proto::WAYPOINT_TRACING_TYPE_URL,
+    ]
+    .into_iter()
+    .chain(crate::resources::WAYPOINT_TYPE_URLS);
     for type_url in types {
         let names = |m: &std::collections::HashMap<String, Vec<std::sync::Arc<str>>>| {
             let mut v: Vec<String> = m

@@ -8,6 +8,7 @@ mod incremental;
 mod policies;
 mod rate_limits;
 mod services;
+mod tracing;
 mod waypoint_config;
 mod waypoint_jwt;
 mod waypoints;

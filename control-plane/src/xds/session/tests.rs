@@ -342,4 +342,52 @@ mod waypoints {
         assert_eq!(names(&pushes[0]), ["shop/c"]);
         assert_eq!(pushes[0].removed_resources, ["shop/a", "shop/b"]);
     }
+
+    /// The mesh-wide Tracing: every waypoint gets the same one, alongside its own targets,
+    /// and a change of it is pushed.
+    #[test]
+    fn every_waypoint_gets_the_mesh_tracing() {
+        use proto::waypoint::Tracing;
+        let tracing = |address: &str| {
+            let t = Tracing {
+                exporter: proto::waypoint::tracing::Exporter::Zipkin as i32,
+                address: address.into(),
+                sampling: 1.0,
+                ..Default::default()
+            };
+            let r = Resource::new(proto::WAYPOINT_TRACING_NAME.into(), vec![], &t);
+            ResourceSet::from([(r.name.clone(), r)])
+        };
+        let with = |version: u64, address: &str| {
+            let mut s = snapshot(version, true);
+            s.resources.tracing = tracing(address);
+            s
+        };
+        let open = || DeltaDiscoveryRequest {
+            type_url: proto::WAYPOINT_TRACING_TYPE_URL.into(),
+            ..Default::default()
+        };
+        let v1 = with(1, "10.96.0.9:9411");
+        for c in [
+            caller("shop", "wp", None),
+            caller("shop", "default", Some("gw-0")),
+        ] {
+            let mut s = Session::for_caller(c);
+            let r = s.on_request(open(), &v1).unwrap().response.unwrap();
+            assert_eq!(names(&r), [proto::WAYPOINT_TRACING_NAME]);
+            assert_eq!(r.type_url, proto::WAYPOINT_TRACING_TYPE_URL);
+        }
+        let mut s = Session::for_caller(caller("shop", "wp", None));
+        s.on_request(open(), &v1).unwrap();
+        let mut v2 = with(2, "10.96.0.17:4317");
+        v2.delta = Some(Delta::between(1, &v1.resources, &v2.resources));
+        let pushes = s.on_snapshot(&v2);
+        assert_eq!(pushes.len(), 1);
+        assert_eq!(names(&pushes[0]), [proto::WAYPOINT_TRACING_NAME]);
+        let mut v3 = with(3, "10.96.0.17:4317");
+        v3.resources.tracing.clear();
+        v3.delta = Some(Delta::between(2, &v2.resources, &v3.resources));
+        let pushes = s.on_snapshot(&v3);
+        assert_eq!(pushes[0].removed_resources, [proto::WAYPOINT_TRACING_NAME]);
+    }
 }

@@ -1,0 +1,358 @@
+//! MeshConfig's tracing: where a waypoint's spans go and how many traces it starts sampled.
+//!
+//! Rules, in order:
+//! 1. A `zipkin` or `opentelemetry` extension provider needs a `name` (unique among all
+//!    providers), a `service` and a `port` (1-65535); `maxTagLength` is optional (Istio's
+//!    default, 256). The `opentelemetry` provider is exported over OTLP/gRPC (its `http`
+//!    variant is not supported and refused, rather than sent to the wrong protocol).
+//! 2. `defaultProviders.tracing` names the provider in use (the first name; Istio uses one);
+//!    it must be a tracing provider of this file. It wins over `defaultConfig.tracing.zipkin`.
+//! 3. Else `defaultConfig.tracing.zipkin.address` (`host:port`, as Istio writes it) is a
+//!    Zipkin collector; `maxPathTagLength` bounds the URL tag.
+//! 4. `defaultConfig.tracing.sampling` is a percentage, 0-100, default 1 (Istio's
+//!    `PILOT_TRACE_SAMPLING`), kept in millionths of traces so the config stays comparable.
+//! 5. No provider and no Zipkin address: no tracing from meshd (a waypoint keeps its flags).
+//! 6. Service names are resolved at translation (`translate::tracing`), not here.
+
+use serde::Deserialize;
+
+/// How spans are exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracingKind {
+    /// Zipkin v2 JSON over HTTP.
+    Zipkin,
+    /// OTLP over gRPC.
+    OtlpGrpc,
+}
+
+/// The collector a mesh's tracing sends to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collector {
+    /// The extension provider's name; empty for `defaultConfig.tracing.zipkin`.
+    pub provider: String,
+    pub kind: TracingKind,
+    /// As Istio writes it: a hostname (`zipkin.istio-system.svc.cluster.local`, or short
+    /// forms), optionally `<namespace>/` first, or an IP.
+    pub service: String,
+    pub port: u16,
+}
+
+/// Tracing as MeshConfig configures it (rules 2-4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracing {
+    pub collector: Collector,
+    /// Millionths of new traces sampled (rule 4).
+    pub sampling_per_million: u32,
+    /// Longest tag value kept; 0: the default.
+    pub max_tag_length: u32,
+}
+
+/// Istio's default `sampling`: 1%.
+pub const DEFAULT_SAMPLING_PER_MILLION: u32 = 10_000;
+
+/// `zipkin` and `opentelemetry` providers' fields.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawProvider {
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    port: u32,
+    #[serde(default)]
+    max_tag_length: u32,
+    /// `opentelemetry.http`: OTLP over HTTP, which we do not export.
+    http: Option<serde_yaml::Value>,
+}
+
+/// `defaultConfig` (Istio's ProxyConfig), only its tracing.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawProxyConfig {
+    tracing: Option<RawTracing>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawTracing {
+    zipkin: Option<RawZipkin>,
+    sampling: Option<f64>,
+    #[serde(default)]
+    max_path_tag_length: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawZipkin {
+    #[serde(default)]
+    address: String,
+}
+
+/// `defaultProviders`, only its tracing.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawDefaultProviders {
+    #[serde(default)]
+    tracing: Vec<String>,
+}
+
+/// A provider's tracing collector (rule 1), if it is of a tracing kind.
+pub(super) fn provider(
+    name: &str,
+    zipkin: Option<&RawProvider>,
+    otel: Option<&RawProvider>,
+) -> Result<Option<(Collector, u32)>, String> {
+    let (kind, p) = match (zipkin, otel) {
+        (Some(p), None) => (TracingKind::Zipkin, p),
+        (None, Some(p)) => (TracingKind::OtlpGrpc, p),
+        (Some(_), Some(_)) => return Err("both zipkin and opentelemetry".into()),
+        (None, None) => return Ok(None),
+    };
+    if name.is_empty() {
+        return Err("name is required".into());
+    }
+    if p.service.is_empty() {
+        return Err("service is required".into());
+    }
+    if kind == TracingKind::OtlpGrpc && p.http.is_some() {
+        return Err("opentelemetry over http is not supported; use OTLP/gRPC (no `http`)".into());
+    }
+    let port = u16::try_from(p.port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("port {} is not 1-65535", p.port))?;
+    let collector = Collector {
+        provider: name.to_string(),
+        kind,
+        service: p.service.clone(),
+        port,
+    };
+    Ok(Some((collector, p.max_tag_length)))
+}
+
+/// Rules 2-5, once every provider is read (`providers`: name -> collector and tag length).
+pub(super) fn select(
+    default_config: Option<&RawProxyConfig>,
+    defaults: Option<&RawDefaultProviders>,
+    providers: &std::collections::BTreeMap<String, (Collector, u32)>,
+) -> Result<Option<Tracing>, String> {
+    let t = default_config.and_then(|d| d.tracing.as_ref());
+    let sampling = match t.and_then(|t| t.sampling) {
+        None => DEFAULT_SAMPLING_PER_MILLION,
+        Some(s) if (0.0..=100.0).contains(&s) => (s * 10_000.0).round() as u32,
+        Some(s) => {
+            return Err(format!(
+                "defaultConfig.tracing.sampling {s} is not a percentage (0-100)"
+            ));
+        }
+    };
+    if let Some(name) = defaults.and_then(|d| d.tracing.first()) {
+        let (collector, max_tag_length) = providers.get(name).cloned().ok_or_else(|| {
+            format!(
+                "defaultProviders.tracing names {name:?}, which is no zipkin or opentelemetry \
+                 extension provider"
+            )
+        })?;
+        return Ok(Some(Tracing {
+            collector,
+            sampling_per_million: sampling,
+            max_tag_length,
+        }));
+    }
+    let Some(address) = t
+        .and_then(|t| t.zipkin.as_ref())
+        .map(|z| z.address.trim())
+        .filter(|a| !a.is_empty())
+    else {
+        return Ok(None);
+    };
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok().filter(|p| *p > 0)?)))
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| {
+            format!("defaultConfig.tracing.zipkin.address {address:?} is not host:port")
+        })?;
+    // `[::1]:9411`: the brackets are the address's, not the host's.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(Some(Tracing {
+        collector: Collector {
+            provider: String::new(),
+            kind: TracingKind::Zipkin,
+            service: host.to_string(),
+            port,
+        },
+        sampling_per_million: sampling,
+        max_tag_length: t.map_or(0, |t| t.max_path_tag_length),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::mesh_config::MeshConfig;
+
+    use super::*;
+
+    fn zipkin(service: &str, port: u16, provider: &str) -> Collector {
+        Collector {
+            provider: provider.into(),
+            kind: TracingKind::Zipkin,
+            service: service.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn tracing_settings_are_read_as_istio_writes_them() {
+        let providers = "extensionProviders:
+- name: otel
+  opentelemetry: {service: otel-collector.observability.svc.cluster.local, port: 4317, maxTagLength: 99}
+- name: zipkin-provider
+  zipkin: {service: zipkin.istio-system, port: 9411}
+- name: authz
+  envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 9000}
+";
+        let rows: Vec<(&str, String, Option<Tracing>)> = vec![
+            ("nothing", String::new(), None),
+            (
+                "sampling alone exports nowhere",
+                "defaultConfig: {tracing: {sampling: 50}}".into(),
+                None,
+            ),
+            (
+                "defaultConfig zipkin, default sampling",
+                "defaultConfig:\n  tracing:\n    zipkin: {address: zipkin.istio-system:9411}\n"
+                    .into(),
+                Some(Tracing {
+                    collector: zipkin("zipkin.istio-system", 9411, ""),
+                    sampling_per_million: 10_000,
+                    max_tag_length: 0,
+                }),
+            ),
+            (
+                "defaultConfig zipkin with sampling and tag length",
+                "defaultConfig:\n  tracing:\n    sampling: 12.5\n    maxPathTagLength: 64\n    \
+                 zipkin: {address: '10.96.0.9:9411'}\n"
+                    .into(),
+                Some(Tracing {
+                    collector: zipkin("10.96.0.9", 9411, ""),
+                    sampling_per_million: 125_000,
+                    max_tag_length: 64,
+                }),
+            ),
+            (
+                "an IPv6 literal",
+                "defaultConfig: {tracing: {zipkin: {address: '[fd00::9]:9411'}, sampling: 0}}"
+                    .into(),
+                Some(Tracing {
+                    collector: zipkin("fd00::9", 9411, ""),
+                    sampling_per_million: 0,
+                    max_tag_length: 0,
+                }),
+            ),
+            (
+                "a default provider wins over defaultConfig's zipkin",
+                format!(
+                    "{providers}defaultProviders: {{tracing: [otel]}}\n\
+                     defaultConfig: {{tracing: {{sampling: 100, zipkin: {{address: z:1}}}}}}\n"
+                ),
+                Some(Tracing {
+                    collector: Collector {
+                        provider: "otel".into(),
+                        kind: TracingKind::OtlpGrpc,
+                        service: "otel-collector.observability.svc.cluster.local".into(),
+                        port: 4317,
+                    },
+                    sampling_per_million: 1_000_000,
+                    max_tag_length: 99,
+                }),
+            ),
+            (
+                "a zipkin provider",
+                format!("{providers}defaultProviders: {{tracing: [zipkin-provider]}}\n"),
+                Some(Tracing {
+                    collector: zipkin("zipkin.istio-system", 9411, "zipkin-provider"),
+                    sampling_per_million: 10_000,
+                    max_tag_length: 0,
+                }),
+            ),
+            ("providers but none selected", providers.to_string(), None),
+        ];
+        for (what, yaml, want) in rows {
+            let m = MeshConfig::parse(&yaml).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(m.tracing, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_example_loads() {
+        let m =
+            MeshConfig::parse(include_str!("../../../examples/tracing/mesh-config.yaml")).unwrap();
+        let t = m.tracing.unwrap();
+        assert_eq!(t.collector.provider, "otel");
+        assert_eq!(t.collector.kind, TracingKind::OtlpGrpc);
+        assert_eq!(t.sampling_per_million, 100_000);
+        assert_eq!(t.max_tag_length, 256);
+    }
+
+    #[test]
+    fn bad_tracing_settings_are_refused() {
+        let rows = [
+            (
+                "defaultConfig: {tracing: {zipkin: {address: zipkin.istio-system}}}",
+                "not host:port",
+            ),
+            (
+                "defaultConfig: {tracing: {zipkin: {address: 'z:0'}}}",
+                "not host:port",
+            ),
+            (
+                "defaultConfig: {tracing: {zipkin: {address: ':9411'}}}",
+                "not host:port",
+            ),
+            (
+                "defaultConfig: {tracing: {sampling: 101, zipkin: {address: 'z:1'}}}",
+                "not a percentage",
+            ),
+            (
+                "defaultConfig: {tracing: {sampling: -1}}",
+                "not a percentage",
+            ),
+            (
+                "defaultProviders: {tracing: [nope]}",
+                "no zipkin or opentelemetry",
+            ),
+            (
+                "extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: a, port: 1}\n\
+                 defaultProviders: {tracing: [a]}",
+                "no zipkin or opentelemetry",
+            ),
+            (
+                "extensionProviders:\n- name: z\n  zipkin: {port: 9411}",
+                "service is required",
+            ),
+            (
+                "extensionProviders:\n- name: z\n  zipkin: {service: z, port: 70000}",
+                "port 70000",
+            ),
+            (
+                "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {path: /v1/traces}}",
+                "not supported",
+            ),
+            (
+                "extensionProviders:\n- name: z\n  zipkin: {service: z, port: 1}\n  opentelemetry: {service: o, port: 1}",
+                "both",
+            ),
+            (
+                "extensionProviders:\n- name: z\n  zipkin: {service: z, port: 1}\n\
+                 - name: z\n  envoyExtAuthzGrpc: {service: a, port: 1}",
+                "second",
+            ),
+        ];
+        for (yaml, want) in rows {
+            let err = MeshConfig::parse(yaml)
+                .map(|m| format!("accepted: {m:?}"))
+                .unwrap_or_else(|e| e.to_string());
+            assert!(err.contains(want), "{yaml}: {err}");
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! MeshConfig tracing: one Tracing resource for every waypoint, its collector resolved against
+//! the index, a warning (and no export) when it does not resolve, and a mesh config change or
+//! the collector's Service appearing named as a change.
+
+use proto::waypoint::Tracing;
+use proto::waypoint::tracing::Exporter;
+
+use super::*;
+use crate::mesh_config::MeshConfig;
+use crate::translate::{Scope, Translator};
+
+const PROVIDERS: &str = "extensionProviders:
+- {name: otel, opentelemetry: {service: otel-collector.observability.svc.cluster.local, port: 4317, maxTagLength: 128}}
+- {name: otel-short, opentelemetry: {service: otel-collector.observability, port: 4317}}
+- {name: zipkin, zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}}
+- {name: missing, zipkin: {service: nope.istio-system.svc.cluster.local, port: 9411}}
+- {name: headless, zipkin: {service: hl.istio-system, port: 9411}}
+- {name: by-ip, opentelemetry: {service: 127.0.0.1, port: 4317}}
+- {name: elsewhere, zipkin: {service: zipkin.example.com, port: 9411}}
+";
+
+fn opts(yaml: &str) -> Options {
+    Options {
+        mesh: MeshConfig::parse(yaml).expect("mesh config"),
+        ..Options::default()
+    }
+}
+
+fn objects() -> Vec<Object> {
+    vec![
+        namespace("istio-system", &[]),
+        namespace("observability", &[]),
+        Object::Service(service("istio-system", "zipkin", "10.96.0.9", &[])),
+        Object::Service(service("istio-system", "hl", "None", &[])),
+        Object::Service(service("observability", "otel-collector", "fd00::17", &[])),
+    ]
+}
+
+/// The Tracing every waypoint is served (a client that is no waypoint included).
+fn served(t: &Translation) -> Option<Tracing> {
+    let set: BTreeMap<String, Tracing> =
+        waypoint_set(t, "shop", "wp", proto::WAYPOINT_TRACING_TYPE_URL);
+    assert!(set.len() <= 1, "{set:?}");
+    if let Some(name) = set.keys().next() {
+        assert_eq!(name, proto::WAYPOINT_TRACING_NAME);
+    }
+    set.into_values().next()
+}
+
+#[test]
+fn the_collector_resolves_to_an_address_or_a_warning() {
+    // (mesh config, Ok(exporter, address) or Err(part of the warning))
+    type Want = Option<Result<(Exporter, &'static str), &'static str>>;
+    let zipkin_default =
+        "defaultConfig: {tracing: {zipkin: {address: 'zipkin.istio-system:9411'}}}";
+    let select = |name: &str| format!("{PROVIDERS}defaultProviders: {{tracing: [{name}]}}\n");
+    let rows: Vec<(String, Want)> = vec![
+        (String::new(), None),
+        (PROVIDERS.into(), None),
+        (
+            zipkin_default.into(),
+            Some(Ok((Exporter::Zipkin, "10.96.0.9:9411"))),
+        ),
+        (
+            select("otel"),
+            Some(Ok((Exporter::OtlpGrpc, "[fd00::17]:4317"))),
+        ),
+        (
+            select("otel-short"),
+            Some(Ok((Exporter::OtlpGrpc, "[fd00::17]:4317"))),
+        ),
+        (
+            select("zipkin"),
+            Some(Ok((Exporter::Zipkin, "10.96.0.9:9411"))),
+        ),
+        (
+            select("by-ip"),
+            Some(Ok((Exporter::OtlpGrpc, "127.0.0.1:4317"))),
+        ),
+        (select("missing"), Some(Err("no such Service"))),
+        (select("headless"), Some(Err("no cluster IP"))),
+        (
+            select("elsewhere"),
+            Some(Err("not a Kubernetes service hostname")),
+        ),
+        (
+            "defaultConfig: {tracing: {zipkin: {address: 'zipkin.nowhere:9411'}}}".into(),
+            Some(Err("defaultConfig.tracing.zipkin")),
+        ),
+    ];
+    for (yaml, want) in rows {
+        let t = translate(&index(objects()), &opts(&yaml));
+        let got = served(&t);
+        match (want, got) {
+            (None, None) => assert!(t.mesh_warnings.is_empty(), "{yaml}"),
+            (Some(Ok((exporter, address))), Some(got)) => {
+                assert_eq!(got.exporter, exporter as i32, "{yaml}");
+                assert_eq!(got.address, address, "{yaml}");
+                assert!(t.mesh_warnings.is_empty(), "{yaml}: {:?}", t.mesh_warnings);
+            }
+            (Some(Err(part)), Some(got)) => {
+                assert_eq!(got.exporter, Exporter::None as i32, "{yaml}");
+                assert_eq!(got.address, "", "{yaml}");
+                assert_eq!(t.mesh_warnings.len(), 1, "{yaml}");
+                assert!(
+                    t.mesh_warnings[0].contains(part),
+                    "{yaml}: {:?}",
+                    t.mesh_warnings
+                );
+            }
+            (want, got) => panic!("{yaml}: want {want:?}, got {got:?}"),
+        }
+    }
+    // The settings are carried.
+    let yaml = format!(
+        "{}defaultConfig: {{tracing: {{sampling: 25.5}}}}\n",
+        select("otel")
+    );
+    let got = served(&translate(&index(objects()), &opts(&yaml))).expect("tracing");
+    assert_eq!(got.sampling, 25.5);
+    assert_eq!(got.max_tag_length, 128);
+    assert_eq!(got.provider, "otel");
+}
+
+/// A mesh config change (Zipkin -> OTLP) and the collector's Service appearing are each named
+/// as a change of the one resource; a translation that changes neither names nothing.
+#[test]
+fn a_mesh_config_change_updates_the_resource() {
+    let zipkin = format!("{PROVIDERS}defaultProviders: {{tracing: [zipkin]}}\n");
+    let mut idx = index(objects());
+    let mut tr = Translator::new(opts(&zipkin));
+    let changed = |t: &Translation| t.changed[proto::WAYPOINT_TRACING_TYPE_URL].len();
+    let first = tr.translate(&idx, &Scope::All);
+    assert_eq!(changed(&first), 1);
+    assert_eq!(
+        served(&first).expect("zipkin").exporter,
+        Exporter::Zipkin as i32
+    );
+
+    let again = tr.translate(&idx, &Scope::All);
+    assert_eq!(changed(&again), 0);
+
+    tr.set_mesh(
+        opts(&format!(
+            "{PROVIDERS}defaultProviders: {{tracing: [otel]}}\n"
+        ))
+        .mesh,
+    );
+    let otlp = tr.translate(&idx, &Scope::All);
+    assert_eq!(changed(&otlp), 1);
+    let got = served(&otlp).expect("otel");
+    assert_eq!(got.exporter, Exporter::OtlpGrpc as i32);
+    assert_eq!(got.address, "[fd00::17]:4317");
+
+    // Its Service goes: tracing off, with the warning; it comes back in another translation
+    // of its namespace only: on again.
+    idx.delete(&key(Kind::Service, "observability", "otel-collector"));
+    let gone = tr.translate(
+        &idx,
+        &Scope::Namespaces(["observability".to_string()].into()),
+    );
+    assert_eq!(changed(&gone), 1);
+    assert_eq!(served(&gone).expect("off").exporter, Exporter::None as i32);
+    assert_eq!(gone.mesh_warnings.len(), 1);
+    idx.apply(Object::Service(service(
+        "observability",
+        "otel-collector",
+        "10.96.0.17",
+        &[],
+    )));
+    let back = tr.translate(
+        &idx,
+        &Scope::Namespaces(["observability".to_string()].into()),
+    );
+    assert_eq!(changed(&back), 1);
+    assert_eq!(served(&back).expect("on").address, "10.96.0.17:4317");
+
+    // No tracing any more: the resource is removed.
+    tr.set_mesh(MeshConfig::default());
+    let none = tr.translate(&idx, &Scope::All);
+    assert_eq!(changed(&none), 1);
+    assert_eq!(served(&none), None);
+}
