@@ -211,7 +211,7 @@ pub async fn many(connect: SocketAddr, count: usize, hold: Duration) -> anyhow::
 /// A small HTTP/1.1 server: each request (head, then `Content-Length` bytes of body) gets
 /// 200 and `<METHOD> <path> from <peer IP>`; connections are kept alive.
 pub async fn http_serve(listen: SocketAddr) -> anyhow::Result<()> {
-    serve_http(listen, |head, peer| {
+    serve_http(listen, |head, _, peer| {
         let (method, path) = request_line(head);
         (200, "", format!("{method} {path} from {peer}"))
     })
@@ -223,7 +223,7 @@ pub async fn http_serve(listen: SocketAddr) -> anyhow::Result<()> {
 /// `x-ext-authz-check-result: allowed` for the upstream), any other is denied with 403 and
 /// a body naming the header it lacked.
 pub async fn ext_authz_serve(listen: SocketAddr) -> anyhow::Result<()> {
-    serve_http(listen, |head, _| {
+    serve_http(listen, |head, _, _| {
         let allow = header(head, "x-ext-authz").is_some_and(|v| v == "allow");
         match allow {
             true => (200, "x-ext-authz-check-result: allowed\r\n", String::new()),
@@ -240,8 +240,19 @@ pub async fn ext_authz_serve(listen: SocketAddr) -> anyhow::Result<()> {
 /// Serves the current content of `file` (read per request) with 200, whatever was asked:
 /// a JWKS endpoint whose keys a test rotates by rewriting the file.
 pub async fn file_serve(listen: SocketAddr, file: std::path::PathBuf) -> anyhow::Result<()> {
-    serve_http(listen, move |_, _| {
+    serve_http(listen, move |_, _, _| {
         (200, "", std::fs::read_to_string(&file).unwrap_or_default())
+    })
+    .await
+}
+
+/// A collector: prints each request's line and body (one line each) and answers 202, as a
+/// Zipkin collector answers `POST /api/v2/spans`.
+pub async fn record(listen: SocketAddr) -> anyhow::Result<()> {
+    serve_http(listen, |head, body, _| {
+        let (method, path) = request_line(head);
+        println!("{method} {path} {}", String::from_utf8_lossy(body));
+        (202, "", String::new())
     })
     .await
 }
@@ -260,11 +271,11 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
-/// Serves HTTP/1.1 with keep-alive; `answer(head, peer IP)` gives each response's status,
-/// extra header lines (each ending `\r\n`) and body.
+/// Serves HTTP/1.1 with keep-alive; `answer(head, body, peer IP)` gives each response's
+/// status, extra header lines (each ending `\r\n`) and body.
 async fn serve_http<F>(listen: SocketAddr, answer: F) -> anyhow::Result<()>
 where
-    F: Fn(&str, std::net::IpAddr) -> (u16, &'static str, String) + Send + Sync + 'static,
+    F: Fn(&str, &[u8], std::net::IpAddr) -> (u16, &'static str, String) + Send + Sync + 'static,
 {
     let listener = TcpListener::bind(listen).await.context("bind")?;
     println!("listening {listen}");
@@ -290,9 +301,13 @@ where
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
+                let (status, extra, body) = answer(&head, &buf[..length], peer.ip());
                 buf.drain(..length);
-                let (status, extra, body) = answer(&head, peer.ip());
-                let reason = if status == 200 { "OK" } else { "Forbidden" };
+                let reason = match status {
+                    200 => "OK",
+                    202 => "Accepted",
+                    _ => "Forbidden",
+                };
                 let resp = format!(
                     "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\n\r\n{body}",
                     body.len()

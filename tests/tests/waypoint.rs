@@ -224,10 +224,15 @@ spec:
 }
 
 /// Istio's MeshConfig: the two HTTP authorizers, both on the authorizer host (`down` at a
-/// port nothing listens on, failing closed).
+/// port nothing listens on, failing closed), and a Zipkin collector there too, starting no
+/// trace of its own (sampling 0) so only callers' sampled traces are exported.
 fn mesh_config() -> String {
     format!(
-        "extensionProviders:
+        "defaultConfig:
+  tracing:
+    sampling: 0
+    zipkin: {{address: \"{AUTHORIZER_IP}:9411\"}}
+extensionProviders:
 - name: sample-http
   envoyExtAuthzHttp:
     service: {AUTHORIZER_IP}
@@ -313,6 +318,14 @@ fn the_waypoint_decides_each_request_for_its_service() {
         &["ext-authz", "--listen", "0.0.0.0:9000"],
     )
     .expect("authorizer");
+    let collector = w
+        .mesh
+        .spawn_app(
+            &authorizer,
+            "zipkin",
+            &["record", "--listen", "0.0.0.0:9411"],
+        )
+        .expect("Zipkin collector");
     let jwks_arg = jwks.to_string_lossy().into_owned();
     w.serve(
         &authorizer,
@@ -529,6 +542,24 @@ fn the_waypoint_decides_each_request_for_its_service() {
             );
         }
     }
+
+    // A caller's sampled trace: the waypoint's span, a child of the caller's, reaches the
+    // collector meshd named (Zipkin v2 JSON).
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let traceparent = format!("traceparent: 00-{trace}-{parent}-01");
+    let (status, _) = request_with(&vip, "GET", "/api/traced", "curl/8", &[traceparent]);
+    assert_eq!(status, "200");
+    let exported = wait_for_file(&collector, &format!("\"traceId\":\"{trace}\""), T)
+        .expect("the span exported to the collector");
+    let span = exported
+        .lines()
+        .find(|l| l.contains(trace))
+        .unwrap_or_default();
+    assert!(span.starts_with("POST /api/v2/spans "), "{span}");
+    assert!(
+        span.contains(&format!("\"parentId\":\"{parent}\"")),
+        "{span}"
+    );
 
     // The server's ztunnel saw the waypoint's identity (logged as each connection ends: the
     // waypoint keeps its upstream connections for reuse until it goes); the client's sent to

@@ -13,6 +13,7 @@
 //! - [`upstream`]: HTTP connections to endpoints, shared by all downstream connections;
 //! - [`ext_authz`]: the external authorizers CUSTOM policies ask (HTTP and gRPC);
 //! - [`health`]: readiness on 15021;
+//! - [`log_sink`]: log lines to stderr in batches (an access-log line per request);
 //! - [`metrics`], [`telemetry`]: Istio's metrics and the access log, per request and stream;
 //! - [`trace`]: W3C and B3 trace context carried on, spans exported to Zipkin or OTLP/gRPC as
 //!   meshd's Tracing (or the flags) say;
@@ -26,6 +27,7 @@ pub mod detect;
 pub mod ext_authz;
 pub mod health;
 pub mod jwt;
+pub mod log_sink;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

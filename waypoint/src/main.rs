@@ -84,8 +84,10 @@ struct Args {
     #[arg(long, env = "TRACING_SAMPLING", default_value_t = 1.0)]
     tracing_sampling: f64,
 
-    /// Threads serving connections (as ztunnel's `ZTUNNEL_WORKER_THREADS`).
-    #[arg(long, env = "WAYPOINT_WORKER_THREADS", default_value_t = 2)]
+    /// Threads serving connections (as ztunnel's `ZTUNNEL_WORKER_THREADS`). One (the default)
+    /// runs everything on one thread, the cheapest per request (docs/BENCHMARKS.md); more
+    /// threads serve more requests per replica at a higher cost each.
+    #[arg(long, env = "WAYPOINT_WORKER_THREADS", default_value_t = 1)]
     worker_threads: usize,
 
     /// How requests are spread over a service's healthy endpoints: least request (Istio's
@@ -123,11 +125,21 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let logs = init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.worker_threads.max(1))
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(args, logs))
+    // One thread: a runtime without work stealing, so a request's hand-offs between tasks
+    // never wake another thread (no futex, no eventfd), which is most of what a request costs
+    // at moderate rates.
+    let runtime = match args.worker_threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    let result = runtime.block_on(run(args, logs));
+    waypoint::log_sink::LogSink::global().flush();
+    result
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), changeable on the admin port.
@@ -140,7 +152,7 @@ fn init_logging() -> Arc<dyn LogControl> {
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(waypoint::log_sink::LogSink::global())
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .init();

@@ -30,6 +30,11 @@ enum Cmd {
         #[arg(long)]
         file: std::path::PathBuf,
     },
+    /// HTTP collector: prints each request's line and body, answers 202.
+    Record {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
     /// HTTP external authorizer: allows requests with `x-ext-authz: allow`, denies others (403).
     ExtAuthz {
         #[arg(long)]
@@ -180,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Echo { listen } => app::echo(listen).await,
         Cmd::HttpServe { listen } => app::http_serve(listen).await,
         Cmd::FileServe { listen, file } => app::file_serve(listen, file).await,
+        Cmd::Record { listen } => app::record(listen).await,
         Cmd::ExtAuthz { listen } => app::ext_authz_serve(listen).await,
         Cmd::PatternServer { listen } => app::pattern_server(listen).await,
         Cmd::PatternSend {
