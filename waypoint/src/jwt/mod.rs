@@ -14,7 +14,7 @@
 //!    With several rules for one issuer, the first that accepts the token wins.
 //! 4. Keys: the rule's inline `jwks`, or its `jwksUri` through the shared [`KeyCache`] (a
 //!    `kid` the set lacks asks for a refetch, rate-limited there), or with neither, the
-//!    `jwks_uri` of the issuer's OpenID discovery document ([`discovery`]), cached there too,
+//!    `jwks_uri` of the issuer's OpenID discovery document ([`document_uri`]), cached there too,
 //!    and then its keys as a `jwksUri`'s. Keys that cannot be had (a fetch or the discovery
 //!    failed, an issuer that makes no URL) refuse the token: 401 `Jwks remote fetch is failed`.
 //! 5. Accepted: the policy view gets the principal `<iss>/<sub>`, the audiences, `azp` and the
