@@ -2,7 +2,9 @@
 //! (`waypoint::jwt::Location::find` over a fuzzed `Authorization` header, query and cookie),
 //! read (`peek`: header and claims), its claims checked against a rule (`check_claims`), made
 //! the policy's identity (`auth`) and copied to headers (`claim_value`); and the same bytes as
-//! a JSON Web Key Set (`KeySet::parse`) verifying the token.
+//! a JSON Web Key Set (`KeySet::parse`) verifying the token, and as an OpenID discovery
+//! document (`parse_document`); the claim path as an issuer to discover from
+//! (`document_uri`).
 //!
 //! Input: `\0`-separated `Authorization` value, query string, `Cookie` value, a claim path,
 //! then the rest as a key set.
@@ -62,6 +64,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let keys = KeySet::parse(rest).ok().map(Arc::new);
+    // Whatever a discovery document says, a key set URI is http(s) with a host.
+    if let Ok(uri) = waypoint::jwt::parse_document(rest) {
+        assert!(matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some());
+    }
+    if let Some(uri) = waypoint::jwt::document_uri(claim) {
+        assert!(uri.path().ends_with(waypoint::jwt::WELL_KNOWN));
+    }
     for location in locations() {
         let Some(token) = location.find(&headers, Some(query)) else {
             continue;

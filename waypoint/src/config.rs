@@ -13,6 +13,9 @@
 //!    usable key or an `http(s)` `jwks_uri`, valid header names. A bad rule rejects the target
 //!    (its last good version stays): dropping the rule would let that issuer's tokens through
 //!    as "issuer not configured" only while another rule exists, and silently otherwise.
+//!    Neither `jwks` nor `jwks_uri` means OpenID discovery from the issuer, as with Istio; an
+//!    issuer that makes no discovery URL is accepted too (Istio's validation accepts it) and
+//!    refuses its tokens, with a warning here.
 //! 5. A CUSTOM policy's `ext_authz` provider must be whole (an address `host:port`, a valid
 //!    status, header patterns Istio accepts) and name the policy's provider; a CUSTOM policy
 //!    without one is accepted and denies what it matches.
@@ -35,7 +38,7 @@ use ipnet::IpNet;
 use proto::waypoint as wire;
 
 use crate::ext_authz::{self, HeaderPattern, HttpSettings, Provider};
-use crate::jwt::{JwtRule, KeySet, KeySource, Location};
+use crate::jwt::{self, JwtRule, KeySet, KeySource, Location};
 use crate::targets::{Endpoint, Target, Targets};
 use crate::trace;
 
@@ -574,6 +577,10 @@ fn convert_jwt_rule(cx: &Cx<'_>, at: &str, r: &wire::JwtRule) -> Result<JwtRule,
     if r.issuer.is_empty() {
         return Err(cx.err(f("issuer"), "required"));
     }
+    let timeout = match r.timeout_ms {
+        0 => Duration::from_secs(5),
+        ms => Duration::from_millis(u64::from(ms)),
+    };
     let keys = if !r.jwks.is_empty() {
         let set = KeySet::parse(&r.jwks).map_err(|e| cx.err(f("jwks"), e.to_string()))?;
         KeySource::Inline(Arc::new(set))
@@ -588,13 +595,17 @@ fn convert_jwt_rule(cx: &Cx<'_>, at: &str, r: &wire::JwtRule) -> Result<JwtRule,
                 format!("{:?} is not an http(s) URL", r.jwks_uri),
             ));
         }
-        let timeout = match r.timeout_ms {
-            0 => Duration::from_secs(5),
-            ms => Duration::from_millis(u64::from(ms)),
-        };
         KeySource::Remote { uri, timeout }
     } else {
-        return Err(cx.err(at, "a rule needs jwks or jwks_uri"));
+        let document = jwt::document_uri(&r.issuer);
+        if document.is_none() {
+            tracing::warn!(
+                resource = cx.resource, rule = at, issuer = %r.issuer,
+                "no jwks, no jwks_uri, and the issuer is not an http(s) URL to discover keys \
+                 from: tokens of this issuer are refused"
+            );
+        }
+        KeySource::Discovered { document, timeout }
     };
     let header = |field: String, name: &str| {
         HeaderName::from_bytes(name.as_bytes())

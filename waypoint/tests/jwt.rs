@@ -9,7 +9,6 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +24,9 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use tokio::net::TcpListener;
-use waypoint::jwt::{FetchSettings, JwtRule, KeySet, KeySource, Location};
+use waypoint::jwt::{
+    FetchSettings, JwtRule, KeySet, KeySource, Location, WELL_KNOWN, document_uri,
+};
 use waypoint::{Targets, Waypoint};
 
 const VIP: &str = "10.96.0.20:80";
@@ -82,10 +83,13 @@ fn claims(sub: &str) -> serde_json::Value {
     json!({"iss": ISSUER, "sub": sub, "aud": ["shop"], "exp": now() + 600, "team": "payments"})
 }
 
-/// Serves a JWKS that the test can change, counting fetches.
+/// Serves a JWKS that the test can change at any path, and an OpenID discovery document at
+/// any path ending in `/.well-known/openid-configuration` (404 while there is none); records
+/// the paths asked for.
 struct JwksServer {
     body: Mutex<String>,
-    fetches: AtomicUsize,
+    discovery: Mutex<Option<String>>,
+    paths: Mutex<Vec<String>>,
     addr: SocketAddr,
 }
 
@@ -94,7 +98,8 @@ impl JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = Arc::new(JwksServer {
             body: Mutex::new(body),
-            fetches: AtomicUsize::new(0),
+            discovery: Mutex::new(None),
+            paths: Mutex::new(Vec::new()),
             addr: listener.local_addr().unwrap(),
         });
         let s = server.clone();
@@ -103,12 +108,20 @@ impl JwksServer {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req| {
-                        s.fetches.fetch_add(1, Ordering::SeqCst);
-                        let body = s.body.lock().unwrap().clone();
-                        async move {
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                    let service = hyper::service::service_fn(move |req: Request<_>| {
+                        let path = req.uri().path().to_string();
+                        s.paths.lock().unwrap().push(path.clone());
+                        let body = match path.ends_with(WELL_KNOWN) {
+                            true => s.discovery.lock().unwrap().clone(),
+                            false => Some(s.body.lock().unwrap().clone()),
+                        };
+                        let mut resp = hyper::Response::new(Full::new(Bytes::from(
+                            body.clone().unwrap_or_default(),
+                        )));
+                        if body.is_none() {
+                            *resp.status_mut() = StatusCode::NOT_FOUND;
                         }
+                        async move { Ok::<_, Infallible>(resp) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -123,12 +136,28 @@ impl JwksServer {
         *self.body.lock().unwrap() = body;
     }
 
+    fn set_discovery(&self, doc: &str) {
+        *self.discovery.lock().unwrap() = Some(doc.to_string());
+    }
+
     fn uri(&self) -> http::Uri {
         format!("http://{}/jwks", self.addr).parse().unwrap()
     }
 
+    /// Key set fetches.
     fn fetches(&self) -> usize {
-        self.fetches.load(Ordering::SeqCst)
+        let paths = self.paths.lock().unwrap();
+        paths.iter().filter(|p| !p.ends_with(WELL_KNOWN)).count()
+    }
+
+    /// Discovery document fetches, by path.
+    fn discoveries(&self) -> Vec<String> {
+        let paths = self.paths.lock().unwrap();
+        paths
+            .iter()
+            .filter(|p| p.ends_with(WELL_KNOWN))
+            .cloned()
+            .collect()
     }
 }
 
@@ -503,6 +532,203 @@ async fn a_jwks_server_that_is_down_refuses_tokens_only() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A rule with neither `jwks` nor `jwksUri`, for `issuer`.
+fn discovered(issuer: &str, min_refetch: Duration) -> (JwtRule, FetchSettings) {
+    let keys = KeySource::Discovered {
+        document: document_uri(issuer),
+        timeout: Duration::from_secs(5),
+    };
+    let rule = JwtRule {
+        issuer: issuer.into(),
+        ..rule(keys)
+    };
+    let fetch = FetchSettings {
+        refresh: Duration::from_secs(1200),
+        min_refetch,
+    };
+    (rule, fetch)
+}
+
+fn claims_of(issuer: &str, sub: &str) -> serde_json::Value {
+    let mut c = claims(sub);
+    c["iss"] = json!(issuer);
+    c
+}
+
+#[tokio::test]
+async fn keys_are_found_by_openid_discovery_from_the_issuer() {
+    let key = TestKey::new("k1");
+    let server = JwksServer::start(jwks(&[&key])).await;
+    // A trailing slash is not doubled (Istio trims it before the well-known path).
+    let issuer = format!("http://{}/realms/shop/", server.addr);
+    server.set_discovery(
+        &json!({"issuer": issuer, "jwks_uri": format!("http://{}/protocol/certs", server.addr)})
+            .to_string(),
+    );
+    let (jwt, fetch) = discovered(&issuer, Duration::from_secs(30));
+    let mesh = Mesh::start("discover", "127.78.0.7", vec![jwt], fetch).await;
+    let mut send = mesh.client().await;
+
+    let alice = key.sign(&claims_of(&issuer, "alice"));
+    let (status, seen) = get(&mut send, "/public", Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert!(
+        seen.contains("x-sub=alice"),
+        "the token was accepted: {seen}"
+    );
+    let forged = TestKey::new("k1").sign(&claims_of(&issuer, "alice"));
+    let (status, body) = get(&mut send, "/public", Some(&forged)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::UNAUTHORIZED, "Jwt verification fails")
+    );
+    let (status, _) = get(&mut send, "/public", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // One discovery at the issuer's well-known path, one key fetch at the URI it named; both
+    // cached for the requests after.
+    assert_eq!(
+        server.discoveries(),
+        ["/realms/shop/.well-known/openid-configuration"]
+    );
+    assert_eq!(
+        server.paths.lock().unwrap().last().unwrap(),
+        "/protocol/certs"
+    );
+    assert_eq!(server.fetches(), 1);
+}
+
+#[tokio::test]
+async fn rotated_keys_are_fetched_again_from_the_discovered_uri() {
+    let (old, new) = (TestKey::new("k1"), TestKey::new("k2"));
+    let server = JwksServer::start(jwks(&[&old])).await;
+    let issuer = format!("http://{}", server.addr);
+    server.set_discovery(&json!({"jwks_uri": format!("{issuer}/keys")}).to_string());
+    let (jwt, fetch) = discovered(&issuer, Duration::ZERO);
+    let mesh = Mesh::start("discover-rotate", "127.78.0.8", vec![jwt], fetch).await;
+    let mut send = mesh.client().await;
+
+    let (status, _) = get(
+        &mut send,
+        "/public",
+        Some(&old.sign(&claims_of(&issuer, "a"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    server.set(jwks(&[&new]));
+    let (status, body) = get(
+        &mut send,
+        "/public",
+        Some(&new.sign(&claims_of(&issuer, "a"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = get(
+        &mut send,
+        "/public",
+        Some(&old.sign(&claims_of(&issuer, "a"))),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            "Jwks doesn't have key to match kid or alg from Jwt"
+        )
+    );
+    // The keys were fetched again from the discovered URI; the document was not.
+    assert_eq!(server.fetches(), 3);
+    assert_eq!(server.discoveries(), ["/.well-known/openid-configuration"]);
+}
+
+#[tokio::test]
+async fn failed_discovery_refuses_that_issuers_tokens_only() {
+    let key = TestKey::new("k1");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    // Each case is an issuer of its own with its own server (None: no server, the issuer
+    // as it is); all are rules of one target, beside one that works.
+    let cases: Vec<(&str, Option<Option<String>>)> = vec![
+        ("works", Some(Some(String::new()))),
+        ("no jwks_uri", Some(Some(r#"{"issuer": "x"}"#.into()))),
+        (
+            "jwks_uri not a string",
+            Some(Some(r#"{"jwks_uri": 7}"#.into())),
+        ),
+        ("bad JSON", Some(Some(r#"{"jwks_uri": "#.into()))),
+        ("a JSON list", Some(Some("[]".into()))),
+        (
+            "jwks_uri not http(s)",
+            Some(Some(r#"{"jwks_uri": "file:///etc/keys"}"#.into())),
+        ),
+        (
+            "relative jwks_uri",
+            Some(Some(r#"{"jwks_uri": "/keys"}"#.into())),
+        ),
+        ("no document (404)", Some(None)),
+        (
+            "discovered keys down",
+            Some(Some(
+                json!({"jwks_uri": format!("{dead}/keys")}).to_string(),
+            )),
+        ),
+        ("server down", None),
+        ("issuer not a URL", None),
+    ];
+    let mut rules = Vec::new();
+    let mut issuers = Vec::new();
+    let mut servers = Vec::new();
+    for (name, doc) in &cases {
+        let issuer = match (name, doc) {
+            (_, Some(doc)) => {
+                let server = JwksServer::start(jwks(&[&key])).await;
+                let issuer = format!("http://{}", server.addr);
+                match doc.as_deref() {
+                    Some("") => server
+                        .set_discovery(&json!({"jwks_uri": format!("{issuer}/keys")}).to_string()),
+                    Some(doc) => server.set_discovery(doc),
+                    None => {}
+                }
+                servers.push(server);
+                issuer
+            }
+            (&"server down", None) => dead.clone(),
+            _ => "testing@secure.istio.io".to_string(),
+        };
+        rules.push(discovered(&issuer, Duration::from_secs(30)).0);
+        issuers.push(issuer);
+    }
+    let mesh = Mesh::start(
+        "discover-fail",
+        "127.78.0.9",
+        rules,
+        FetchSettings::default(),
+    )
+    .await;
+    let mut send = mesh.client().await;
+    for ((name, _), issuer) in cases.iter().zip(&issuers) {
+        let token = key.sign(&claims_of(issuer, "alice"));
+        // Twice: a failure is not cached as success, nor does it panic on the second try.
+        for _ in 0..2 {
+            let (status, body) = get(&mut send, "/public", Some(&token)).await;
+            match *name {
+                "works" => assert_eq!(status, StatusCode::OK, "{name}: {body}"),
+                _ => assert_eq!(
+                    (status, body.as_str()),
+                    (StatusCode::UNAUTHORIZED, "Jwks remote fetch is failed"),
+                    "{name}"
+                ),
+            }
+        }
+    }
+    // Every server was asked for its document; requests without a token are unaffected.
+    for server in &servers {
+        assert!(!server.discoveries().is_empty());
+    }
+    let (status, _) = get(&mut send, "/public", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 /// The check itself, without sockets: inline keys, other token locations, forwarding.
 #[tokio::test]
 async fn locations_and_outputs() {
@@ -648,11 +874,6 @@ fn rules_are_checked_at_the_config_boundary() {
             "required",
         ),
         (
-            wire::JwtRule { jwks_uri: String::new(), ..good.clone() },
-            "jwt_rules[0]",
-            "a rule needs jwks or jwks_uri",
-        ),
-        (
             wire::JwtRule { jwks_uri: "ftp://idp.test/keys".into(), ..good.clone() },
             "jwt_rules[0].jwks_uri",
             "\"ftp://idp.test/keys\" is not an http(s) URL",
@@ -706,6 +927,31 @@ fn rules_are_checked_at_the_config_boundary() {
         );
         // The last good version still serves.
         assert_eq!(rules(&store).len(), 1);
+    }
+    // Neither jwks nor jwks_uri: OpenID discovery from the issuer, with the rule's timeout; an
+    // issuer that makes no discovery URL is kept too (its tokens are refused).
+    for (issuer, want) in [
+        (
+            "https://idp.test/",
+            Some("https://idp.test/.well-known/openid-configuration"),
+        ),
+        ("testing@secure.istio.io", None),
+    ] {
+        let discover = wire::JwtRule {
+            issuer: issuer.into(),
+            jwks_uri: String::new(),
+            ..good.clone()
+        };
+        store.apply_target(NAME, &target(vec![discover])).unwrap();
+        assert!(
+            matches!(
+                &rules(&store)[0].keys,
+                KeySource::Discovered { document, timeout }
+                    if document.as_ref().map(|d| d.to_string()).as_deref() == want
+                        && *timeout == Duration::from_millis(1500)
+            ),
+            "{issuer}"
+        );
     }
     // An inline set with a usable key is taken as it is.
     let inline = wire::JwtRule {

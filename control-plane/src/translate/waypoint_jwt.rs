@@ -10,10 +10,12 @@
 //! 2. A reference that cannot attach (another namespace, a ServiceEntry, a Gateway that is not
 //!    a waypoint, a wrong group or kind) is skipped with a warning; the others still attach.
 //! 3. Each `jwtRules` entry is checked as Istio's validation would: an issuer; `jwks` (JSON
-//!    with a `keys` list) or an `http(s)` `jwksUri` (OpenID discovery from the issuer is not
-//!    done); header names that are header names; a claim for each claim header; a timeout
-//!    that reads as a duration. A bad rule is skipped with a warning naming the field; the
-//!    policy's other rules stay. Nothing here fails the translation.
+//!    with a `keys` list), an `http(s)` `jwksUri`, or neither: the waypoint then finds the
+//!    keys by OpenID discovery from the issuer (a warning when the issuer is not an `http(s)`
+//!    URL to discover from: Istio accepts the rule and its tokens fail); header names that
+//!    are header names; a claim for each claim header; a timeout that reads as a duration. A
+//!    bad rule is skipped with a warning naming the field; the policy's other rules stay.
+//!    Nothing here fails the translation.
 //! 4. A target lists the rules of every policy attached to it, policies ordered by key
 //!    (`namespace/name`), each once, rules in their order within it.
 
@@ -191,7 +193,17 @@ fn policy(
     for (i, v) in spec.jwt_rules.iter().flatten().enumerate() {
         let at = format!("spec.jwtRules[{i}]");
         match rule(v, key) {
-            Ok(r) => rules.push(r),
+            Ok(r) => {
+                if r.jwks.is_empty() && r.jwks_uri.is_empty() && !discoverable(&r.issuer) {
+                    warnings.push(format!(
+                        "{at}.issuer: {:?} is not a URL to discover keys from (http(s), no \
+                         query or fragment): with neither jwks nor jwksUri, the waypoint \
+                         refuses this issuer's tokens",
+                        r.issuer
+                    ));
+                }
+                rules.push(r);
+            }
             Err((field, reason)) => {
                 warnings.push(format!("{at}{field}: {reason}: this rule is skipped"));
             }
@@ -266,13 +278,7 @@ fn rule(v: &Value, source: &str) -> Result<JwtRule, (String, String)> {
         if keys.is_none_or(|n| n == 0) {
             return Err(bad(".jwks", "not a JSON Web Key Set with keys".into()));
         }
-    } else if jwks_uri.is_empty() {
-        return Err(bad(
-            "",
-            "neither jwks nor jwksUri is set (OpenID discovery from the issuer is not supported)"
-                .into(),
-        ));
-    } else {
+    } else if !jwks_uri.is_empty() {
         let uri = jwks_uri
             .parse::<http::Uri>()
             .map_err(|e| bad(".jwksUri", format!("{jwks_uri:?}: {e}")))?;
@@ -357,6 +363,17 @@ fn rule(v: &Value, source: &str) -> Result<JwtRule, (String, String)> {
         output_claim_to_headers,
         timeout_ms,
     })
+}
+
+/// Whether an issuer is a URL to find an OpenID discovery document under (rule 3): `http(s)`,
+/// a host, no query or fragment (the waypoint's test, which makes the document's URL).
+fn discoverable(issuer: &str) -> bool {
+    !issuer.contains('#')
+        && issuer.parse::<http::Uri>().is_ok_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some()
+                && u.query().is_none()
+        })
 }
 
 /// A protobuf JSON duration (`5s`, `0.5s`), or milliseconds (`500ms`), as whole milliseconds

@@ -1,6 +1,7 @@
-//! Key sets fetched from `jwksUri`, cached per URI for every target that names it.
+//! Key sets fetched from `jwksUri`, and OpenID discovery documents fetched from issuers
+//! ([`super::discovery`]), each cached per URI for every target that names it.
 //!
-//! Rules, in order:
+//! Rules, in order, for both kinds of document (a key set is the example):
 //! 1. A URI's keys are fetched the first time a token needs them; the request waits for that
 //!    fetch (bounded by the rule's timeout) and fails with Envoy's `Jwks remote fetch is
 //!    failed` when there is nothing to use.
@@ -8,14 +9,17 @@
 //!    fetch replaces them; a failed fetch keeps the old keys and is tried again no sooner than
 //!    rule 3's interval.
 //! 3. A token whose `kid` the cached set lacks asks for a fetch now (key rotation), at most
-//!    once per 30 seconds per URI, so a flood of made-up `kid`s costs one fetch.
+//!    once per 30 seconds per URI, so a flood of made-up `kid`s costs one fetch. (Key sets
+//!    only: a discovery document changes at its refresh.)
 //! 4. One fetch per URI at a time: concurrent requests wait for the one under way and take
-//!    its outcome. With no keys at all, a failed fetch is not retried for a second (Envoy's
-//!    `failed_refetch_duration`), so a dead JWKS server is not asked once per request.
+//!    its outcome. With nothing cached, a failed fetch is not retried for a second (Envoy's
+//!    `failed_refetch_duration`), so a dead server is not asked once per request.
 //! 5. HTTP and HTTPS (the system's roots), HTTP/1.1, a 2xx answer of at most 1 MiB.
+//! 6. A discovered key set is cached under its `jwks_uri` like a configured one: rules 1-4
+//!    apply to it unchanged.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +31,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
+use super::discovery::{self, DiscoveryError};
 use super::keys::{KeySet, KeysError};
 
 /// Rule 5.
@@ -74,11 +79,20 @@ pub enum FetchError {
     #[error("fetching {uri}: failed less than a second ago")]
     Recent { uri: Uri },
     #[error("fetching {uri}")]
-    Keys {
+    Unreadable {
         uri: Uri,
         #[source]
-        source: KeysError,
+        source: Unreadable,
     },
+}
+
+/// Why a fetched body is not the document it should be.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("not a usable JSON Web Key Set")]
+    Keys(#[source] KeysError),
+    #[error("not a usable OpenID discovery document")]
+    Discovery(#[source] DiscoveryError),
 }
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -110,7 +124,8 @@ impl Fetcher {
         }
     }
 
-    async fn fetch(&self, uri: &Uri, timeout: Duration) -> Result<KeySet, FetchError> {
+    /// The body of a 2xx answer, as text.
+    async fn fetch(&self, uri: &Uri, timeout: Duration) -> Result<String, FetchError> {
         let get = async {
             let resp =
                 self.client
@@ -134,12 +149,7 @@ impl Fetcher {
                     source,
                 })?
                 .to_bytes();
-            let text =
-                std::str::from_utf8(&body).map_err(|_| FetchError::Utf8 { uri: uri.clone() })?;
-            KeySet::parse(text).map_err(|source| FetchError::Keys {
-                uri: uri.clone(),
-                source,
-            })
+            String::from_utf8(Vec::from(body)).map_err(|_| FetchError::Utf8 { uri: uri.clone() })
         };
         tokio::time::timeout(timeout, get)
             .await
@@ -150,11 +160,24 @@ impl Fetcher {
     }
 }
 
+/// How one kind of document reads, and its name for logs.
+struct Kind<T> {
+    what: &'static str,
+    parse: fn(&str) -> Result<T, Unreadable>,
+}
+
+impl<T> Clone for Kind<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Kind<T> {}
+
 /// What is known of one URI.
-#[derive(Default)]
-struct State {
-    keys: Option<Arc<KeySet>>,
-    /// When `keys` arrived.
+struct State<T> {
+    doc: Option<Arc<T>>,
+    /// When `doc` arrived.
     fetched: Option<Instant>,
     /// When the last fetch started (rule 3).
     attempted: Option<Instant>,
@@ -164,20 +187,116 @@ struct State {
     refreshing: bool,
 }
 
-#[derive(Default)]
-struct Entry {
-    state: Mutex<State>,
+struct Entry<T> {
+    state: Mutex<State<T>>,
     /// Held while fetching (rule 4); the state is re-read once it is taken.
     fetching: tokio::sync::Mutex<()>,
 }
 
-/// Every URI's keys (rules 1-4), shared by all targets.
+impl<T> Default for Entry<T> {
+    fn default() -> Self {
+        Entry {
+            state: Mutex::new(State {
+                doc: None,
+                fetched: None,
+                attempted: None,
+                failed: None,
+                refreshing: false,
+            }),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every URI's entry for one kind of document (rules 1-4).
+struct Table<T> {
+    kind: Kind<T>,
+    /// One entry per URI ever used; an entry is a few hundred bytes.
+    entries: Mutex<HashMap<Uri, Arc<Entry<T>>>>,
+}
+
+impl<T: Send + Sync + 'static> Table<T> {
+    fn new(what: &'static str, parse: fn(&str) -> Result<T, Unreadable>) -> Table<T> {
+        Table {
+            kind: Kind { what, parse },
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entry(&self, uri: &Uri) -> Arc<Entry<T>> {
+        lock(&self.entries).entry(uri.clone()).or_default().clone()
+    }
+
+    /// Rules 1 and 2.
+    async fn get(
+        &self,
+        fetcher: &Fetcher,
+        settings: FetchSettings,
+        uri: &Uri,
+        timeout: Duration,
+    ) -> Result<Arc<T>, FetchError> {
+        let entry = self.entry(uri);
+        let now = Instant::now();
+        {
+            let mut s = lock(&entry.state);
+            if let (Some(doc), Some(fetched)) = (&s.doc, s.fetched) {
+                let doc = doc.clone();
+                let stale = now.duration_since(fetched) >= settings.refresh;
+                let may_retry = s
+                    .attempted
+                    .is_none_or(|a| now.duration_since(a) >= settings.min_refetch);
+                if stale && may_retry && !s.refreshing {
+                    s.refreshing = true;
+                    let (entry, fetcher, uri, kind) =
+                        (entry.clone(), fetcher.clone(), uri.clone(), self.kind);
+                    tokio::spawn(async move {
+                        let _ = fetch_into(&entry, &fetcher, kind, &uri, timeout, None).await;
+                        lock(&entry.state).refreshing = false;
+                    });
+                }
+                return Ok(doc);
+            }
+        }
+        fetch_into(&entry, fetcher, self.kind, uri, timeout, None).await
+    }
+
+    /// Rule 3: a fresh document replacing `stale`; `None` when a fetch is not allowed yet or
+    /// fails (the caller keeps what it had).
+    async fn refetch(
+        &self,
+        fetcher: &Fetcher,
+        settings: FetchSettings,
+        uri: &Uri,
+        timeout: Duration,
+        stale: &Arc<T>,
+    ) -> Option<Arc<T>> {
+        let entry = self.entry(uri);
+        let allowed = lock(&entry.state)
+            .attempted
+            .is_none_or(|t| t.elapsed() >= settings.min_refetch);
+        if !allowed {
+            return None;
+        }
+        fetch_into(&entry, fetcher, self.kind, uri, timeout, Some(stale))
+            .await
+            .ok()
+            .filter(|d| !Arc::ptr_eq(d, stale))
+    }
+}
+
+/// Every URI's key set and every issuer's discovery document (rules 1-6), shared by all
+/// targets.
 pub struct KeyCache {
     /// Made on first use (it reads the system's trust roots).
     fetcher: OnceLock<Fetcher>,
     settings: FetchSettings,
-    /// One entry per URI ever used; an entry is a few hundred bytes.
-    entries: Mutex<HashMap<Uri, Arc<Entry>>>,
+    keys: Table<KeySet>,
+    /// Discovery document URL -> the `jwks_uri` it names.
+    discovery: Table<Uri>,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -193,7 +312,10 @@ impl KeyCache {
         KeyCache {
             fetcher: OnceLock::new(),
             settings,
-            entries: Mutex::new(HashMap::new()),
+            keys: Table::new("JWKS", |text| KeySet::parse(text).map_err(Unreadable::Keys)),
+            discovery: Table::new("OpenID discovery document", |text| {
+                discovery::parse_document(text).map_err(Unreadable::Discovery)
+            }),
         }
     }
 
@@ -201,40 +323,11 @@ impl KeyCache {
         self.fetcher.get_or_init(Fetcher::new)
     }
 
-    fn entry(&self, uri: &Uri) -> Arc<Entry> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.entry(uri.clone()).or_default().clone()
-    }
-
     /// Rules 1 and 2: the keys to check a token with.
     pub async fn keys(&self, uri: &Uri, timeout: Duration) -> Result<Arc<KeySet>, FetchError> {
-        let entry = self.entry(uri);
-        let now = Instant::now();
-        {
-            let mut s = entry.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let (Some(keys), Some(fetched)) = (&s.keys, s.fetched) {
-                let keys = keys.clone();
-                let stale = now.duration_since(fetched) >= self.settings.refresh;
-                let may_retry = s
-                    .attempted
-                    .is_none_or(|a| now.duration_since(a) >= self.settings.min_refetch);
-                if stale && may_retry && !s.refreshing {
-                    s.refreshing = true;
-                    let (entry, fetcher, uri) =
-                        (entry.clone(), self.fetcher().clone(), uri.clone());
-                    tokio::spawn(async move {
-                        let _ = fetch_into(&entry, &fetcher, &uri, timeout, None).await;
-                        entry
-                            .state
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .refreshing = false;
-                    });
-                }
-                return Ok(keys);
-            }
-        }
-        fetch_into(&entry, self.fetcher(), uri, timeout, None).await
+        self.keys
+            .get(self.fetcher(), self.settings, uri, timeout)
+            .await
     }
 
     /// Rule 3: fresh keys for a token whose `kid` `stale` lacks; `None` when a fetch is not
@@ -245,40 +338,43 @@ impl KeyCache {
         timeout: Duration,
         stale: &Arc<KeySet>,
     ) -> Option<Arc<KeySet>> {
-        let entry = self.entry(uri);
-        let allowed = {
-            let s = entry.state.lock().unwrap_or_else(|p| p.into_inner());
-            s.attempted
-                .is_none_or(|t| t.elapsed() >= self.settings.min_refetch)
-        };
-        if !allowed {
-            return None;
-        }
-        fetch_into(&entry, self.fetcher(), uri, timeout, Some(stale))
+        self.keys
+            .refetch(self.fetcher(), self.settings, uri, timeout, stale)
             .await
-            .ok()
-            .filter(|k| !Arc::ptr_eq(k, stale))
+    }
+
+    /// Rule 6: the key set URI that the discovery document at `document` names (rules 1, 2
+    /// and 4 for the document); its keys are then [`KeyCache::keys`]'.
+    pub async fn discovered(
+        &self,
+        document: &Uri,
+        timeout: Duration,
+    ) -> Result<Arc<Uri>, FetchError> {
+        self.discovery
+            .get(self.fetcher(), self.settings, document, timeout)
+            .await
     }
 }
 
 /// Fetches `uri` into `entry` (rule 4). When another fetch started while this one waited for
-/// its turn, its outcome is taken instead: its keys when they are not `seen` (the set the
+/// its turn, its outcome is taken instead: its document when it is not `seen` (the one the
 /// caller already has), else its failure.
-async fn fetch_into(
-    entry: &Entry,
+async fn fetch_into<T>(
+    entry: &Entry<T>,
     fetcher: &Fetcher,
+    kind: Kind<T>,
     uri: &Uri,
     timeout: Duration,
-    seen: Option<&Arc<KeySet>>,
-) -> Result<Arc<KeySet>, FetchError> {
+    seen: Option<&Arc<T>>,
+) -> Result<Arc<T>, FetchError> {
     let asked = Instant::now();
     let _turn = entry.fetching.lock().await;
     {
-        let mut s = entry.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&entry.state);
         let newer = s
-            .keys
+            .doc
             .as_ref()
-            .filter(|k| seen.is_none_or(|seen| !Arc::ptr_eq(k, seen)));
+            .filter(|d| seen.is_none_or(|seen| !Arc::ptr_eq(d, seen)));
         let since = |t: Option<Instant>| t.is_some_and(|t| t >= asked);
         if since(s.attempted) || since(s.fetched) || since(s.failed) {
             return newer
@@ -288,24 +384,30 @@ async fn fetch_into(
         let recent_failure = s
             .failed
             .is_some_and(|f| f.elapsed() < Duration::from_secs(1));
-        if s.keys.is_none() && recent_failure {
+        if s.doc.is_none() && recent_failure {
             return Err(FetchError::Recent { uri: uri.clone() });
         }
         s.attempted = Some(Instant::now());
     }
-    let fetched = fetcher.fetch(uri, timeout).await;
-    let mut s = entry.state.lock().unwrap_or_else(|p| p.into_inner());
+    let fetched = match fetcher.fetch(uri, timeout).await {
+        Ok(text) => (kind.parse)(&text).map_err(|source| FetchError::Unreadable {
+            uri: uri.clone(),
+            source,
+        }),
+        Err(e) => Err(e),
+    };
+    let mut s = lock(&entry.state);
     match fetched {
-        Ok(keys) => {
-            tracing::debug!(%uri, keys = keys.len(), "JWKS fetched");
-            let keys = Arc::new(keys);
-            s.keys = Some(keys.clone());
+        Ok(doc) => {
+            tracing::debug!(%uri, "{} fetched", kind.what);
+            let doc = Arc::new(doc);
+            s.doc = Some(doc.clone());
             s.fetched = Some(Instant::now());
             s.failed = None;
-            Ok(keys)
+            Ok(doc)
         }
         Err(e) => {
-            tracing::warn!(error = %format_chain(&e), "JWKS fetch failed");
+            tracing::warn!(error = %format_chain(&e), "{} fetch failed", kind.what);
             s.failed = Some(Instant::now());
             Err(e)
         }

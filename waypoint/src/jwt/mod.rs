@@ -13,7 +13,10 @@
 //!    refused: 401 with Envoy's words for the cause, except audiences: 403, as Envoy answers.
 //!    With several rules for one issuer, the first that accepts the token wins.
 //! 4. Keys: the rule's inline `jwks`, or its `jwksUri` through the shared [`KeyCache`] (a
-//!    `kid` the set lacks asks for a refetch, rate-limited there).
+//!    `kid` the set lacks asks for a refetch, rate-limited there), or with neither, the
+//!    `jwks_uri` of the issuer's OpenID discovery document ([`document_uri`]), cached there too,
+//!    and then its keys as a `jwksUri`'s. Keys that cannot be had (a fetch or the discovery
+//!    failed, an issuer that makes no URL) refuse the token: 401 `Jwks remote fetch is failed`.
 //! 5. Accepted: the policy view gets the principal `<iss>/<sub>`, the audiences, `azp` and the
 //!    claims; the token's header is removed unless `forwardOriginalToken` (a query parameter or
 //!    cookie stays, as with Envoy); the payload and claims are written where the rule says.
@@ -25,11 +28,13 @@ use authz::http::JwtAuth;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use jsonwebtoken::Algorithm;
 
+mod discovery;
 mod fetch;
 mod keys;
 pub mod token;
 
-pub use fetch::{FetchError, FetchSettings, KeyCache};
+pub use discovery::{DiscoveryError, WELL_KNOWN, document_uri, parse_document};
+pub use fetch::{FetchError, FetchSettings, KeyCache, Unreadable};
 pub use keys::{KeySet, KeysError, SignatureError};
 pub use token::{FormatError, Location, Peeked, peek};
 
@@ -40,7 +45,16 @@ const LEEWAY_SECS: f64 = 60.0;
 #[derive(Debug, Clone)]
 pub enum KeySource {
     Inline(Arc<KeySet>),
-    Remote { uri: Uri, timeout: Duration },
+    Remote {
+        uri: Uri,
+        timeout: Duration,
+    },
+    /// Neither `jwks` nor `jwksUri`: OpenID discovery. `document` is the issuer's discovery
+    /// document URL ([`document_uri`]), `None` when the issuer makes none.
+    Discovered {
+        document: Option<Uri>,
+        timeout: Duration,
+    },
 }
 
 /// One `jwtRules` entry, checked at the config boundary.
@@ -198,25 +212,41 @@ async fn check(
     match &rule.keys {
         KeySource::Inline(keys) => verify(keys, token, alg, kid)?,
         KeySource::Remote { uri, timeout } => {
-            let keys = cache
-                .keys(uri, *timeout)
+            remote(cache, uri, *timeout, token, alg, kid).await?;
+        }
+        KeySource::Discovered { document, timeout } => {
+            let document = document.as_ref().ok_or(Failure::Fetch)?;
+            let uri = cache
+                .discovered(document, *timeout)
                 .await
                 .map_err(|_| Failure::Fetch)?;
-            let unknown_kid = kid.is_some_and(|k| !keys.has_kid(k));
-            match verify(&keys, token, alg, kid) {
-                Ok(()) => {}
-                Err(Failure::NoKey) if unknown_kid => {
-                    let fresh = cache
-                        .refetch(uri, *timeout, &keys)
-                        .await
-                        .ok_or(Failure::NoKey)?;
-                    verify(&fresh, token, alg, kid)?;
-                }
-                Err(f) => return Err(f),
-            }
+            remote(cache, &uri, *timeout, token, alg, kid).await?;
         }
     }
     Ok(auth(peeked))
+}
+
+/// Rule 4 for keys fetched from `uri`: a `kid` the set lacks asks for a refetch.
+async fn remote(
+    cache: &KeyCache,
+    uri: &Uri,
+    timeout: Duration,
+    token: &str,
+    alg: Algorithm,
+    kid: Option<&str>,
+) -> Result<(), Failure> {
+    let keys = cache.keys(uri, timeout).await.map_err(|_| Failure::Fetch)?;
+    let unknown_kid = kid.is_some_and(|k| !keys.has_kid(k));
+    match verify(&keys, token, alg, kid) {
+        Err(Failure::NoKey) if unknown_kid => {
+            let fresh = cache
+                .refetch(uri, timeout, &keys)
+                .await
+                .ok_or(Failure::NoKey)?;
+            verify(&fresh, token, alg, kid)
+        }
+        other => other,
+    }
 }
 
 fn verify(keys: &KeySet, token: &str, alg: Algorithm, kid: Option<&str>) -> Result<(), Failure> {

@@ -227,10 +227,6 @@ fn bad_rules_are_skipped_with_a_warning() {
             "spec.jwtRules[0].issuer: required",
         ),
         (
-            "{issuer: a}",
-            "spec.jwtRules[0]: neither jwks nor jwksUri is set",
-        ),
-        (
             "{issuer: a, jwksUri: 'ftp://idp/jwks'}",
             "spec.jwtRules[0].jwksUri: \"ftp://idp/jwks\" is not an http(s) URL",
         ),
@@ -296,8 +292,8 @@ fn bad_rules_are_skipped_with_a_warning() {
     // A policy whose every rule or reference is bad applies nowhere; no panic, no error.
     for (spec, want) in [
         (
-            format!("{{targetRefs: [{GW}], jwtRules: [{{issuer: a}}]}}"),
-            "spec.jwtRules[0]",
+            format!("{{targetRefs: [{GW}], jwtRules: [{{jwksUri: 'http://i/j'}}]}}"),
+            "spec.jwtRules[0].issuer: required",
         ),
         (
             "{targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: nope}], jwtRules: [{issuer: a, jwksUri: 'http://i/j'}]}".to_string(),
@@ -319,6 +315,61 @@ fn bad_rules_are_skipped_with_a_warning() {
         let w = warnings_of(&t, "p");
         assert!(w.iter().any(|w| w.starts_with(want)), "{spec}: {w:?}");
         assert!(t.errors.is_empty(), "{spec}: {:?}", t.errors);
+    }
+}
+
+#[test]
+fn a_rule_without_keys_means_openid_discovery() {
+    type Case = (&'static str, &'static str, Option<&'static str>);
+    let cases: Vec<Case> = vec![
+        ("'https://idp.example.com'", "https://idp.example.com", None),
+        (
+            "'https://idp.example.com/realms/shop/'",
+            "https://idp.example.com/realms/shop/",
+            None,
+        ),
+        ("'http://idp.shop:8080'", "http://idp.shop:8080", None),
+        // Istio accepts these too; their tokens are refused at the waypoint, said here.
+        (
+            "testing@secure.istio.io",
+            "testing@secure.istio.io",
+            Some(
+                "spec.jwtRules[0].issuer: \"testing@secure.istio.io\" is not a URL to discover keys from",
+            ),
+        ),
+        (
+            "'https://idp.example.com?tenant=a'",
+            "https://idp.example.com?tenant=a",
+            Some(
+                "spec.jwtRules[0].issuer: \"https://idp.example.com?tenant=a\" is not a URL to discover keys from",
+            ),
+        ),
+        (
+            "'https://idp.example.com#a'",
+            "https://idp.example.com#a",
+            Some(
+                "spec.jwtRules[0].issuer: \"https://idp.example.com#a\" is not a URL to discover keys from",
+            ),
+        ),
+    ];
+    for (yaml, issuer, warning) in cases {
+        let spec = format!("{{targetRefs: [{GW}], jwtRules: [{{issuer: {yaml}, timeout: 2s}}]}}");
+        let t = run(mesh(vec![request_auth("shop", "oidc", &spec)]));
+        // Kept with neither jwks nor jwks_uri: the waypoint discovers the keys.
+        let want = JwtRule {
+            timeout_ms: 2000,
+            ..wire("shop/oidc", issuer, "")
+        };
+        assert_eq!(rules_of(&t, "wp", API), [want], "{yaml}");
+        let w = warnings_of(&t, "oidc");
+        match warning {
+            None => assert!(w.is_empty(), "{yaml}: {w:?}"),
+            Some(want) => assert!(
+                w.len() == 1 && w[0].starts_with(want) && w[0].ends_with("this issuer's tokens"),
+                "{yaml}: {w:?}"
+            ),
+        }
+        assert!(t.errors.is_empty(), "{yaml}: {:?}", t.errors);
     }
 }
 
