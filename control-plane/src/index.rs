@@ -198,6 +198,7 @@ mod tests {
                 name: "a".into(),
                 ..Default::default()
             },
+            ..Default::default()
         }));
         assert_eq!(idx.pods().count(), 3);
         assert_eq!(idx.namespaces().count(), 1);

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use control_plane::ca::CaPolicy;
 use control_plane::mesh_config::MeshConfig;
-use control_plane::meshd::{self, Config, WaypointDeploy};
+use control_plane::meshd::{self, Config, RootCertPublish, WaypointDeploy};
 use control_plane::translate::Options;
 use tracing_subscriber::EnvFilter;
 
@@ -122,6 +122,18 @@ struct Cli {
     )]
     deploy_waypoints: bool,
 
+    /// In a cluster, keep the `istio-ca-root-cert` ConfigMap (the mesh's roots, which pods
+    /// mount) in every namespace but kube-public, kube-node-lease and local-path-storage, as
+    /// istiod does (`--publish-root-cert=false`: leave that to istiod or to you). Without
+    /// effect with `--manifests`.
+    #[arg(
+        long,
+        env = "MESHD_PUBLISH_ROOT_CERT",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    publish_root_cert: bool,
+
     /// The image of the waypoints meshd deploys (our `waypoint` binary).
     #[arg(long, env = "WAYPOINT_IMAGE", default_value = WaypointDeploy::DEFAULT_IMAGE)]
     waypoint_image: String,
@@ -218,6 +230,7 @@ fn main() -> anyhow::Result<()> {
             xds_address: cli.waypoint_xds_address,
             ..WaypointDeploy::default()
         }),
+        root_cert: cli.publish_root_cert.then(RootCertPublish::default),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -3,8 +3,10 @@
 //! [`start`] in process.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::auth::LocalTokens;
 use crate::ca::{CaPolicy, CaService};
 use crate::debug::{self, Debug};
-use crate::deploy::{self, Deployer, Settings};
+use crate::deploy::{self, Deployer, Namespaces, Observed, RootCertPublisher, Settings};
 use crate::grpc::{self, ServingCert};
 use crate::metrics::Metrics;
 use crate::pipeline::{ConfigErrors, NodesHook, Pipeline};
@@ -64,6 +66,26 @@ pub struct Config {
     /// In a cluster, deploy each waypoint Gateway (`deploy`); `None` leaves that to someone
     /// else. Ignored with `manifests`.
     pub waypoints: Option<WaypointDeploy>,
+    /// In a cluster, keep the `istio-ca-root-cert` ConfigMap in every namespace
+    /// (`deploy::root_cert`); `None` leaves that to someone else. Ignored with `manifests`.
+    pub root_cert: Option<RootCertPublish>,
+}
+
+/// How meshd publishes its roots in a cluster.
+#[derive(Debug, Clone)]
+pub struct RootCertPublish {
+    /// Retries of a failed write start here and double up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RootCertPublish {
+    fn default() -> Self {
+        RootCertPublish {
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
 }
 
 /// How meshd deploys waypoints in a cluster.
@@ -238,7 +260,8 @@ async fn start_on(cfg: Config, source: Source) -> Result<Running, StartError> {
         })?;
     }
 
-    let mut deployer = None;
+    // Spawned only once everything has started: a failed start leaves nothing running.
+    let mut controllers: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
     let (initial, updates, cluster) = match source {
         Source::Manifests(dir) => {
             let (initial, updates) = kube_source::watch(dir.clone(), cfg.poll)
@@ -247,12 +270,18 @@ async fn start_on(cfg: Config, source: Source) -> Result<Running, StartError> {
             (initial, updates, None)
         }
         Source::Cluster(client) => {
-            let (initial, mut updates) =
-                kube_source::watch_cluster(client.clone(), kube_source::ClusterOptions::default())
-                    .await
-                    .map_err(StartError::Cluster)?;
+            let options = kube_source::ClusterOptions {
+                config_map_name: cfg
+                    .root_cert
+                    .as_ref()
+                    .map(|_| deploy::ROOT_CERT_CONFIG_MAP.to_string()),
+                ..kube_source::ClusterOptions::default()
+            };
+            let (initial, mut updates) = kube_source::watch_cluster(client.clone(), options)
+                .await
+                .map_err(StartError::Cluster)?;
             if let Some(w) = &cfg.waypoints {
-                let (rest, observed) = deploy::tee(&initial, updates);
+                let (rest, observed) = deploy::tee::<Observed>(&initial, updates);
                 updates = rest;
                 let d = Deployer {
                     client: client.clone(),
@@ -267,7 +296,20 @@ async fn start_on(cfg: Config, source: Source) -> Result<Running, StartError> {
                     min_backoff: w.min_backoff,
                     max_backoff: w.max_backoff,
                 };
-                deployer = Some(d.run(observed));
+                controllers.push(Box::pin(d.run(observed)));
+            }
+            if let Some(r) = &cfg.root_cert {
+                let (rest, view) = deploy::tee::<Namespaces>(&initial, updates);
+                updates = rest;
+                let p = RootCertPublisher {
+                    client: client.clone(),
+                    min_backoff: r.min_backoff,
+                    max_backoff: r.max_backoff,
+                };
+                // meshd's roots are fixed for its lifetime (a new CA takes a restart, and
+                // then every ConfigMap differs and is written again): the sender goes now.
+                let (_, roots) = tokio::sync::watch::channel(root_pem.clone());
+                controllers.push(Box::pin(p.run(view, roots)));
             }
             (initial, updates, Some(client))
         }
@@ -339,9 +381,7 @@ async fn start_on(cfg: Config, source: Source) -> Result<Running, StartError> {
         tokio::spawn(debug::serve(monitoring_listener, debug)),
         tokio::spawn(renew_serving(ca, names, serving)),
     ];
-    if let Some(deployer) = deployer {
-        tasks.push(tokio::spawn(deployer));
-    }
+    tasks.extend(controllers.into_iter().map(tokio::spawn));
     if let Some(path) = &cfg.mesh_config {
         tasks.push(tokio::spawn(crate::mesh_reload::watch(
             path.clone(),

@@ -14,6 +14,8 @@
 //!    each named by file and line when the object came from a manifest; new ones are logged.
 //! 5. A new mesh config is a change like any other, of global reach: everything is
 //!    translated again with it.
+//! 6. ConfigMaps (read for the root-cert publisher, `deploy::root_cert`) are not the
+//!    translation's: they are skipped, so publishing in every namespace translates nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -222,6 +224,10 @@ impl State {
     fn apply(&mut self, u: Update) -> bool {
         let mut changed = false;
         for (object, origin) in u.applied {
+            // Rule 6.
+            if object.kind() == Kind::ConfigMap {
+                continue;
+            }
             let key = object.key();
             let before = self.index.get(&key).and_then(placement);
             let after = placement(&object);
@@ -232,7 +238,7 @@ impl State {
             }
             self.origins.insert(key, origin);
         }
-        for key in &u.deleted {
+        for key in u.deleted.iter().filter(|k| k.kind != Kind::ConfigMap) {
             self.origins.remove(key);
             let before = self.index.get(key).and_then(placement);
             if self.index.delete(key) {
@@ -401,5 +407,37 @@ mod tests {
         });
         assert!(std::mem::take(&mut state.identities_changed));
         assert_eq!(state.identities.nodes().collect::<Vec<_>>(), ["n2"]);
+    }
+
+    /// Rule 6: the root-cert ConfigMaps meshd publishes (and their echoes) change nothing
+    /// here, neither applied nor deleted; a pod in the same update still counts.
+    #[test]
+    fn config_maps_are_not_the_translations() {
+        let mut state = State::default();
+        let config_map = Object::ConfigMap(kube_source::ConfigMap {
+            metadata: Meta {
+                name: "istio-ca-root-cert".into(),
+                namespace: "shop".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let origin = Origin {
+            file: PathBuf::from("/api/v1/namespaces/shop/configmaps/istio-ca-root-cert"),
+            line: 0,
+        };
+        let key = config_map.key();
+        assert!(!state.apply(applied(vec![(config_map.clone(), origin.clone())])));
+        assert!(state.index.is_empty());
+        assert_eq!(state.scope, Scope::Namespaces(BTreeSet::new()));
+        assert!(!state.apply(Update {
+            deleted: vec![key],
+            ..Default::default()
+        }));
+        assert!(state.apply(applied(vec![
+            (config_map, origin),
+            pod("shop", "cart-1", "cart", "n1"),
+        ])));
+        assert_eq!(state.index.len(), 1, "the pod only");
     }
 }

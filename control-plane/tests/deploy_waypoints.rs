@@ -7,6 +7,8 @@
 
 #[path = "../../kube-source/tests/support/apiserver.rs"]
 mod apiserver;
+#[path = "support/cluster.rs"]
+mod cluster;
 mod support;
 
 use std::time::Duration;
@@ -61,24 +63,24 @@ fn label_gateway(api: &ApiServer, team: &str) {
 }
 
 async fn start_meshd(api: &ApiServer, name: &str) -> meshd::Running {
-    let dir = support::tempdir(name);
-    let mut config = support::config(&dir, "127.0.0.1:0".parse().expect("addr"));
-    config.waypoints = Some(WaypointDeploy {
-        image: IMAGE.into(),
-        min_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(200),
-        ..WaypointDeploy::default()
-    });
-    meshd::start_with_client(config, api.client())
-        .await
-        .expect("meshd starts on the fixture")
+    cluster::start_meshd(api, name, |config| {
+        config.waypoints = Some(WaypointDeploy {
+            image: IMAGE.into(),
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+            ..WaypointDeploy::default()
+        });
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
     let api = ApiServer::start().await;
-    api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": "shop", "labels": {"istio.io/dataplane-mode": "ambient"}}}));
+    api.apply(cluster::namespace(
+        "shop",
+        json!({"istio.io/dataplane-mode": "ambient"}),
+    ));
     api.apply(gateway(
         "waypoint",
         "istio-waypoint",

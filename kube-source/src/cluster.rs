@@ -8,7 +8,8 @@
 //!
 //! The rules, in order:
 //! 1. Each kind of [`ClusterOptions::kinds`] is listed (`limit` pages, following `continue`;
-//!    pods of one node only with [`ClusterOptions::pods_on_node`]) and then
+//!    pods of one node only with [`ClusterOptions::pods_on_node`]; ConfigMaps of one name
+//!    only, with [`ClusterOptions::config_map_name`]) and then
 //!    watched from the list's resourceVersion with `allowWatchBookmarks=true`. Objects are
 //!    read by [`parse_json_object`](crate::parse_json_object), the parser the manifest source
 //!    uses; list items get the list's `apiVersion` and `kind` when the server omits them.
@@ -70,13 +71,28 @@ pub struct ClusterOptions {
     /// Only the pods scheduled on this node (`fieldSelector=spec.nodeName=<node>`), as a node
     /// agent watches them: its memory and the API server's work stay per node.
     pub pods_on_node: Option<String>,
+    /// Also the ConfigMaps of this name, in every namespace, and no other ConfigMap
+    /// (`fieldSelector=metadata.name=<name>`): meshd's `istio-ca-root-cert`. Reading every
+    /// ConfigMap of a cluster would cost memory for nothing.
+    pub config_map_name: Option<String>,
 }
 
 impl ClusterOptions {
+    /// The kinds to list and watch: [`ClusterOptions::kinds`], and ConfigMaps when a name
+    /// is given.
+    pub(crate) fn all_kinds(&self) -> Vec<Kind> {
+        let mut kinds = self.kinds.clone();
+        if self.config_map_name.is_some() && !kinds.contains(&Kind::ConfigMap) {
+            kinds.push(Kind::ConfigMap);
+        }
+        kinds
+    }
+
     /// The `fieldSelector` of a kind's list and watch.
     pub(crate) fn field_selector(&self, kind: Kind) -> Option<String> {
-        match (kind, &self.pods_on_node) {
-            (Kind::Pod, Some(node)) => Some(format!("spec.nodeName={node}")),
+        match (kind, &self.pods_on_node, &self.config_map_name) {
+            (Kind::Pod, Some(node), _) => Some(format!("spec.nodeName={node}")),
+            (Kind::ConfigMap, _, Some(name)) => Some(format!("metadata.name={name}")),
             _ => None,
         }
     }
@@ -92,6 +108,7 @@ impl Default for ClusterOptions {
             max_backoff: Duration::from_secs(30),
             kinds: Kind::ALL.to_vec(),
             pods_on_node: None,
+            config_map_name: None,
         }
     }
 }
@@ -144,6 +161,7 @@ impl Resource {
             Kind::PeerAuthentication => ("security.istio.io/v1", "peerauthentications"),
             Kind::RequestAuthentication => ("security.istio.io/v1", "requestauthentications"),
             Kind::LocalRateLimit => ("policy.mesh.dev/v1alpha1", "localratelimits"),
+            Kind::ConfigMap => ("v1", "configmaps"),
         };
         Resource {
             api_version,
@@ -187,7 +205,8 @@ impl Resource {
     }
 }
 
-/// Lists every kind of [`ClusterOptions::kinds`] and watches them on tasks of the current tokio runtime.
+/// Lists every kind of [`ClusterOptions::kinds`] (and ConfigMaps by name) and watches them on
+/// tasks of the current tokio runtime.
 ///
 /// Returns everything listed at first as one update (with its errors), and the receiver of
 /// later updates. Fails when a kind cannot be listed at the start for another reason than a
@@ -197,7 +216,7 @@ pub async fn watch_cluster(
     opts: ClusterOptions,
 ) -> Result<(Update, mpsc::Receiver<Update>), ClusterError> {
     let opts = Arc::new(opts);
-    let lists = opts.kinds.iter().map(|&kind| {
+    let lists = opts.all_kinds().into_iter().map(|kind| {
         let client = client.clone();
         let opts = opts.clone();
         async move {

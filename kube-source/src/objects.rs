@@ -32,9 +32,14 @@ pub enum Kind {
     RequestAuthentication,
     /// Ours (`policy.mesh.dev`): token-bucket limits a waypoint applies.
     LocalRateLimit,
+    /// `v1` ConfigMap. Not in [`Kind::ALL`]: a cluster holds many ConfigMaps and the mesh
+    /// reads one name of them (meshd keeps `istio-ca-root-cert` published; see
+    /// `ClusterOptions::config_map_name`).
+    ConfigMap,
 }
 
 impl Kind {
+    /// The kinds the mesh translates, which a cluster source lists whole.
     pub const ALL: [Kind; 9] = [
         Kind::Namespace,
         Kind::Pod,
@@ -60,6 +65,7 @@ impl Kind {
             ("security.istio.io", "PeerAuthentication") => Kind::PeerAuthentication,
             ("security.istio.io", "RequestAuthentication") => Kind::RequestAuthentication,
             (MESH_POLICY_GROUP, "LocalRateLimit") => Kind::LocalRateLimit,
+            ("", "ConfigMap") => Kind::ConfigMap,
             _ => return None,
         };
         Some(k)
@@ -77,6 +83,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::LocalRateLimit => "LocalRateLimit",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -152,6 +159,32 @@ pub struct OwnerReference {
 pub struct Namespace {
     #[serde(default)]
     pub metadata: Meta,
+    #[serde(default)]
+    pub status: NamespaceStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NamespaceStatus {
+    /// `Active`, or `Terminating` once deleted and until its objects are gone (empty in a
+    /// manifest).
+    #[serde(default)]
+    pub phase: String,
+}
+
+impl Namespace {
+    /// Deleted and waiting for its objects to go: the API server refuses new ones in it.
+    pub fn is_terminating(&self) -> bool {
+        self.status.phase == "Terminating"
+    }
+}
+
+/// A ConfigMap's string data (`binaryData` is not read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ConfigMap {
+    #[serde(default)]
+    pub metadata: Meta,
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -403,6 +436,7 @@ pub enum Object {
     PeerAuthentication(RawPolicy),
     RequestAuthentication(RawPolicy),
     LocalRateLimit(RawPolicy),
+    ConfigMap(ConfigMap),
 }
 
 impl Object {
@@ -417,6 +451,7 @@ impl Object {
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
             Object::LocalRateLimit(_) => Kind::LocalRateLimit,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -427,6 +462,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::ServiceAccount(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
             Object::AuthorizationPolicy(p)
             | Object::PeerAuthentication(p)
             | Object::RequestAuthentication(p)
@@ -441,6 +477,7 @@ impl Object {
             Object::Service(o) => &mut o.metadata,
             Object::ServiceAccount(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
             Object::AuthorizationPolicy(p)
             | Object::PeerAuthentication(p)
             | Object::RequestAuthentication(p)

@@ -18,7 +18,7 @@
 //!    document's size: past [`LIST_REREAD_BUDGET`] the List yields the first error alone,
 //!    not a parse that stalls the source for minutes.
 //! 3. A missing `apiVersion` or `kind` is an error; a kind the mesh does not read
-//!    (Deployment, ConfigMap, ...) is [`Parsed::Skipped`], not an error.
+//!    (Deployment, Secret, ...) is [`Parsed::Skipped`], not an error.
 //! 4. A missing or empty `metadata.name` is an error (no key: the object cannot be named).
 //! 5. Namespaced kinds with no `metadata.namespace` get `default`, as `kubectl apply` does;
 //!    cluster-scoped kinds (Namespace) always have an empty namespace.
@@ -45,7 +45,7 @@ use crate::objects::{Kind, Meta, Object, ObjectKey, RawPolicy};
 )]
 pub enum Parsed {
     Object(Object),
-    /// A kind the mesh does not read (Deployment, ConfigMap, ...): not an error, worth a
+    /// A kind the mesh does not read (Deployment, Secret, ...): not an error, worth a
     /// debug line.
     Skipped {
         api_version: String,
@@ -358,6 +358,7 @@ where
         Kind::PeerAuthentication => Object::PeerAuthentication(policy()?),
         Kind::RequestAuthentication => Object::RequestAuthentication(policy()?),
         Kind::LocalRateLimit => Object::LocalRateLimit(policy()?),
+        Kind::ConfigMap => Object::ConfigMap(At::new(item).deserialize(new_de())?),
     })
 }
 
@@ -494,6 +495,7 @@ impl<'de> DeserializeSeed<'de> for OneItem {
             Kind::PeerAuthentication => Object::PeerAuthentication(policy(d)?),
             Kind::RequestAuthentication => Object::RequestAuthentication(policy(d)?),
             Kind::LocalRateLimit => Object::LocalRateLimit(policy(d)?),
+            Kind::ConfigMap => Object::ConfigMap(Deserialize::deserialize(d)?),
         }))
     }
 }

@@ -376,3 +376,79 @@ async fn a_node_view_lists_and_watches_only_its_pods() {
         );
     });
 }
+
+/// ConfigMaps are read by name only (meshd's `istio-ca-root-cert`), with a field selector the
+/// server applies to the list and the watch; a ConfigMap's string data is read.
+#[tokio::test]
+async fn config_maps_are_listed_and_watched_by_name_only() {
+    let server = ApiServer::start().await;
+    let config_map = |ns: &str, name: &str, pem: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns},
+            "data": {"root-cert.pem": pem},
+        })
+    };
+    server.apply(config_map("shop", "istio-ca-root-cert", "ROOT-1"));
+    server.apply(config_map("shop", "app-settings", "not ours"));
+    let opts = ClusterOptions {
+        kinds: vec![kube_source::Kind::Namespace],
+        config_map_name: Some("istio-ca-root-cert".into()),
+        ..options()
+    };
+    let (initial, mut rx) = watch_cluster(server.client(), opts)
+        .await
+        .expect("the cluster source starts");
+    assert_eq!(
+        summary(&initial).0,
+        strings(&["ConfigMap shop/istio-ca-root-cert"])
+    );
+    let Some((Object::ConfigMap(cm), origin)) = initial.applied.first() else {
+        panic!("a ConfigMap: {initial:?}");
+    };
+    assert_eq!(
+        cm.data.get("root-cert.pem").map(String::as_str),
+        Some("ROOT-1")
+    );
+    assert_eq!(
+        origin.to_string(),
+        "/api/v1/namespaces/shop/configmaps/istio-ca-root-cert"
+    );
+
+    server.apply(config_map("shop", "app-settings", "edited"));
+    server.apply(config_map("web", "istio-ca-root-cert", "ROOT-2"));
+    let u = next(&mut rx).await;
+    assert_eq!(
+        summary(&u),
+        (strings(&["ConfigMap web/istio-ca-root-cert"]), vec![])
+    );
+    server.delete("ConfigMap", "shop", "istio-ca-root-cert");
+    let u = next(&mut rx).await;
+    assert_eq!(
+        summary(&u),
+        (vec![], strings(&["ConfigMap shop/istio-ca-root-cert"]))
+    );
+    server.with(|c| {
+        let selectors = c.field_selectors("ConfigMap");
+        assert!(selectors.len() >= 2, "a list and a watch: {selectors:?}");
+        assert!(
+            selectors
+                .iter()
+                .all(|s| s == "metadata.name=istio-ca-root-cert"),
+            "{selectors:?}"
+        );
+    });
+}
+
+/// Without a name, ConfigMaps are not read at all.
+#[tokio::test]
+async fn config_maps_are_not_read_without_a_name() {
+    let server = ApiServer::start().await;
+    server.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "istio-ca-root-cert", "namespace": "shop"}}));
+    let (initial, _rx) = watch_cluster(server.client(), options())
+        .await
+        .expect("the cluster source starts");
+    assert!(initial.applied.is_empty(), "{initial:?}");
+    server.with(|c| assert_eq!(c.lists("ConfigMap"), 0));
+}

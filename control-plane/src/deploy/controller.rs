@@ -24,41 +24,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
-use kube::core::Request;
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::apply::{ApplyError, apply, backoff, chain, sleep_until};
 use super::observed::{Key, Observed};
 use super::render::{self, RenderError, Rendered, Settings, Status};
 
 /// The field manager istiod's gateway controller applies with.
 pub const FIELD_MANAGER: &str = "istio.io/gateway-controller";
-
-/// A write the API server refused or could not take.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot apply {what} {namespace}/{name}{}", hint(.source))]
-pub struct ApplyError {
-    /// `Deployment`, `Gateway status`, ...
-    pub what: &'static str,
-    pub namespace: String,
-    pub name: String,
-    /// Boxed: `kube::Error` is large.
-    #[source]
-    pub source: Box<kube::Error>,
-}
-
-fn hint(e: &kube::Error) -> &'static str {
-    match e {
-        kube::Error::Api(r) if r.code == 403 => {
-            ": meshd's service account needs patch on serviceaccounts, services, deployments \
-             and gateways/status (ClusterRole)"
-        }
-        _ => "",
-    }
-}
 
 /// What one Gateway needs now.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +151,7 @@ impl Deployer {
                 for o in &rendered.objects {
                     apply(
                         &self.client,
+                        FIELD_MANAGER,
                         &o.kind.collection(&o.namespace),
                         &o.name,
                         None,
@@ -199,62 +175,26 @@ impl Deployer {
         };
         let body = status.to_apply(ns, name, &now_rfc3339());
         let gateways = format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways");
-        apply(&self.client, &gateways, name, Some("status"), &body)
-            .await
-            .map_err(|source| ApplyError {
-                what: "Gateway status",
-                namespace: ns.clone(),
-                name: name.clone(),
-                source: Box::new(source),
-            })?;
+        apply(
+            &self.client,
+            FIELD_MANAGER,
+            &gateways,
+            name,
+            Some("status"),
+            &body,
+        )
+        .await
+        .map_err(|source| ApplyError {
+            what: "Gateway status",
+            namespace: ns.clone(),
+            name: name.clone(),
+            source: Box::new(source),
+        })?;
         debug!(gateway = %format!("{ns}/{name}"), addresses = status.addresses.len(),
                "gateway status written");
         m.written = Some(status);
         Ok(())
     }
-}
-
-/// Rule 3: `min` doubled per earlier failure, at most `max`.
-fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
-    min.saturating_mul(1u32 << failures.min(16)).min(max)
-}
-
-/// Rule 2: one server-side apply.
-async fn apply(
-    client: &kube::Client,
-    collection: &str,
-    name: &str,
-    subresource: Option<&str>,
-    body: &Value,
-) -> Result<(), kube::Error> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let request = Request::new(collection);
-    let patch = Patch::Apply(body);
-    let request = match subresource {
-        Some(sub) => request.patch_subresource(sub, name, &params, &patch),
-        None => request.patch(name, &params, &patch),
-    }
-    .map_err(kube::Error::BuildRequest)?;
-    client.request::<Value>(request).await.map(|_| ())
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The error and its sources on one line.
-fn chain(e: &ApplyError) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Now, RFC 3339 to the second (what `lastTransitionTime` holds).
@@ -357,13 +297,5 @@ mod tests {
                 "{what}"
             );
         }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_ceiling() {
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(1));
-        let waits: Vec<u128> = (0..6).map(|f| backoff(min, max, f).as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(backoff(min, max, u32::MAX), max);
     }
 }

@@ -1,11 +1,12 @@
-//! What the deployer needs to see of the cluster, taken from the updates meshd already
-//! receives: one list+watch per kind serves both the translation and the deployer.
+//! What meshd's cluster controllers need to see of the cluster, taken from the updates meshd
+//! already receives: one list+watch per kind serves the translation and the controllers.
 //!
 //! Rules, in order:
-//! 1. [`tee`] passes every update on to the pipeline unchanged, and keeps the Gateways and
-//!    the Services a waypoint controller manages (`gateway.istio.io/managed`) in one
-//!    [`Observed`] behind a `watch` channel.
-//! 2. Writing to it never waits: a slow or backing-off deployer holds back neither the
+//! 1. [`tee`] passes every update on to the pipeline unchanged, and folds it into a [`View`]
+//!    behind a `watch` channel: [`Observed`] keeps the Gateways and the Services a waypoint
+//!    controller manages (`gateway.istio.io/managed`) for the deployer; the root-cert
+//!    publisher keeps its own view (`root_cert::Namespaces`).
+//! 2. Writing to it never waits: a slow or backing-off controller holds back neither the
 //!    pipeline nor the source; it reads the latest state when it is ready, and intermediate
 //!    states fold into it.
 
@@ -26,9 +27,14 @@ pub struct Observed {
     pub services: BTreeMap<Key, Service>,
 }
 
-impl Observed {
-    /// Applies one update; whether anything the deployer sees changed.
-    pub fn apply(&mut self, update: &Update) -> bool {
+/// A controller's view of the cluster, kept up to date by [`tee`].
+pub trait View: Clone + Default + Send + Sync + 'static {
+    /// Applies one update; whether anything the view holds changed.
+    fn apply(&mut self, update: &Update) -> bool;
+}
+
+impl View for Observed {
+    fn apply(&mut self, update: &Update) -> bool {
         let mut changed = false;
         for (object, _) in &update.applied {
             let key = (object.meta().namespace.clone(), object.meta().name.clone());
@@ -58,18 +64,18 @@ impl Observed {
     }
 }
 
-/// Splits `updates` (after `initial`) into the pipeline's stream and the deployer's view.
-pub fn tee(
+/// Splits `updates` (after `initial`) into the pipeline's stream and a controller's view.
+pub fn tee<V: View>(
     initial: &Update,
     mut updates: mpsc::Receiver<Update>,
-) -> (mpsc::Receiver<Update>, watch::Receiver<Observed>) {
-    let mut first = Observed::default();
+) -> (mpsc::Receiver<Update>, watch::Receiver<V>) {
+    let mut first = V::default();
     first.apply(initial);
     let (view_tx, view_rx) = watch::channel(first);
     // The pipeline's side keeps the source's capacity: back-pressure stays where it was.
     let (tx, rx) = mpsc::channel(updates.max_capacity().max(1));
     // Ends with the source, or when the pipeline stops (dropping `updates` then stops the
-    // source's tasks, and dropping `view_tx` the deployer).
+    // source's tasks, and dropping `view_tx` the controller).
     tokio::spawn(async move {
         loop {
             let update = tokio::select! {

@@ -85,6 +85,7 @@ pub fn config(dir: &Path, grpc: SocketAddr) -> Config {
         translate: Options::default(),
         ca: CaPolicy::default(),
         waypoints: None,
+        root_cert: None,
     }
 }
 

@@ -25,10 +25,12 @@
 //!   10.96.0.0/16, as the allocator would) and otherwise merges the body into it
 //!   (`MODIFIED`). `.../<name>/status` applies only the body's `status`, to an object that
 //!   must exist. Each apply is recorded with its manager and `force` ([`Cluster::applies`]).
-//!   `Deployment` (`apps/v1`) is served for this.
+//!   `Deployment` (`apps/v1`) is served for this, and `ConfigMap` (meshd's
+//!   `istio-ca-root-cert`).
 //!
-//! - `fieldSelector` of equalities (`spec.nodeName=node-a`, comma-separated) filters lists
-//!   and watch events; each request's selector is recorded ([`Cluster::field_selectors`]).
+//! - `fieldSelector` of equalities (`spec.nodeName=node-a`, `metadata.name=x`,
+//!   comma-separated) filters lists and watch events; each request's selector is recorded
+//!   ([`Cluster::field_selectors`]).
 //!
 //! Simplified: a continued list pages over the current objects, not a snapshot. An apply
 //! body is read as JSON (what `kube` sends; YAML's JSON subset) and merged as a JSON merge
@@ -61,6 +63,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// kind, apiVersion, plural, namespaced.
 const KINDS: &[(&str, &str, &str, bool)] = &[
     ("Namespace", "v1", "namespaces", false),
+    ("ConfigMap", "v1", "configmaps", true),
     ("Deployment", "apps/v1", "deployments", true),
     ("Pod", "v1", "pods", true),
     ("Service", "v1", "services", true),

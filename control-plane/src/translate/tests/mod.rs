@@ -51,6 +51,7 @@ fn meta(ns: &str, name: &str, l: &[(&str, &str)]) -> Meta {
 fn namespace(name: &str, l: &[(&str, &str)]) -> Object {
     Object::Namespace(Namespace {
         metadata: meta("", name, l),
+        ..Default::default()
     })
 }
 

@@ -110,6 +110,7 @@ fn service_resources() {
             annotations: labels(&[("networking.istio.io/traffic-distribution", "PreferClose")]),
             ..Default::default()
         },
+        ..Default::default()
     });
     let t = run([
         lb_ns,
