@@ -1069,5 +1069,15 @@ fn waypoint_messages_round_trip() {
         t.check("StringMatch", &m);
     }
     t.check("Presence", &waypoint::Presence {});
+    t.check(
+        "Tracing",
+        &waypoint::Tracing {
+            exporter: waypoint::tracing::Exporter::OtlpGrpc as i32,
+            address: s("10.96.0.50:4317"),
+            sampling: 12.5,
+            max_tag_length: 256,
+            provider: s("otel"),
+        },
+    );
     t.assert_complete();
 }
