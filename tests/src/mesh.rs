@@ -234,7 +234,11 @@ impl Mesh {
     /// Writes a file in the test directory.
     pub fn write(&self, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
         let p = self.dir.join(name);
-        fs::write(&p, contents)?;
+        // Written aside, then renamed over: a ztunnel polling the file never reads half of
+        // it (a truncated config can parse, and policy tests then saw the wrong verdict).
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        fs::write(&tmp, contents)?;
+        fs::rename(&tmp, &p)?;
         Ok(p)
     }
 
