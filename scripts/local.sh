@@ -65,6 +65,7 @@ http shop/web POST /api/v2/payments/process sqlmap/1.7
 echo "a noisy client is rate limited (payments-per-client: 3, then 1 per 10 s):"
 for _ in 1 2 3; do http shop/web POST /api/v2/payments/process; done
 echo "the waypoint's access log names the policy of each denial and the limit of each 429:"
+sleep 0.3 # the waypoint writes its log in batches, every 100 ms
 grep -a 'request complete' "$state/logs/waypoint-shop.waypoint-0.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -E ' status=(403|429) ' |
   sed -E 's/.*src\.identity=([^ ]*) dst\.addr=([^ ]*).* method=([^ ]*) path=([^ ]*) status=([0-9]*).* policy=(.*)$/  peer=\1 method=\3 path=\4 target=\2 status=\5 policy=\6/' || true
 
