@@ -11,6 +11,7 @@
 //! 4. A failed write is dropped (stderr is gone; there is no one left to tell).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub const HIGH_WATER: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct LogSink {
     buf: Mutex<Vec<u8>>,
+    /// No flusher thread could be started: every line is written at once.
+    unbatched: AtomicBool,
 }
 
 impl LogSink {
@@ -35,9 +38,7 @@ impl LogSink {
         let mut first = false;
         let sink = SINK.get_or_init(|| {
             first = true;
-            LogSink {
-                buf: Mutex::new(Vec::with_capacity(HIGH_WATER)),
-            }
+            LogSink::new()
         });
         if first {
             let spawned = std::thread::Builder::new()
@@ -49,11 +50,18 @@ impl LogSink {
                     }
                 });
             if spawned.is_err() {
-                // No thread: every line is written at once instead.
-                sink.lock().shrink_to(0);
+                sink.unbatched.store(true, Ordering::Relaxed);
+                sink.flush();
             }
         }
         sink
+    }
+
+    fn new() -> LogSink {
+        LogSink {
+            buf: Mutex::new(Vec::with_capacity(HIGH_WATER)),
+            unbatched: AtomicBool::new(false),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
@@ -69,7 +77,7 @@ impl LogSink {
     fn append(&self, line: &[u8], urgent: bool) {
         let mut buf = self.lock();
         buf.extend_from_slice(line);
-        if urgent || buf.len() >= HIGH_WATER || buf.capacity() == 0 {
+        if urgent || buf.len() >= HIGH_WATER || self.unbatched.load(Ordering::Relaxed) {
             write_out(&mut buf);
         }
     }
@@ -124,9 +132,7 @@ mod tests {
 
     #[test]
     fn lines_wait_for_the_flush_unless_urgent_or_many() {
-        let sink: &'static LogSink = Box::leak(Box::new(LogSink {
-            buf: Mutex::new(Vec::with_capacity(HIGH_WATER)),
-        }));
+        let sink: &'static LogSink = Box::leak(Box::new(LogSink::new()));
         let mut info = sink.make_writer();
         info.write_all(b"info line\n").unwrap();
         assert_eq!(sink.lock().as_slice(), b"info line\n", "buffered");
@@ -140,5 +146,9 @@ mod tests {
         info.write_all(b"tail\n").unwrap();
         sink.flush();
         assert!(sink.lock().is_empty());
+        // Without a flusher thread, nothing waits.
+        sink.unbatched.store(true, Ordering::Relaxed);
+        info.write_all(b"info line\n").unwrap();
+        assert!(sink.lock().is_empty(), "written at once");
     }
 }
