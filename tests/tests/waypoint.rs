@@ -187,8 +187,9 @@ spec:
 const ISSUER: &str = "https://auth.example.com";
 const AUTHORIZER_IP: &str = "10.244.0.3";
 
-/// An ALLOW policy on the waypoint: `from` (a YAML rule key) for paths under `path`.
-fn allow(name: &str, from: &str, path: &str) -> String {
+/// An AuthorizationPolicy on the waypoint: `action` (its spec lines after `targetRefs`, each
+/// indented by two) and one rule (`rule`, the YAML after the list's `- `).
+fn on_waypoint(name: &str, action: &str, rule: &str) -> String {
     format!(
         "apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -197,29 +198,26 @@ metadata:
   namespace: demo
 spec:
   targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]
-  action: ALLOW
+  {action}
   rules:
-  - {from}
-    to: [{{operation: {{paths: [\"{path}\"]}}}}]
+  - {rule}
 "
     )
 }
 
+/// An ALLOW policy on the waypoint: `from` (a YAML rule key) for paths under `path`.
+fn allow(name: &str, from: &str, path: &str) -> String {
+    let rule = format!("{from}\n    to: [{{operation: {{paths: [\"{path}\"]}}}}]");
+    on_waypoint(name, "action: ALLOW", &rule)
+}
+
 /// A CUSTOM policy on the waypoint: `provider` decides paths under `path`.
 fn custom(name: &str, provider: &str, path: &str) -> String {
-    format!(
-        "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: {name}
-  namespace: demo
-spec:
-  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]
-  action: CUSTOM
-  provider: {{name: {provider}}}
-  rules:
-  - to: [{{operation: {{paths: [\"{path}\"]}}}}]
-"
+    let action = format!("action: CUSTOM\n  provider: {{name: {provider}}}");
+    on_waypoint(
+        name,
+        &action,
+        &format!("to: [{{operation: {{paths: [\"{path}\"]}}}}]"),
     )
 }
 
