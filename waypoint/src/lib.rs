@@ -20,6 +20,7 @@
 //! - [`admin`]: admin (15000: config dump, log level, explain, quit) and metrics (15020).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod balance;
 pub mod config;

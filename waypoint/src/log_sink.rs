@@ -74,6 +74,11 @@ impl LogSink {
         write_out(&mut buf);
     }
 
+    /// One whole line, made by the caller (the access log, `access.rs`), batched like the rest.
+    pub fn write_line(&self, line: &[u8]) {
+        self.append(line, false);
+    }
+
     fn append(&self, line: &[u8], urgent: bool) {
         let mut buf = self.lock();
         buf.extend_from_slice(line);

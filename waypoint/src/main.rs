@@ -156,6 +156,7 @@ fn init_logging() -> Arc<dyn LogControl> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .init();
+    waypoint::access::write_to(waypoint::log_sink::LogSink::global());
     control
 }
 

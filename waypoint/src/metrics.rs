@@ -355,6 +355,24 @@ fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
+/// One HTTP label set's metrics: shared handles into the registry's families.
+#[derive(Debug, Clone)]
+pub struct RequestSeries {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+impl RequestSeries {
+    pub fn record(&self, sample: RequestSample) {
+        self.requests.inc();
+        self.duration.observe(sample.duration_ms);
+        self.request_bytes.observe(sample.request_bytes as f64);
+        self.response_bytes.observe(sample.response_bytes as f64);
+    }
+}
+
 /// The counters an open TCP stream adds to when it closes.
 #[derive(Debug)]
 pub struct OpenStream {
@@ -510,6 +528,13 @@ impl Metrics {
 
     /// One HTTP request, done.
     pub fn request(&self, labels: &RequestLabels, sample: RequestSample) {
+        self.request_series(labels).record(sample);
+    }
+
+    /// The series an HTTP request with `labels` is recorded in (folded past the cap), as
+    /// handles a caller may keep: finding them hashes every label, recording into them does
+    /// not (`telemetry.rs` keeps a connection's few).
+    pub fn request_series(&self, labels: &RequestLabels) -> RequestSeries {
         let folded;
         let labels = if self.seen_requests.admit(labels, self.max_series) {
             labels
@@ -518,16 +543,12 @@ impl Metrics {
             folded = labels.overflow();
             &folded
         };
-        self.requests.get_or_create(labels).inc();
-        self.duration
-            .get_or_create(labels)
-            .observe(sample.duration_ms);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(sample.request_bytes as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(sample.response_bytes as f64);
+        RequestSeries {
+            requests: self.requests.get_or_create_owned(labels),
+            duration: self.duration.get_or_create_owned(labels),
+            request_bytes: self.request_bytes.get_or_create_owned(labels),
+            response_bytes: self.response_bytes.get_or_create_owned(labels),
+        }
     }
 
     /// A TCP stream opened: counted now; the handle counts its close and bytes.

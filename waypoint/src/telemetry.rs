@@ -14,11 +14,14 @@
 //!    An upstream body that fails mid-way is `UC`.
 //! 4. A TCP stream is counted as opened once its policy was decided, and closed with the bytes
 //!    it moved either way, whether it ended cleanly or not.
+//! 5. A connection keeps handles to the last few metric series its requests were recorded in
+//!    ([`CONNECTION_SERIES`]): a request like the one before it is counted without looking
+//!    its two dozen labels up again. The access line is built by `access.rs`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -28,9 +31,10 @@ use http::{HeaderMap, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::access;
 use crate::metrics::{
-    Metrics, OpenStream, PeerLabels, RequestLabels, RequestProtocol, RequestSample, ResponseFlags,
-    SecurityPolicy, TcpLabels,
+    Metrics, OpenStream, PeerLabels, RequestLabels, RequestProtocol, RequestSample, RequestSeries,
+    ResponseFlags, SecurityPolicy, TcpLabels,
 };
 use crate::targets::{Endpoint, Resolved};
 
@@ -114,14 +118,32 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
     }
 }
 
-/// One connection's share of every request's record: who, and which target.
+/// One connection's share of every request's record: who, which target, and the metric
+/// series its requests were recorded in.
 #[derive(Debug)]
 pub struct Connection {
     metrics: Arc<Metrics>,
     peer: SpiffeId,
     addressed: SocketAddr,
     labels: PeerLabels,
+    /// The series this connection's requests went to, most recent first: finding one in the
+    /// registry hashes two dozen labels, and a kept-alive connection's requests mostly share
+    /// one or two (rule 5).
+    series: Mutex<Vec<(SeriesKey, RequestSeries)>>,
 }
+
+/// What, beyond its connection, decides a request's series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SeriesKey {
+    protocol: RequestProtocol,
+    upstream: Option<SpiffeId>,
+    status: u16,
+    grpc_status: Option<String>,
+    flags: ResponseFlags,
+}
+
+/// Series a connection keeps (rule 5); past this the oldest is dropped.
+const CONNECTION_SERIES: usize = 4;
 
 impl Connection {
     pub fn new(metrics: Arc<Metrics>, peer: &SpiffeId, resolved: &Resolved) -> Connection {
@@ -136,20 +158,18 @@ impl Connection {
             peer: peer.clone(),
             addressed: resolved.addressed,
             labels,
+            series: Mutex::new(Vec::new()),
         }
     }
 
     /// A request arrived: its record starts now.
-    pub fn start<B>(&self, mut req: Request<B>) -> (Request<B>, Exchange) {
+    pub fn start<B>(self: &Arc<Self>, mut req: Request<B>) -> (Request<B>, Exchange) {
         let request_bytes = Arc::new(AtomicU64::new(0));
         req.extensions_mut()
             .insert(RequestBytes(request_bytes.clone()));
         let grpc = is_grpc(req.headers());
         let exchange = Exchange {
-            metrics: self.metrics.clone(),
-            peer: self.peer.clone(),
-            addressed: self.addressed,
-            labels: self.labels.clone(),
+            conn: self.clone(),
             protocol: if grpc {
                 RequestProtocol::grpc
             } else {
@@ -171,6 +191,41 @@ impl Connection {
         };
         (req, exchange)
     }
+
+    /// Records one request in its series (rule 5).
+    fn record(&self, key: SeriesKey, sample: RequestSample) {
+        let mut kept = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = kept.iter().position(|(k, _)| *k == key) {
+            kept[i].1.record(sample);
+            if i > 0 {
+                let hit = kept.remove(i);
+                kept.insert(0, hit);
+            }
+            return;
+        }
+        let series = self.metrics.request_series(&self.request_labels(&key));
+        series.record(sample);
+        kept.truncate(CONNECTION_SERIES - 1);
+        kept.insert(0, (key, series));
+    }
+
+    fn request_labels(&self, key: &SeriesKey) -> RequestLabels {
+        let mut peers = self.labels.clone();
+        peers.request_protocol = key.protocol;
+        if let Some(id) = &key.upstream {
+            peers.endpoint(id);
+        }
+        RequestLabels {
+            peers,
+            response_code: key.status,
+            grpc_response_status: match key.protocol {
+                RequestProtocol::grpc => key.grpc_status.clone().unwrap_or_default(),
+                _ => String::new(),
+            },
+            response_flags: key.flags,
+            connection_security_policy: SecurityPolicy::mutual_tls,
+        }
+    }
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -189,10 +244,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<String> {
 /// One request's record, written once (rule 3).
 #[derive(Debug)]
 pub struct Exchange {
-    metrics: Arc<Metrics>,
-    peer: SpiffeId,
-    addressed: SocketAddr,
-    labels: PeerLabels,
+    conn: Arc<Connection>,
     protocol: RequestProtocol,
     version: http::Version,
     method: http::Method,
@@ -229,47 +281,37 @@ impl Exchange {
         }
         let duration = self.start.elapsed();
         let request_bytes = self.request_bytes.load(Ordering::Relaxed);
-        let mut peers = self.labels.clone();
-        peers.request_protocol = self.protocol;
-        if let Some(id) = &self.outcome.upstream {
-            peers.endpoint(id);
-        }
-        let labels = RequestLabels {
-            peers,
-            response_code: self.status,
-            grpc_response_status: match self.protocol {
-                RequestProtocol::grpc => self.grpc_status.clone().unwrap_or_default(),
-                _ => String::new(),
+        let conn = &*self.conn;
+        conn.record(
+            SeriesKey {
+                protocol: self.protocol,
+                upstream: self.outcome.upstream.clone(),
+                status: self.status,
+                grpc_status: self.grpc_status.clone(),
+                flags: self.outcome.flags,
             },
-            response_flags: self.outcome.flags,
-            connection_security_policy: SecurityPolicy::mutual_tls,
-        };
-        self.metrics.request(
-            &labels,
             RequestSample {
                 duration_ms: duration.as_secs_f64() * 1000.0,
                 request_bytes,
                 response_bytes: self.response_bytes,
             },
         );
-        tracing::info!(
-            target: "access",
-            protocol = ?self.version,
-            "src.identity" = %self.peer,
-            "dst.addr" = %self.addressed,
-            "dst.service" = %labels.peers.destination_service,
-            "dst.identity" = self.outcome.upstream.as_ref().map(tracing::field::display),
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            grpc_status = self.grpc_status.as_deref(),
-            duration_ms = duration.as_millis() as u64,
-            bytes_received = request_bytes,
-            bytes_sent = self.response_bytes,
-            response_flags = %self.outcome.flags,
-            policy = self.outcome.policy.as_deref(),
-            "request complete"
-        );
+        access::log(&access::Request {
+            version: self.version,
+            peer: &conn.peer,
+            addressed: conn.addressed,
+            service: conn.labels.destination_service.as_str(),
+            upstream: self.outcome.upstream.as_ref(),
+            method: self.method.as_str(),
+            path: &self.path,
+            status: self.status,
+            grpc_status: self.grpc_status.as_deref(),
+            duration_ms: duration.as_millis() as u64,
+            bytes_received: request_bytes,
+            bytes_sent: self.response_bytes,
+            flags: self.outcome.flags,
+            policy: self.outcome.policy.as_deref(),
+        });
     }
 }
 
@@ -510,7 +552,7 @@ mod tests {
             .unwrap()
     }
 
-    fn connection(metrics: &Arc<Metrics>) -> Connection {
+    fn connection(metrics: &Arc<Metrics>) -> Arc<Connection> {
         let target = Target {
             key: "shop/api.shop.svc.cluster.local".into(),
             namespace: "shop".into(),
@@ -528,7 +570,11 @@ mod tests {
             addressed: "10.96.0.20:80".parse().unwrap(),
             pinned: None,
         };
-        Connection::new(metrics.clone(), &id("web", "front"), &resolved)
+        Arc::new(Connection::new(
+            metrics.clone(),
+            &id("web", "front"),
+            &resolved,
+        ))
     }
 
     fn request(grpc: bool) -> Request<()> {
@@ -674,6 +720,43 @@ mod tests {
             "{}",
             metrics.encode()
         );
+    }
+
+    /// Rule 5: kept series count like looked-up ones, however many a connection sees.
+    #[test]
+    fn a_connections_requests_count_in_their_series_past_the_ones_it_keeps() {
+        let metrics = Arc::new(Metrics::new("c", 100));
+        let conn = connection(&metrics);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Statuses 200..206, then 200 and 201 again: more kinds than a connection keeps.
+        let statuses: Vec<u16> = (200..200 + CONNECTION_SERIES as u16 + 2)
+            .chain([200, 200, 201])
+            .collect();
+        for &status in &statuses {
+            let (_req, exchange) = conn.start(request(false));
+            let mut resp = Response::new(Frames(vec![data("ok")].into()));
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            let mut body = exchange.respond(resp).into_body();
+            rt.block_on(async { while body.frame().await.is_some() {} });
+        }
+        let text = metrics.encode();
+        let count = |code: u16| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("istio_requests_total{")
+                        && l.contains(&format!("response_code=\"{code}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(|v| v.parse::<u64>().unwrap())
+        };
+        assert_eq!(count(200), Some(3), "{text}");
+        assert_eq!(count(201), Some(2), "{text}");
+        for code in 202..200 + CONNECTION_SERIES as u16 + 2 {
+            assert_eq!(count(code), Some(1), "{text}");
+        }
+        assert!(conn.series.lock().unwrap().len() <= CONNECTION_SERIES);
     }
 
     #[test]
