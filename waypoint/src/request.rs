@@ -395,11 +395,12 @@ fn host<B>(req: &Request<B>) -> &str {
 /// URI (from `Host` when the client spoke HTTP/1.1), HTTP/1.1 an origin-form target and a
 /// `Host` header (from `:authority` when the client spoke HTTP/2).
 fn to_version<B>(req: &mut Request<B>, h2: bool) -> Result<(), http::Error> {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let path = |req: &Request<B>| {
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+    };
     if h2 {
         *req.version_mut() = http::Version::HTTP_2;
         if req.uri().authority().is_none() {
@@ -412,7 +413,7 @@ fn to_version<B>(req: &mut Request<B>, h2: bool) -> Result<(), http::Error> {
             *req.uri_mut() = http::Uri::builder()
                 .scheme("http")
                 .authority(host)
-                .path_and_query(path)
+                .path_and_query(path(req))
                 .build()?;
         }
         req.headers_mut().remove(header::HOST);
@@ -423,7 +424,7 @@ fn to_version<B>(req: &mut Request<B>, h2: bool) -> Result<(), http::Error> {
                 let host = http::HeaderValue::from_str(authority.as_str())?;
                 req.headers_mut().insert(header::HOST, host);
             }
-            *req.uri_mut() = http::Uri::try_from(path)?;
+            *req.uri_mut() = http::Uri::from(path(req));
         }
     }
     Ok(())
@@ -431,6 +432,11 @@ fn to_version<B>(req: &mut Request<B>, h2: bool) -> Result<(), http::Error> {
 
 /// RFC 9110 7.6.1: `Connection` and what it names, and the fixed hop-by-hop set.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them (what `Connection` names needs a `Connection`): one
+    // pass over the names instead of a lookup for each.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -459,4 +465,100 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(n);
     }
     headers.remove("keep-alive");
+}
+
+/// The fixed hop-by-hop set, and `te` (see [`strip_hop_by_hop`]).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::TE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
+        let rows: &[(&[(&str, &str)], &[&str])] = &[
+            // (headers sent, names left)
+            (
+                &[("user-agent", "x"), ("accept", "*/*")],
+                &["user-agent", "accept"],
+            ),
+            (
+                &[
+                    ("connection", "keep-alive, x-hop"),
+                    ("x-hop", "1"),
+                    ("x-end", "2"),
+                ],
+                &["x-end"],
+            ),
+            (
+                &[("keep-alive", "timeout=5"), ("accept", "*/*")],
+                &["accept"],
+            ),
+            (&[("te", "trailers"), ("upgrade", "h2c")], &["te"]),
+            (&[("te", "gzip"), ("transfer-encoding", "chunked")], &[]),
+            (
+                &[
+                    ("proxy-authorization", "x"),
+                    ("proxy-authenticate", "y"),
+                    ("trailer", "z"),
+                ],
+                &[],
+            ),
+        ];
+        for (sent, left) in rows {
+            let mut h = HeaderMap::new();
+            for (n, v) in *sent {
+                h.append(
+                    HeaderName::from_static(n),
+                    http::HeaderValue::from_static(v),
+                );
+            }
+            strip_hop_by_hop(&mut h);
+            let mut names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+            let mut want = left.to_vec();
+            names.sort();
+            want.sort();
+            assert_eq!(names, want, "{sent:?}");
+        }
+    }
+
+    #[test]
+    fn requests_are_rewritten_for_the_upstream_version() {
+        // HTTP/1.1 in, HTTP/2 out: scheme and authority from Host.
+        let mut r = Request::builder()
+            .uri("/a?b=1")
+            .header("host", "api.shop:8080")
+            .body(())
+            .unwrap();
+        to_version(&mut r, true).unwrap();
+        assert_eq!(r.uri().to_string(), "http://api.shop:8080/a?b=1");
+        assert!(r.headers().get("host").is_none());
+        assert_eq!(r.version(), http::Version::HTTP_2);
+        // HTTP/2 in, HTTP/1.1 out: origin form and a Host header.
+        let mut r = Request::builder()
+            .uri("http://api.shop/a?b=1")
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        to_version(&mut r, false).unwrap();
+        assert_eq!(r.uri().to_string(), "/a?b=1");
+        assert_eq!(r.headers()["host"], "api.shop");
+        assert_eq!(r.version(), http::Version::HTTP_11);
+        // HTTP/1.1 both ways: as it came.
+        let mut r = Request::builder().uri("/x").body(()).unwrap();
+        to_version(&mut r, false).unwrap();
+        assert_eq!(r.uri().to_string(), "/x");
+    }
 }

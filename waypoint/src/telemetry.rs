@@ -123,8 +123,9 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
 #[derive(Debug)]
 pub struct Connection {
     metrics: Arc<Metrics>,
-    peer: SpiffeId,
-    addressed: SocketAddr,
+    /// The peer's identity and the address it dialled, as every access line writes them.
+    peer: String,
+    addressed: String,
     labels: PeerLabels,
     /// The series this connection's requests went to, most recent first: finding one in the
     /// registry hashes two dozen labels, and a kept-alive connection's requests mostly share
@@ -155,8 +156,8 @@ impl Connection {
         );
         Connection {
             metrics,
-            peer: peer.clone(),
-            addressed: resolved.addressed,
+            peer: peer.to_string(),
+            addressed: resolved.addressed.to_string(),
             labels,
             series: Mutex::new(Vec::new()),
         }
@@ -177,10 +178,8 @@ impl Connection {
             },
             version: req.version(),
             method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            // A share of the request's bytes, not a copy.
+            path: req.uri().path_and_query().cloned(),
             start: Instant::now(),
             request_bytes,
             response_bytes: 0,
@@ -248,7 +247,7 @@ pub struct Exchange {
     protocol: RequestProtocol,
     version: http::Version,
     method: http::Method,
-    path: String,
+    path: Option<http::uri::PathAndQuery>,
     start: Instant,
     request_bytes: Arc<AtomicU64>,
     response_bytes: u64,
@@ -299,11 +298,11 @@ impl Exchange {
         access::log(&access::Request {
             version: self.version,
             peer: &conn.peer,
-            addressed: conn.addressed,
+            addressed: &conn.addressed,
             service: conn.labels.destination_service.as_str(),
             upstream: self.outcome.upstream.as_ref(),
             method: self.method.as_str(),
-            path: &self.path,
+            path: self.path.as_ref().map_or("/", |p| p.as_str()),
             status: self.status,
             grpc_status: self.grpc_status.as_deref(),
             duration_ms: duration.as_millis() as u64,
