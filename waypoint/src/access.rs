@@ -86,7 +86,11 @@ impl Request<'_> {
         let start = out.len();
         self.write_fields(out);
         // Rule 2.
-        if out.as_bytes()[start..].iter().any(|b| b.is_ascii_control()) {
+        // A fold, not `any`: no early exit, so it runs over whole vectors of bytes.
+        let control = out.as_bytes()[start..]
+            .iter()
+            .fold(false, |seen, &b| seen | (b < 0x20) | (b == 0x7f));
+        if control {
             let clean: String = out[start..]
                 .chars()
                 .map(|c| if c.is_control() { '?' } else { c })

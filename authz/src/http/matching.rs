@@ -106,7 +106,15 @@ impl Condition {
             ConditionValues::Ports(ports) => {
                 self.key == ConditionKey::DestinationPort && ports.contains(&a.req.destination_port)
             }
-            ConditionValues::Strings(ms) => ms.iter().any(|m| string_matches(&self.key, m, a)),
+            // A header is looked up once for all the values, not once per value.
+            ConditionValues::Strings(ms) => match &self.key {
+                ConditionKey::RequestHeader(name) if !name.starts_with(':') => {
+                    a.req.headers.any_value(name, &mut |v| {
+                        ms.iter().any(|m| is_presence(m) || m.matches(v))
+                    })
+                }
+                key => ms.iter().any(|m| string_matches(key, m, a)),
+            },
         }
     }
 }
@@ -154,12 +162,16 @@ fn header_matches(name: &str, m: &HttpStringMatch, a: &Attrs<'_>) -> bool {
         ":path" => Some(a.req.path),
         _ => None,
     };
-    let presence = matches!(m, HttpStringMatch::Istio(StringMatch::Presence));
+    let presence = is_presence(m);
     match pseudo {
         Some(v) => presence || m.matches(v),
         None if presence => a.req.headers.any_value(name, &mut |_| true),
         None => a.req.headers.any_value(name, &mut |v| m.matches(v)),
     }
+}
+
+fn is_presence(m: &HttpStringMatch) -> bool {
+    matches!(m, HttpStringMatch::Istio(StringMatch::Presence))
 }
 
 /// The value at `path` through nested objects.
