@@ -76,10 +76,16 @@ pub fn machine_busy_secs() -> Option<f64> {
 
 /// User + system CPU seconds of a process.
 pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    proc_cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// A process's CPU seconds so far, (user, system).
+pub fn proc_cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    let user: f64 = f.get(11)?.parse().ok()?;
+    let system: f64 = f.get(12)?.parse().ok()?;
+    Some((user / 100.0, system / 100.0))
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use e2e::local::{Cluster, bin_dir, pid_in_netns, wait_for_count};
-use e2e::procfs::{median, proc_cpu_secs, rss};
+use e2e::procfs::{median, proc_cpu_split, rss};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -138,11 +138,17 @@ fn measure(args: &Args, cluster: &Cluster) -> anyhow::Result<Value> {
         &format!("{}.node-a.bench.waypoint-0", cluster.name),
         "waypoint",
     )?;
+    // A yardstick on the same machine: node-b's ztunnel, which terminates the direct path's
+    // HBONE (TLS and HTTP/2 but no HTTP/1.1), measured over the direct runs.
+    let zt = pid_in_netns(&format!("{}.node-b", cluster.name), "ztunnel")?;
     // Warm-up (pools, certificates, neighbour discovery), not counted.
     for vip in [DIRECT_VIP, VIA_VIP] {
         run(args, cluster, vip, 100.0, 1.0)?;
     }
-    let (mut direct, mut via, mut vcpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut direct, mut via) = (Vec::new(), Vec::new());
+    // Per `via` run: the waypoint's user and system CPU over the run's wall time.
+    let (mut user, mut system) = (Vec::new(), Vec::new());
+    let mut ztunnel = Vec::new();
     for round in 0..args.rounds {
         let order = if round % 2 == 0 {
             [VIA_VIP, DIRECT_VIP]
@@ -151,13 +157,19 @@ fn measure(args: &Args, cluster: &Cluster) -> anyhow::Result<Value> {
         };
         for vip in order {
             if vip == VIA_VIP {
-                let cpu0 = proc_cpu_secs(wp).context("the waypoint's CPU time")?;
+                let (u0, s0) = proc_cpu_split(wp).context("the waypoint's CPU time")?;
                 let t0 = Instant::now();
                 via.push(run(args, cluster, vip, args.rps, args.secs)?);
-                let cpu = proc_cpu_secs(wp).context("the waypoint's CPU time")? - cpu0;
-                vcpu.push(cpu / t0.elapsed().as_secs_f64());
+                let (u1, s1) = proc_cpu_split(wp).context("the waypoint's CPU time")?;
+                let wall = t0.elapsed().as_secs_f64();
+                user.push((u1 - u0) / wall);
+                system.push((s1 - s0) / wall);
             } else {
+                let (u0, s0) = proc_cpu_split(zt).context("the ztunnel's CPU time")?;
+                let t0 = Instant::now();
                 direct.push(run(args, cluster, vip, args.rps, args.secs)?);
+                let (u1, s1) = proc_cpu_split(zt).context("the ztunnel's CPU time")?;
+                ztunnel.push((u1 - u0 + s1 - s0) / t0.elapsed().as_secs_f64());
             }
         }
     }
@@ -165,8 +177,12 @@ fn measure(args: &Args, cluster: &Cluster) -> anyhow::Result<Value> {
     let med = |runs: &[Run], f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     let (d50, d99) = (med(&direct, |r| r.p50_us), med(&direct, |r| r.p99_us));
     let (v50, v99) = (med(&via, |r| r.p50_us), med(&via, |r| r.p99_us));
-    let vcpu = median(&vcpu);
+    let rounds: Vec<f64> = user.iter().zip(&system).map(|(u, s)| u + s).collect();
+    let vcpu = median(&rounds);
     let per_k = vcpu * 1000.0 / args.rps;
+    let (lowest, highest) = rounds
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let rss_mb = rss_kib as f64 / 1024.0;
     println!(
         "HTTP/1.1 POST {} B at {} req/s over {} connections, {} rounds of {} s (medians):",
@@ -180,6 +196,15 @@ fn measure(args: &Args, cluster: &Cluster) -> anyhow::Result<Value> {
         v99 - d99
     );
     println!("  waypoint: {vcpu:.3} vCPU ({per_k:.3} per 1,000 req/s), {rss_mb:.1} MiB resident");
+    println!(
+        "            user {:.3} + system {:.3} vCPU; rounds from {lowest:.3} to {highest:.3}",
+        median(&user),
+        median(&system)
+    );
+    println!(
+        "  yardstick: node-b's ztunnel over the direct path {:.3} vCPU",
+        median(&ztunnel)
+    );
     Ok(json!({
         "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "mode": if args.short { "short" } else { "full" },
@@ -189,7 +214,11 @@ fn measure(args: &Args, cluster: &Cluster) -> anyhow::Result<Value> {
         "direct_us": { "p50": d50, "p99": d99 },
         "via_waypoint_us": { "p50": v50, "p99": v99 },
         "added_us": { "p50": v50 - d50, "p99": v99 - d99 },
-        "waypoint": { "vcpu": vcpu, "vcpu_per_1000_rps": per_k, "rss_kib": rss_kib },
+        "waypoint": {
+            "vcpu": vcpu, "vcpu_per_1000_rps": per_k, "rss_kib": rss_kib,
+            "vcpu_user": median(&user), "vcpu_system": median(&system), "vcpu_rounds": rounds,
+        },
+        "server_ztunnel_direct_vcpu": median(&ztunnel),
     }))
 }
 
