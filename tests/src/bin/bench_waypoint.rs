@@ -44,6 +44,10 @@ struct Args {
     /// The local cluster's name (its network namespaces' prefix).
     #[arg(long, default_value = "benchwp")]
     name: String,
+    /// The waypoint's process name, when it runs under another program (valgrind, for
+    /// `scripts/bench-waypoint-instructions.sh`).
+    #[arg(long, default_value = "waypoint")]
+    waypoint_process: String,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-waypoint-results.json")]
     out: PathBuf,
@@ -136,7 +140,7 @@ fn measure(args: &Args, cluster: &Cluster) -> anyhow::Result<Value> {
     )?;
     let wp = pid_in_netns(
         &format!("{}.node-a.bench.waypoint-0", cluster.name),
-        "waypoint",
+        &args.waypoint_process,
     )?;
     // A yardstick on the same machine: node-b's ztunnel, which terminates the direct path's
     // HBONE (TLS and HTTP/2 but no HTTP/1.1), measured over the direct runs.
