@@ -488,7 +488,12 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
-        let rows: &[(&[(&str, &str)], &[&str])] = &[
+        /// (headers sent, names left)
+        type Row = (
+            &'static [(&'static str, &'static str)],
+            &'static [&'static str],
+        );
+        let rows: &[Row] = &[
             // (headers sent, names left)
             (
                 &[("user-agent", "x"), ("accept", "*/*")],
