@@ -28,6 +28,22 @@ pub struct ApplyError {
     pub source: Box<kube::Error>,
 }
 
+impl ApplyError {
+    /// What a failed write of `what` `namespace/name` becomes (rule 2), for `map_err`.
+    pub(super) fn of<'a>(
+        what: &'static str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> impl FnOnce(kube::Error) -> ApplyError + 'a {
+        move |source| ApplyError {
+            what,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source: Box::new(source),
+        }
+    }
+}
+
 fn hint(what: &str, e: &kube::Error) -> &'static str {
     match e {
         kube::Error::Api(r) if r.code == 403 && what == "ConfigMap" => {

@@ -158,12 +158,11 @@ impl Deployer {
                         &o.body,
                     )
                     .await
-                    .map_err(|source| ApplyError {
-                        what: o.kind.as_str(),
-                        namespace: o.namespace.clone(),
-                        name: o.name.clone(),
-                        source: Box::new(source),
-                    })?;
+                    .map_err(ApplyError::of(
+                        o.kind.as_str(),
+                        &o.namespace,
+                        &o.name,
+                    ))?;
                     debug!(kind = o.kind.as_str(), namespace = %o.namespace, name = %o.name,
                            "applied");
                 }
@@ -184,12 +183,7 @@ impl Deployer {
             &body,
         )
         .await
-        .map_err(|source| ApplyError {
-            what: "Gateway status",
-            namespace: ns.clone(),
-            name: name.clone(),
-            source: Box::new(source),
-        })?;
+        .map_err(ApplyError::of("Gateway status", ns, name))?;
         debug!(gateway = %format!("{ns}/{name}"), addresses = status.addresses.len(),
                "gateway status written");
         m.written = Some(status);

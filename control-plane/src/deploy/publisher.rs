@@ -123,11 +123,6 @@ impl RootCertPublisher {
             &body,
         )
         .await
-        .map_err(|source| ApplyError {
-            what: "ConfigMap",
-            namespace: ns.to_string(),
-            name: ROOT_CERT_CONFIG_MAP.to_string(),
-            source: Box::new(source),
-        })
+        .map_err(ApplyError::of("ConfigMap", ns, ROOT_CERT_CONFIG_MAP))
     }
 }
