@@ -164,20 +164,8 @@ fn quoted(out: &mut String, s: &str) {
     let _ = write!(out, "{s:?}");
 }
 
-fn number(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
+fn number(out: &mut String, n: u64) {
+    decimal(out, n, 1);
 }
 
 /// As `tracing`'s default timer writes it: RFC 3339, UTC, microseconds.
@@ -186,31 +174,34 @@ fn timestamp(out: &mut String, now: SystemTime) {
     let secs = since.as_secs();
     let (year, month, day) = civil(secs / 86_400);
     let of_day = secs % 86_400;
-    padded(out, year, 4);
+    decimal(out, year, 4);
     out.push('-');
-    padded(out, month, 2);
+    decimal(out, month, 2);
     out.push('-');
-    padded(out, day, 2);
+    decimal(out, day, 2);
     out.push('T');
-    padded(out, of_day / 3600, 2);
+    decimal(out, of_day / 3600, 2);
     out.push(':');
-    padded(out, of_day / 60 % 60, 2);
+    decimal(out, of_day / 60 % 60, 2);
     out.push(':');
-    padded(out, of_day % 60, 2);
+    decimal(out, of_day % 60, 2);
     out.push('.');
-    padded(out, u64::from(since.subsec_micros()), 6);
+    decimal(out, u64::from(since.subsec_micros()), 6);
     out.push('Z');
 }
 
-/// `n`'s last `width` decimal digits, zeros in front.
-fn padded(out: &mut String, mut n: u64, width: usize) {
+/// `n` in decimal, zeros in front to at least `width` digits.
+fn decimal(out: &mut String, mut n: u64, width: usize) {
+    // u64::MAX has 20 digits.
     let mut digits = [b'0'; 20];
-    let width = width.min(digits.len());
-    for d in digits[..width].iter_mut().rev() {
-        *d = b'0' + (n % 10) as u8;
+    let mut start = digits.len();
+    while n > 0 {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    for &d in &digits[..width] {
+    start = start.min(digits.len().saturating_sub(width));
+    for &d in &digits[start..] {
         out.push(char::from(d));
     }
 }

@@ -526,11 +526,6 @@ impl Metrics {
         }
     }
 
-    /// One HTTP request, done.
-    pub fn request(&self, labels: &RequestLabels, sample: RequestSample) {
-        self.request_series(labels).record(sample);
-    }
-
     /// The series an HTTP request with `labels` is recorded in (folded past the cap), as
     /// handles a caller may keep: finding them hashes every label, recording into them does
     /// not (`telemetry.rs` keeps a connection's few).
@@ -676,7 +671,7 @@ mod tests {
                 response_flags: ResponseFlags::None,
                 connection_security_policy: SecurityPolicy::mutual_tls,
             };
-            m.request(&labels, RequestSample::default());
+            m.request_series(&labels).record(RequestSample::default());
             let text = m.encode();
             let line = text
                 .lines()
@@ -692,20 +687,18 @@ mod tests {
     fn label_order_is_istios() {
         let m = Metrics::new("Kubernetes", 10);
         let peers = PeerLabels::unknown("Kubernetes", RequestProtocol::http);
-        m.request(
-            &RequestLabels {
-                peers: peers.clone(),
-                response_code: 403,
-                grpc_response_status: String::new(),
-                response_flags: ResponseFlags::None,
-                connection_security_policy: SecurityPolicy::mutual_tls,
-            },
-            RequestSample {
-                duration_ms: 3.0,
-                request_bytes: 10,
-                response_bytes: 19,
-            },
-        );
+        m.request_series(&RequestLabels {
+            peers: peers.clone(),
+            response_code: 403,
+            grpc_response_status: String::new(),
+            response_flags: ResponseFlags::None,
+            connection_security_policy: SecurityPolicy::mutual_tls,
+        })
+        .record(RequestSample {
+            duration_ms: 3.0,
+            request_bytes: 10,
+            response_bytes: 19,
+        });
         m.tcp_opened(&TcpLabels {
             peers: PeerLabels {
                 request_protocol: RequestProtocol::tcp,
@@ -787,16 +780,14 @@ mod tests {
         for i in 0..10 {
             let mut peers = PeerLabels::unknown("c", RequestProtocol::http);
             peers.source_principal = format!("spiffe://cluster.local/ns/a/sa/s{i}").into();
-            m.request(
-                &RequestLabels {
-                    peers,
-                    response_code: 200,
-                    grpc_response_status: String::new(),
-                    response_flags: ResponseFlags::None,
-                    connection_security_policy: SecurityPolicy::mutual_tls,
-                },
-                RequestSample::default(),
-            );
+            m.request_series(&RequestLabels {
+                peers,
+                response_code: 200,
+                grpc_response_status: String::new(),
+                response_flags: ResponseFlags::None,
+                connection_security_policy: SecurityPolicy::mutual_tls,
+            })
+            .record(RequestSample::default());
         }
         let text = m.encode();
         let series: Vec<&str> = text

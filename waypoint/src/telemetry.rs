@@ -123,8 +123,8 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
 #[derive(Debug)]
 pub struct Connection {
     metrics: Arc<Metrics>,
-    /// The peer's identity and the address it dialled, as every access line writes them.
-    peer: String,
+    /// The address the peer dialled, as every access line writes it (its identity is the
+    /// labels' `source_principal`).
     addressed: String,
     labels: PeerLabels,
     /// The series this connection's requests went to, most recent first: finding one in the
@@ -156,7 +156,6 @@ impl Connection {
         );
         Connection {
             metrics,
-            peer: peer.to_string(),
             addressed: resolved.addressed.to_string(),
             labels,
             series: Mutex::new(Vec::new()),
@@ -297,7 +296,7 @@ impl Exchange {
         );
         access::log(&access::Request {
             version: self.version,
-            peer: &conn.peer,
+            peer: conn.labels.source_principal.as_str(),
             addressed: &conn.addressed,
             service: conn.labels.destination_service.as_str(),
             upstream: self.outcome.upstream.as_ref(),
