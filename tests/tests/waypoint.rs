@@ -457,7 +457,14 @@ fn the_waypoint_decides_each_request_for_its_service() {
     };
     let from_client = "source_principal=\"spiffe://cluster.local/ns/demo/sa/client\"";
     let want = [
-        (vec!["response_code=\"200\"", "response_flags=\"-\""], 5.0),
+        (
+            vec![
+                "response_code=\"200\"",
+                "response_flags=\"-\"",
+                "destination_workload=\"server\"",
+            ],
+            5.0,
+        ),
         (vec!["response_code=\"403\""], 4.0),
         (vec!["response_code=\"429\"", "response_flags=\"RL\""], 1.0),
     ];
@@ -470,9 +477,12 @@ fn the_waypoint_decides_each_request_for_its_service() {
         std::thread::sleep(Duration::from_millis(100));
         text = scrape();
     }
+    // The client's pod, named as meshd's Address resources name it (the waypoint watches
+    // them as Istio's does).
+    let client_workload = "source_workload=\"client\"";
     for (labels, n) in &want {
         let mut labels = labels.clone();
-        labels.extend(["reporter=\"waypoint\"", from_client]);
+        labels.extend(["reporter=\"waypoint\"", from_client, client_workload]);
         assert_eq!(count(&text, &labels), *n, "{labels:?}\n{text}");
     }
 

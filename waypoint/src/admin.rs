@@ -3,7 +3,7 @@
 //!
 //! | port | path | method | what |
 //! |---|---|---|---|
-//! | admin | `/config_dump` | GET | identity, targets (addresses, ports, endpoints) and their policies, and tracing (exporter, collector, sampling), as JSON |
+//! | admin | `/config_dump` | GET | identity, targets (addresses, ports, endpoints) and their policies, tracing (exporter, collector, sampling), and the count of workloads known, as JSON |
 //! | admin | `/logging` | GET, POST `?level=<filter>` | show or change the log filter at run time |
 //! | admin | `/explain` | GET | which policy decides a described request, without sending it |
 //! | admin | `/quitquitquit` | POST | graceful exit |
@@ -296,6 +296,9 @@ impl Admin {
             "identity": self.waypoint.identity().to_string(),
             "targets": targets,
             "tracing": tracing,
+            // How many workloads name peers in metrics (`peers.rs`); not listed, there may
+            // be thousands.
+            "workloads": self.waypoint.peers().len(),
         })
     }
 

@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: meshd's `mesh.waypoint.v1` resources into targets and policies (one boundary);
 //! - [`targets`]: what it serves and how a CONNECT's authority resolves (pure);
+//! - [`peers`]: the mesh's workloads (Istio's `Address` resources), which name peers in metrics;
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
 //! - [`proxy`]: the HBONE server and upstream streams;
 //! - [`balance`]: which endpoint: least request (Istio's default) or round robin;
@@ -30,6 +31,7 @@ pub mod health;
 pub mod jwt;
 pub mod log_sink;
 pub mod metrics;
+pub mod peers;
 pub mod proxy;
 pub mod ratelimit;
 pub mod request;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use hbone::{CertManager, H2Settings, SpiffeId, TrustRoots};
 use proto::waypoint::{HttpPolicy, Target, Tracing};
+use proto::workload::Address;
 use waypoint::Waypoint;
 use waypoint::admin::{Admin, LogControl, ReloadableFilter};
 use waypoint::config::Store;
@@ -260,10 +261,26 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
                 .collect()
         })
     };
+    // The mesh's workloads, which name peers in metrics (`peers.rs`).
+    let wp_a = waypoint.clone();
+    let addresses = move |c: Changes<Address>| {
+        let rejected = wp_a.peers().apply(&c.upserts, &c.removed);
+        rejected
+            .into_iter()
+            .map(|e| {
+                tracing::warn!(error = %e, "Address rejected; the last good version stays");
+                Rejection {
+                    name: e.resource.clone(),
+                    reason: e.to_string(),
+                }
+            })
+            .collect()
+    };
     let client = Client::builder(target(&args, &args.xds_address)?, node(&args))
         .watch::<Target, _>(targets)
         .watch::<HttpPolicy, _>(policies)
         .watch::<Tracing, _>(move |c: Changes<Tracing>| tracing_control.on_changes(c))
+        .watch::<Address, _>(addresses)
         .build();
     let mut synced = client.synced();
     tokio::spawn(client.run());

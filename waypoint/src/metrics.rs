@@ -10,10 +10,14 @@
 //!    plain HTTP, as in Istio.
 //! 2. The source is the HBONE peer: its SPIFFE identity is `source_principal`, and its
 //!    namespace `source_workload_namespace` (Istio reads the namespace from the certificate
-//!    first). The config carries no labels of peer workloads, so their names stay `unknown`.
+//!    first). Its workload, when the waypoint knows the one at its address with that identity
+//!    (`peers.rs`), gives `source_workload`, `source_canonical_service`, `-revision` and
+//!    `source_cluster`; `source_app` and `source_version` stay `unknown`, as Istio's waypoint
+//!    reports them (its workload discovery carries no app labels).
 //! 3. The destination is the target (`destination_service*`, a service's hostname and its
-//!    first label) and, once one is picked, the endpoint (`destination_principal`, and its
-//!    identity's namespace as `destination_workload_namespace`); `destination_cluster` is the
+//!    first label) and, once one is picked, the endpoint (`destination_principal`, its
+//!    identity's namespace as `destination_workload_namespace`, and its workload's names as
+//!    for the source); `destination_cluster` is the
 //!    waypoint's own cluster, as Envoy reports it for a gateway.
 //! 4. Histograms use Envoy's default buckets (Istio sets none of its own unless a pod asks
 //!    with `sidecar.istio.io/statsHistogramBuckets`), for milliseconds and bytes alike.
@@ -35,6 +39,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::peers::{Upstream, Workload};
 use crate::targets::Target;
 
 /// Distinct label sets kept per kind before new ones are folded (rule 5).
@@ -209,6 +214,13 @@ fn unknown() -> Label {
     UNKNOWN_LABEL.clone()
 }
 
+/// Sets `label` to `value` unless `value` is empty (not known).
+fn known(label: &mut Label, value: &str) {
+    if !value.is_empty() {
+        *label = value.into();
+    }
+}
+
 impl PeerLabels {
     /// Everything unknown but the reporter, the protocol and the waypoint's cluster.
     pub fn unknown(cluster: &str, protocol: RequestProtocol) -> PeerLabels {
@@ -241,16 +253,24 @@ impl PeerLabels {
         }
     }
 
-    /// Rules 2 and 3 for a stream: the peer, and the target it asked for.
+    /// Rules 2 and 3 for a stream: the peer, its workload if known, and the target it asked
+    /// for.
     pub fn new(
         cluster: &str,
         protocol: RequestProtocol,
         peer: &SpiffeId,
+        source: Option<&Workload>,
         target: &Target,
     ) -> PeerLabels {
         let mut l = PeerLabels::unknown(cluster, protocol);
         l.source_principal = peer.to_string().into();
         l.source_workload_namespace = peer.namespace().into();
+        if let Some(w) = source {
+            known(&mut l.source_workload, &w.name);
+            known(&mut l.source_canonical_service, &w.canonical_name);
+            known(&mut l.source_canonical_revision, &w.canonical_revision);
+            known(&mut l.source_cluster, &w.cluster);
+        }
         let name = target
             .key
             .split_once('/')
@@ -271,9 +291,17 @@ impl PeerLabels {
     }
 
     /// Rule 3: the endpoint picked.
-    pub fn endpoint(&mut self, identity: &SpiffeId) {
-        self.destination_principal = identity.to_string().into();
-        self.destination_workload_namespace = identity.namespace().into();
+    pub fn endpoint(&mut self, upstream: &Upstream) {
+        self.destination_principal = upstream.identity.to_string().into();
+        self.destination_workload_namespace = upstream.identity.namespace().into();
+        if let Some(w) = &upstream.workload {
+            known(&mut self.destination_workload, &w.name);
+            known(&mut self.destination_canonical_service, &w.canonical_name);
+            known(
+                &mut self.destination_canonical_revision,
+                &w.canonical_revision,
+            );
+        }
     }
 
     /// The set new series fold into once the cap is reached (rule 5).
@@ -611,12 +639,15 @@ mod tests {
         struct Row {
             target: Target,
             endpoint: bool,
+            /// The waypoint knows both workloads (`peers.rs`).
+            workloads: bool,
             want: &'static [(&'static str, &'static str)],
         }
         let rows = [
             Row {
                 target: svc.clone(),
                 endpoint: false,
+                workloads: false,
                 want: &[
                     ("source_workload", "unknown"),
                     ("source_canonical_revision", "latest"),
@@ -632,19 +663,40 @@ mod tests {
                 ],
             },
             Row {
-                target: svc,
+                target: svc.clone(),
                 endpoint: true,
+                workloads: false,
                 want: &[
                     (
                         "destination_principal",
                         "spiffe://cluster.local/ns/shop/sa/api",
                     ),
                     ("destination_workload_namespace", "shop"),
+                    ("destination_workload", "unknown"),
+                ],
+            },
+            Row {
+                target: svc,
+                endpoint: true,
+                workloads: true,
+                want: &[
+                    ("source_workload", "front-v2"),
+                    ("source_canonical_service", "front"),
+                    ("source_canonical_revision", "v2"),
+                    ("source_workload_namespace", "web"),
+                    ("source_app", "unknown"),
+                    ("source_version", "unknown"),
+                    ("source_cluster", "c1"),
+                    ("destination_workload", "api-v1"),
+                    ("destination_canonical_service", "api"),
+                    ("destination_canonical_revision", "v1"),
+                    ("destination_workload_namespace", "shop"),
                 ],
             },
             Row {
                 target: wl,
                 endpoint: false,
+                workloads: false,
                 want: &[
                     ("destination_service", "unknown"),
                     ("destination_service_name", "unknown"),
@@ -653,15 +705,31 @@ mod tests {
                 ],
             },
         ];
+        let workload = |ns: &str, sa: &str, name: &str, canonical: &str, rev: &str| Workload {
+            uid: format!("{name}-uid"),
+            name: name.into(),
+            namespace: ns.into(),
+            canonical_name: canonical.into(),
+            canonical_revision: rev.into(),
+            cluster: "c1".into(),
+            identity: id(ns, sa),
+            addresses: Vec::new(),
+        };
+        let front = workload("web", "front", "front-v2", "front", "v2");
+        let api = Arc::new(workload("shop", "api", "api-v1", "api", "v1"));
         for row in rows {
             let mut l = PeerLabels::new(
                 "c1",
                 RequestProtocol::http,
                 &id("web", "front"),
+                row.workloads.then_some(&front),
                 &row.target,
             );
             if row.endpoint {
-                l.endpoint(&id("shop", "api"));
+                l.endpoint(&Upstream {
+                    identity: id("shop", "api"),
+                    workload: row.workloads.then(|| api.clone()),
+                });
             }
             let m = Metrics::new("c1", 10);
             let labels = RequestLabels {

@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::balance::{Balancer, InFlight};
 use crate::detect::{DETECT_TIMEOUT, Protocol, detect};
 use crate::metrics::{Metrics, ResponseFlags};
+use crate::peers::{Peers, Upstream, Workload};
 use crate::ratelimit::Limiter;
 use crate::targets::{Endpoint, Resolved, Targets};
 use crate::telemetry::{CountingIo, TcpStream};
@@ -68,6 +69,8 @@ pub struct Waypoint {
     metrics: Arc<Metrics>,
     /// `jwksUri` key sets, shared by every target and kept across config changes.
     jwks: crate::jwt::KeyCache,
+    /// The mesh's workloads, which name peers in metrics (`peers.rs`).
+    peers: Peers,
     /// The current tracer (`trace.rs`), replaced whole when tracing's configuration changes;
     /// each request clones the `Arc` it starts with and finishes on it. `None`: off.
     tracer: RwLock<Option<Arc<crate::trace::Tracer>>>,
@@ -143,6 +146,7 @@ impl Waypoint {
             limiter: Limiter::default(),
             metrics,
             jwks: crate::jwt::KeyCache::new(jwks),
+            peers: Peers::default(),
             tracer: RwLock::new(None),
         })
     }
@@ -171,6 +175,24 @@ impl Waypoint {
 
     pub fn upstreams(&self) -> &Upstreams {
         &self.upstreams
+    }
+
+    /// The workloads the waypoint knows, updated from `Address` resources.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// The workload `peer` proved to be, if known (`peers.rs` rule 3).
+    pub(crate) fn source_workload(&self, peer: &PeerInfo) -> Option<Arc<Workload>> {
+        self.peers.lookup(source_ip(peer), &peer.identity)
+    }
+
+    /// `endpoint` as metrics name it.
+    pub(crate) fn upstream_of(&self, endpoint: &Endpoint) -> Upstream {
+        Upstream {
+            identity: endpoint.identity.clone(),
+            workload: self.peers.lookup(endpoint.ip, &endpoint.identity),
+        }
     }
 
     pub(crate) fn jwks(&self) -> &crate::jwt::KeyCache {
@@ -345,6 +367,11 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let metrics = waypoint.metrics();
+    let source = waypoint.source_workload(peer);
+    let opened = |upstream: Option<&Upstream>, flags| {
+        let source = source.as_deref();
+        TcpStream::opened(metrics, &peer.identity, source, resolved, upstream, flags)
+    };
     let verdict = tcp_verdict(peer, resolved);
     if !matches!(verdict, Some(authz::http::HttpVerdict::Allowed { .. })) {
         let (policy, flags) = match &verdict {
@@ -354,11 +381,7 @@ where
                 ResponseFlags::UnauthorizedExternalService,
             ),
         };
-        TcpStream::opened(metrics, &peer.identity, resolved, None, flags).closed(
-            0,
-            0,
-            Some(&policy),
-        );
+        opened(None, flags).closed(0, 0, Some(&policy));
         return;
     }
     // Held while the stream is open: least request counts open streams.
@@ -366,39 +389,20 @@ where
         Ok(picked) => picked,
         Err(e) => {
             tracing::debug!(target = %resolved.addressed, error = %e, "TCP connection failed upstream");
-            TcpStream::opened(
-                metrics,
-                &peer.identity,
-                resolved,
-                None,
-                ResponseFlags::NoHealthyUpstream,
-            )
-            .closed(0, 0, None);
+            opened(None, ResponseFlags::NoHealthyUpstream).closed(0, 0, None);
             return;
         }
     };
+    let named = waypoint.upstream_of(&endpoint);
     let mut upstream = match waypoint.open(&endpoint, port).await {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(target = %resolved.addressed, error = %e, "TCP connection failed upstream");
-            TcpStream::opened(
-                metrics,
-                &peer.identity,
-                resolved,
-                Some(&endpoint),
-                ResponseFlags::UpstreamConnectionFailure,
-            )
-            .closed(0, 0, None);
+            opened(Some(&named), ResponseFlags::UpstreamConnectionFailure).closed(0, 0, None);
             return;
         }
     };
-    let stream = TcpStream::opened(
-        metrics,
-        &peer.identity,
-        resolved,
-        Some(&endpoint),
-        ResponseFlags::None,
-    );
+    let stream = opened(Some(&named), ResponseFlags::None);
     let mut io = CountingIo::new(io);
     if let Err(e) = tokio::io::copy_bidirectional(&mut io, &mut upstream).await {
         tracing::debug!(error = %e, "TCP stream ended with an error");

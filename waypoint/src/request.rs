@@ -77,6 +77,7 @@ pub async fn serve<IO>(
     let telemetry = Arc::new(telemetry::Connection::new(
         waypoint.metrics().clone(),
         &peer.identity,
+        waypoint.source_workload(&peer).as_deref(),
         &resolved,
     ));
     let conn = Arc::new(Conn {
@@ -377,7 +378,7 @@ impl Conn {
         let mut resp = upstreams
             .send(&self.waypoint, &endpoint, port, self.upstream_h2, req)
             .await?;
-        telemetry::upstream(&mut resp, &endpoint);
+        telemetry::upstream(&mut resp, self.waypoint.upstream_of(&endpoint));
         Ok(resp)
     }
 }

@@ -36,7 +36,8 @@ use crate::metrics::{
     Metrics, OpenStream, PeerLabels, RequestLabels, RequestProtocol, RequestSample, RequestSeries,
     ResponseFlags, SecurityPolicy, TcpLabels,
 };
-use crate::targets::{Endpoint, Resolved};
+use crate::peers::{Upstream, Workload};
+use crate::targets::Resolved;
 
 /// What a handler reports about a response it made or passed on (rule 2).
 #[derive(Debug, Clone, Default)]
@@ -45,7 +46,7 @@ pub struct Outcome {
     /// The policy (and rule) that decided a denial.
     pub policy: Option<String>,
     /// The endpoint the request went to.
-    pub upstream: Option<SpiffeId>,
+    pub upstream: Option<Upstream>,
 }
 
 fn outcome<B>(resp: &mut Response<B>) -> &mut Outcome {
@@ -67,8 +68,8 @@ pub fn flagged<B>(mut resp: Response<B>, flags: ResponseFlags) -> Response<B> {
 }
 
 /// Notes the endpoint that answered.
-pub fn upstream<B>(resp: &mut Response<B>, endpoint: &Endpoint) {
-    outcome(resp).upstream = Some(endpoint.identity.clone());
+pub fn upstream<B>(resp: &mut Response<B>, upstream: Upstream) {
+    outcome(resp).upstream = Some(upstream);
 }
 
 /// The request body's byte count, carried in the request's extensions to where it is sent on.
@@ -137,7 +138,7 @@ pub struct Connection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SeriesKey {
     protocol: RequestProtocol,
-    upstream: Option<SpiffeId>,
+    upstream: Option<Upstream>,
     status: u16,
     grpc_status: Option<String>,
     flags: ResponseFlags,
@@ -147,11 +148,18 @@ struct SeriesKey {
 const CONNECTION_SERIES: usize = 4;
 
 impl Connection {
-    pub fn new(metrics: Arc<Metrics>, peer: &SpiffeId, resolved: &Resolved) -> Connection {
+    /// `source`: the peer's workload, if the waypoint knows it (`peers.rs`).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        peer: &SpiffeId,
+        source: Option<&Workload>,
+        resolved: &Resolved,
+    ) -> Connection {
         let labels = PeerLabels::new(
             metrics.cluster(),
             RequestProtocol::http,
             peer,
+            source,
             &resolved.target,
         );
         Connection {
@@ -210,8 +218,8 @@ impl Connection {
     fn request_labels(&self, key: &SeriesKey) -> RequestLabels {
         let mut peers = self.labels.clone();
         peers.request_protocol = key.protocol;
-        if let Some(id) = &key.upstream {
-            peers.endpoint(id);
+        if let Some(upstream) = &key.upstream {
+            peers.endpoint(upstream);
         }
         RequestLabels {
             peers,
@@ -299,7 +307,7 @@ impl Exchange {
             peer: conn.labels.source_principal.as_str(),
             addressed: &conn.addressed,
             service: conn.labels.destination_service.as_str(),
-            upstream: self.outcome.upstream.as_ref(),
+            upstream: self.outcome.upstream.as_ref().map(|u| &u.identity),
             method: self.method.as_str(),
             path: self.path.as_ref().map_or("/", |p| p.as_str()),
             status: self.status,
@@ -410,18 +418,20 @@ impl TcpStream {
     pub fn opened(
         metrics: &Metrics,
         peer: &SpiffeId,
+        source: Option<&Workload>,
         resolved: &Resolved,
-        upstream: Option<&Endpoint>,
+        upstream: Option<&Upstream>,
         flags: ResponseFlags,
     ) -> TcpStream {
         let mut peers = PeerLabels::new(
             metrics.cluster(),
             RequestProtocol::tcp,
             peer,
+            source,
             &resolved.target,
         );
-        if let Some(e) = upstream {
-            peers.endpoint(&e.identity);
+        if let Some(u) = upstream {
+            peers.endpoint(u);
         }
         let labels = TcpLabels {
             peers,
@@ -433,7 +443,7 @@ impl TcpStream {
             labels,
             peer: peer.clone(),
             addressed: resolved.addressed,
-            upstream: upstream.map(|e| e.identity.clone()),
+            upstream: upstream.map(|u| u.identity.clone()),
             start: Instant::now(),
         }
     }
@@ -571,6 +581,7 @@ mod tests {
         Arc::new(Connection::new(
             metrics.clone(),
             &id("web", "front"),
+            None,
             &resolved,
         ))
     }
@@ -769,15 +780,17 @@ mod tests {
         let mut resp = flagged(resp, ResponseFlags::NoHealthyUpstream);
         upstream(
             &mut resp,
-            &Endpoint {
-                ip: "10.0.0.1".parse().unwrap(),
+            Upstream {
                 identity: id("shop", "api"),
-                healthy: true,
+                workload: None,
             },
         );
         let o = resp.extensions().get::<Outcome>().unwrap();
         assert_eq!(o.flags, ResponseFlags::NoHealthyUpstream);
         assert_eq!(o.policy.as_deref(), Some("shop/deny rule 0"));
-        assert_eq!(o.upstream, Some(id("shop", "api")));
+        assert_eq!(
+            o.upstream.as_ref().map(|u| &u.identity),
+            Some(&id("shop", "api"))
+        );
     }
 }

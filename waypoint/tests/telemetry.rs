@@ -18,6 +18,7 @@ use hbone::{ConnectHandler, H2Settings, InboundConnect, SpiffeId, StreamIo};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use proto::workload::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -789,4 +790,105 @@ async fn a_rate_limited_request_is_counted_with_rl() {
         line.contains("shop/limited") && line.contains("RL"),
         "{line}"
     );
+}
+
+/// An `Address` resource for one workload, as meshd sends it.
+fn workload_address(uid: &str, ip: &str, ns: &str, sa: &str, name: &str) -> (String, Address) {
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    let w = proto::workload::Workload {
+        uid: uid.into(),
+        name: format!("{name}-5d8f-x2x"),
+        namespace: ns.into(),
+        addresses: vec![ip.octets().to_vec()],
+        trust_domain: "cluster.local".into(),
+        service_account: sa.into(),
+        workload_name: name.into(),
+        canonical_name: name.into(),
+        canonical_revision: "v3".into(),
+        cluster_id: "test-cluster".into(),
+        ..Default::default()
+    };
+    let address = Address {
+        r#type: Some(proto::workload::address::Type::Workload(w)),
+    };
+    (uid.into(), address)
+}
+
+/// Workloads the waypoint learned from `Address` resources name both ends of a request, but
+/// only a peer whose certificate proves the identity the workload at its address has.
+#[tokio::test]
+async fn known_workloads_name_the_source_and_destination() {
+    let endpoint_ip = "127.78.0.8";
+    let mesh = Mesh::start("peers", endpoint_ip, 1000).await;
+    // Clients dial the waypoint from 127.0.0.1: that address is `order-service`'s pod.
+    let rejected = mesh.waypoint.peers().apply(
+        &[
+            workload_address("uid-order", "127.0.0.1", "shop", "order-service", "order"),
+            workload_address("uid-api", endpoint_ip, "shop", "api", "api-v3"),
+        ],
+        &[],
+    );
+    assert!(rejected.is_empty(), "{rejected:?}");
+
+    let order = id("shop", "order-service");
+    let mut c = mesh.http1(&order, OPEN_VIP).await;
+    let (status, body) = send(&mut c, request("GET", "/", "curl/8", "")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Another identity from the same address is not order-service's pod.
+    let mut other = mesh.http1(&id("shop", "checkout-service"), OPEN_VIP).await;
+    let (status, body) = send(&mut other, request("GET", "/", "curl/8", "")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let destination = [
+        ("destination_workload", "api-v3"),
+        ("destination_canonical_service", "api-v3"),
+        ("destination_canonical_revision", "v3"),
+        ("destination_workload_namespace", "shop"),
+    ];
+    let known: Vec<(&str, &str)> = [
+        ("source_workload", "order"),
+        ("source_canonical_service", "order"),
+        ("source_canonical_revision", "v3"),
+        ("source_workload_namespace", "shop"),
+        ("source_cluster", "test-cluster"),
+        ("source_app", "unknown"),
+    ]
+    .into_iter()
+    .chain(destination)
+    .collect();
+    let unproven: Vec<(&str, &str)> = [
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/shop/sa/checkout-service",
+        ),
+        ("source_workload", "unknown"),
+        ("source_canonical_revision", "latest"),
+        ("source_cluster", "unknown"),
+    ]
+    .into_iter()
+    .chain(destination)
+    .collect();
+    let text = mesh
+        .scrape_until("istio_requests_total", &[("reporter", "waypoint")], 2.0)
+        .await;
+    assert_eq!(sum(&text, "istio_requests_total", &known), 1.0, "{text}");
+    assert_eq!(sum(&text, "istio_requests_total", &unproven), 1.0, "{text}");
+
+    // Removed: the names go with it; the next connection's requests are unknown again.
+    mesh.waypoint
+        .peers()
+        .apply(&[], &["uid-order".to_string(), "uid-api".to_string()]);
+    let mut c = mesh.http1(&order, OPEN_VIP).await;
+    let (status, _) = send(&mut c, request("GET", "/", "curl/8", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    let gone = [
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/shop/sa/order-service",
+        ),
+        ("source_workload", "unknown"),
+        ("destination_workload", "unknown"),
+    ];
+    let text = mesh.scrape_until("istio_requests_total", &gone, 1.0).await;
+    assert_eq!(sum(&text, "istio_requests_total", &known), 1.0, "{text}");
 }
