@@ -126,6 +126,12 @@ impl Peers {
             .cloned()
     }
 
+    /// Every workload held, in no order.
+    pub fn workloads(&self) -> Vec<Arc<Workload>> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index.by_uid.values().cloned().collect()
+    }
+
     /// Workloads held.
     pub fn len(&self) -> usize {
         self.index
