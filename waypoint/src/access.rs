@@ -17,6 +17,7 @@
 //!    would. In the binary the line goes straight into the process's [`LogSink`]; where no
 //!    sink was named (the library in tests) it is logged as a `tracing` event.
 
+use std::cell::RefCell;
 use std::fmt::Write;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -168,10 +169,29 @@ fn number(out: &mut String, n: u64) {
     decimal(out, n, 1);
 }
 
-/// As `tracing`'s default timer writes it: RFC 3339, UTC, microseconds.
+/// As `tracing`'s default timer writes it: RFC 3339, UTC, microseconds. The date and time of
+/// day change once a second: they are written once a second, not once a line.
 fn timestamp(out: &mut String, now: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
+    SECOND.with_borrow_mut(|(at, text)| {
+        if *at != secs || text.is_empty() {
+            text.clear();
+            second(text, secs);
+            *at = secs;
+        }
+        out.push_str(text);
+    });
+    out.push('.');
+    decimal(out, u64::from(since.subsec_micros()), 6);
+    out.push('Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch.
+fn second(out: &mut String, secs: u64) {
     let (year, month, day) = civil(secs / 86_400);
     let of_day = secs % 86_400;
     decimal(out, year, 4);
@@ -185,9 +205,6 @@ fn timestamp(out: &mut String, now: SystemTime) {
     decimal(out, of_day / 60 % 60, 2);
     out.push(':');
     decimal(out, of_day % 60, 2);
-    out.push('.');
-    decimal(out, u64::from(since.subsec_micros()), 6);
-    out.push('Z');
 }
 
 /// `n` in decimal, zeros in front to at least `width` digits.
@@ -306,6 +323,10 @@ mod tests {
         assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
         assert_eq!(at(1_796_224_182, 873_043), "2026-12-02T15:09:42.873043Z");
         assert_eq!(at(4_102_444_799, 999_999), "2099-12-31T23:59:59.999999Z");
+        // The second is kept between lines: the same second again, then the next one.
+        assert_eq!(at(4_102_444_799, 1), "2099-12-31T23:59:59.000001Z");
+        assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000000Z");
+        assert_eq!(at(0, 5), "1970-01-01T00:00:00.000005Z");
     }
 
     #[test]
