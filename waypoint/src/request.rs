@@ -198,7 +198,11 @@ impl Conn {
                     r.source.as_deref().unwrap_or("-"),
                     r.failure
                 );
-                let refused = ours(r.failure.status(), r.failure.body());
+                let mut refused = ours(r.failure.status(), r.failure.body());
+                let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                if let Some(c) = crate::jwt::challenge(host(&req), path) {
+                    refused.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+                }
                 return telemetry::denied(refused, why, ResponseFlags::None);
             }
         };

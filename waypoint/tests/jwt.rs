@@ -269,6 +269,16 @@ async fn get(
     path: &str,
     token: Option<&str>,
 ) -> (StatusCode, String) {
+    let (status, body, _) = get_challenged(send, path, token).await;
+    (status, body)
+}
+
+/// As [`get`], with the response's `www-authenticate`.
+async fn get_challenged(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, String, Option<String>) {
     let mut req = Request::builder()
         .uri(path)
         .header("host", "api.shop.svc.cluster.local")
@@ -283,8 +293,16 @@ async fn get(
         .await
         .unwrap();
     let status = resp.status();
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        challenge,
+    )
 }
 
 #[tokio::test]
@@ -394,11 +412,20 @@ async fn tokens_are_checked_before_policy_decides() {
         ),
     ];
     for (name, path, token, want, body) in rows {
-        let (status, got) = get(&mut send, path, token.as_deref()).await;
+        let (status, got, challenge) = get_challenged(&mut send, path, token.as_deref()).await;
         assert_eq!(status, want, "{name}: {got}");
         if want != StatusCode::OK {
             assert_eq!(got, body, "{name}");
         }
+        // A refused token is challenged as Envoy does, naming the URI asked for; a policy's
+        // denial is not.
+        let refused = body.starts_with("Jwt") || body.starts_with("Audiences");
+        let want_challenge = refused.then(|| {
+            format!(
+                "Bearer realm=\"http://api.shop.svc.cluster.local{path}\", error=\"invalid_token\""
+            )
+        });
+        assert_eq!(challenge, want_challenge, "{name}");
     }
 
     // What the endpoint sees: no token (not forwarded), the payload, the claims the rule

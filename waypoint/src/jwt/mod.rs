@@ -10,7 +10,8 @@
 //! 3. A token that cannot be read, whose issuer no rule names, that is outside its `exp`/`nbf`
 //!    (60 s of clock skew), has none of the rule's audiences (when it lists any; `http(s)://`
 //!    and a trailing `/` ignored, as Envoy compares), or that no key of the rule verifies, is
-//!    refused: 401 with Envoy's words for the cause, except audiences: 403, as Envoy answers.
+//!    refused: 401 with Envoy's words for the cause, except audiences: 403, as Envoy answers;
+//!    both challenge with `www-authenticate` naming the request's URI ([`challenge`]).
 //!    With several rules for one issuer, the first that accepts the token wins.
 //! 4. Keys: the rule's inline `jwks`, or its `jwksUri` through the shared [`KeyCache`] (a
 //!    `kid` the set lacks asks for a refetch, rate-limited there), or with neither, the
@@ -136,6 +137,21 @@ impl Failure {
             Failure::Fetch => "Jwks remote fetch is failed",
         }
     }
+}
+
+/// Envoy's longest path in a challenge's realm.
+const REALM_PATH_MAX: usize = 256;
+
+/// Rule 3's `www-authenticate` for a refused token, as Envoy's `jwt_authn` writes it: the
+/// request's URI as the realm (the waypoint serves plain HTTP inside HBONE, so `http`; the path
+/// and query cut at 256 bytes) and the `invalid_token` error. `None` when the host or path
+/// could not be a header value.
+pub fn challenge(host: &str, path_and_query: &str) -> Option<HeaderValue> {
+    let path = path_and_query
+        .get(..REALM_PATH_MAX.min(path_and_query.len()))
+        .unwrap_or(path_and_query);
+    let value = format!("Bearer realm=\"http://{host}{path}\", error=\"invalid_token\"");
+    HeaderValue::from_str(&value).ok()
 }
 
 /// A refusal with the rule it was checked against, for the log.
@@ -360,6 +376,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_challenge_names_the_uri_as_envoy_does() {
+        let c = challenge("api.shop", "/pay?x=1").unwrap();
+        assert_eq!(
+            c,
+            "Bearer realm=\"http://api.shop/pay?x=1\", error=\"invalid_token\""
+        );
+        // The path and query are cut at 256 bytes.
+        let long = format!("/{}", "a".repeat(300));
+        let c = challenge("h", &long).unwrap();
+        let want = format!(
+            "Bearer realm=\"http://h{}\", error=\"invalid_token\"",
+            &long[..256]
+        );
+        assert_eq!(c.to_str().unwrap(), want);
+        // Nothing that could not be a header value.
+        assert_eq!(challenge("bad\nhost", "/"), None);
+    }
 
     fn rule(audiences: &[&str]) -> JwtRule {
         JwtRule {
