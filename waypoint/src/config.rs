@@ -176,7 +176,7 @@ impl Cx<'_> {
                 Some(Kind::Prefix(s)) => Ok(HttpStringMatch::Istio(StringMatch::Prefix(s.clone()))),
                 Some(Kind::Suffix(s)) => Ok(HttpStringMatch::Istio(StringMatch::Suffix(s.clone()))),
                 Some(Kind::Presence(_)) => Ok(HttpStringMatch::Istio(StringMatch::Presence)),
-                Some(Kind::Contains(s)) => Ok(HttpStringMatch::Contains(s.clone())),
+                Some(Kind::Contains(s)) => Ok(HttpStringMatch::contains(s.as_str())),
                 None => Err(self.err(field, "a string match with no kind")),
             })
             .collect()

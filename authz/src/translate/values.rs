@@ -68,7 +68,7 @@ pub(super) fn http_string_matches(
                     "{at}.{name}[{k}]: {v:?} is read as contains {inner:?} (an extension: Istio \
                      reads it as the suffix \"{inner}*\")"
                 ));
-                    HttpStringMatch::Contains(inner.to_string())
+                    HttpStringMatch::contains(inner)
                 }
                 _ => HttpStringMatch::Istio(string_match(v)),
             },

@@ -110,7 +110,7 @@ fn strings(v: &[HttpStringMatch]) -> Vec<pb::StringMatch> {
                 HttpStringMatch::Istio(StringMatch::Prefix(s)) => Kind::Prefix(s.clone()),
                 HttpStringMatch::Istio(StringMatch::Suffix(s)) => Kind::Suffix(s.clone()),
                 HttpStringMatch::Istio(StringMatch::Presence) => Kind::Presence(pb::Presence {}),
-                HttpStringMatch::Contains(s) => Kind::Contains(s.clone()),
+                HttpStringMatch::Contains(s) => Kind::Contains(s.as_str().to_string()),
             }),
         })
         .collect()
