@@ -10,7 +10,8 @@
 //! 2. Each ext_authz provider needs a `name` (unique among all providers), a `service` and a
 //!    `port` (1-65535); `timeout` is a protobuf duration (`"0.5s"`, `"10s"`, `"1m"`; default
 //!    10 minutes), `statusOnError` an HTTP status as a string (default 403), and `pathPrefix`
-//!    (HTTP) starts with `/`. A bad provider, or bad tracing settings, make the whole file an
+//!    (HTTP) starts with `/`; `includeRequestBodyInCheck` needs `maxRequestBytes` above 0
+//!    (Envoy refuses 0). A bad provider, or bad tracing settings, make the whole file an
 //!    error: meshd does not start on half a configuration.
 //! 3. `service` is resolved at translation, not here (`translate::ext_authz`,
 //!    `translate::tracing`).
@@ -70,6 +71,16 @@ pub struct ExtAuthzProvider {
     pub headers_to_upstream_on_allow: Vec<String>,
     pub headers_to_downstream_on_deny: Vec<String>,
     pub headers_to_downstream_on_allow: Vec<String>,
+    /// `None`: the check carries no body.
+    pub include_request_body_in_check: Option<BodyInCheck>,
+}
+
+/// Istio's `includeRequestBodyInCheck`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyInCheck {
+    pub max_request_bytes: u32,
+    pub allow_partial_message: bool,
+    pub pack_as_bytes: bool,
 }
 
 /// Istio's default provider timeout.
@@ -122,6 +133,18 @@ struct RawExtAuthz {
     headers_to_downstream_on_deny: Vec<String>,
     #[serde(default)]
     headers_to_downstream_on_allow: Vec<String>,
+    include_request_body_in_check: Option<RawBodyInCheck>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawBodyInCheck {
+    #[serde(default)]
+    max_request_bytes: u32,
+    #[serde(default)]
+    allow_partial_message: bool,
+    #[serde(default)]
+    pack_as_bytes: bool,
 }
 
 impl MeshConfig {
@@ -199,6 +222,17 @@ fn convert(name: &str, kind: ExtAuthzKind, e: &RawExtAuthz) -> Result<ExtAuthzPr
     if !e.path_prefix.is_empty() && !e.path_prefix.starts_with('/') {
         return Err(format!("pathPrefix {:?} must start with /", e.path_prefix));
     }
+    let body = match &e.include_request_body_in_check {
+        Some(b) if b.max_request_bytes == 0 => {
+            return Err("includeRequestBodyInCheck.maxRequestBytes must be above 0".into());
+        }
+        Some(b) => Some(BodyInCheck {
+            max_request_bytes: b.max_request_bytes,
+            allow_partial_message: b.allow_partial_message,
+            pack_as_bytes: b.pack_as_bytes,
+        }),
+        None => None,
+    };
     let mut include = e.include_request_headers_in_check.clone();
     include.extend(e.include_headers_in_check.iter().cloned());
     Ok(ExtAuthzProvider {
@@ -215,6 +249,7 @@ fn convert(name: &str, kind: ExtAuthzKind, e: &RawExtAuthz) -> Result<ExtAuthzPr
         headers_to_upstream_on_allow: e.headers_to_upstream_on_allow.clone(),
         headers_to_downstream_on_deny: e.headers_to_downstream_on_deny.clone(),
         headers_to_downstream_on_allow: e.headers_to_downstream_on_allow.clone(),
+        include_request_body_in_check: body,
     })
 }
 
@@ -249,6 +284,7 @@ extensionProviders:
     headersToUpstreamOnAllow: ["x-user-*"]
     headersToDownstreamOnDeny: ["x-reason"]
     headersToDownstreamOnAllow: ["x-trace"]
+    includeRequestBodyInCheck: {maxRequestBytes: 4096, allowPartialMessage: true}
     someFutureField: 1
 - name: sample-ext-authz-grpc
   envoyExtAuthzGrpc:
@@ -277,12 +313,19 @@ extensionProviders:
         assert_eq!(h.include_request_headers_in_check, ["x-ext-authz"]);
         assert_eq!(h.include_additional_headers_in_check["x-from"], "waypoint");
         assert_eq!(h.headers_to_upstream_on_allow, ["x-user-*"]);
+        let body = BodyInCheck {
+            max_request_bytes: 4096,
+            allow_partial_message: true,
+            pack_as_bytes: false,
+        };
+        assert_eq!(h.include_request_body_in_check, Some(body));
         let g = &m.ext_authz["sample-ext-authz-grpc"];
         assert_eq!(g.kind, ExtAuthzKind::Grpc);
         assert_eq!(g.service, "foo/ext-authz.foo.svc.cluster.local");
         assert_eq!(g.timeout, DEFAULT_TIMEOUT);
         assert_eq!(g.status_on_error, 403);
         assert!(!g.fail_open);
+        assert_eq!(g.include_request_body_in_check, None);
         assert_eq!(MeshConfig::parse("").unwrap(), MeshConfig::default());
     }
 
@@ -315,6 +358,10 @@ extensionProviders:
             (
                 "envoyExtAuthzHttp: {service: a, port: 80, pathPrefix: check}",
                 "pathPrefix",
+            ),
+            (
+                "envoyExtAuthzGrpc: {service: a, port: 80, includeRequestBodyInCheck: {}}",
+                "maxRequestBytes must be above 0",
             ),
             (
                 "envoyExtAuthzHttp: {service: a, port: 80}\n  envoyExtAuthzGrpc: {service: a, port: 80}",

@@ -719,6 +719,8 @@ fn http_request() -> ext_authz::attribute_context::HttpRequest {
         fragment: s("top"),
         size: 12,
         protocol: s("HTTP/1.1"),
+        body: s("{\"amount\":1}"),
+        raw_body: b"\x00\xff".to_vec(),
     }
 }
 
@@ -1022,6 +1024,11 @@ fn wp_ext_authz() -> waypoint::ExtAuthz {
         headers_to_upstream_on_allow: vec![s("x-user")],
         headers_to_downstream_on_deny: vec![s("x-reason")],
         headers_to_downstream_on_allow: vec![s("x-trace")],
+        include_request_body_in_check: Some(waypoint::ext_authz::RequestBody {
+            max_request_bytes: 4096,
+            allow_partial_message: true,
+            pack_as_bytes: true,
+        }),
     }
 }
 
@@ -1060,6 +1067,9 @@ fn waypoint_messages_round_trip() {
         },
     );
     t.check("ExtAuthz", &wp_ext_authz());
+    if let Some(body) = wp_ext_authz().include_request_body_in_check {
+        t.check("ExtAuthz.RequestBody", &body);
+    }
     t.check("Rule", &wp_rule());
     t.check("Source", &wp_source());
     t.check("ServiceAccount", &wp_account());

@@ -437,6 +437,20 @@ fn convert_ext_authz(
             ));
         }
     };
+    let body = match &e.include_request_body_in_check {
+        None => None,
+        Some(b) if b.max_request_bytes == 0 => {
+            return Err(cx.err(
+                "ext_authz.include_request_body_in_check.max_request_bytes",
+                "must be above 0",
+            ));
+        }
+        Some(b) => Some(ext_authz::BodyInCheck {
+            max_bytes: usize::try_from(b.max_request_bytes).unwrap_or(usize::MAX),
+            allow_partial: b.allow_partial_message,
+            pack_as_bytes: b.pack_as_bytes,
+        }),
+    };
     Ok(Provider::new(
         e.name.clone(),
         protocol,
@@ -444,7 +458,8 @@ fn convert_ext_authz(
         timeout,
         e.fail_open,
         status_on_error,
-    ))
+    )
+    .with_body(body))
 }
 
 fn convert_rule(cx: &Cx<'_>, at: &str, r: &wire::Rule) -> Result<HttpRule, ConfigError> {

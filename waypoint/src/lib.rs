@@ -11,6 +11,7 @@
 //! - [`ratelimit`]: the token buckets of LocalRateLimits;
 //! - [`jwt`]: RequestAuthentication: a request's token checked before policy;
 //! - [`request`]: one HTTP request: token, policy, rate limits, then forward;
+//! - [`request_body`]: the body forwarded, with what an authorizer's check read first;
 //! - [`upstream`]: HTTP connections to endpoints, shared by all downstream connections;
 //! - [`ext_authz`]: the external authorizers CUSTOM policies ask (HTTP and gRPC);
 //! - [`health`]: readiness on 15021;
@@ -35,6 +36,7 @@ pub mod peers;
 pub mod proxy;
 pub mod ratelimit;
 pub mod request;
+pub mod request_body;
 pub mod targets;
 pub mod telemetry;
 pub mod trace;

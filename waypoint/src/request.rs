@@ -9,6 +9,9 @@
 //!    its denial (or a failed check, unless the provider fails open) is the answer, flagged
 //!    `UAEX`; its allowance adds its headers and goes on to the DENY and ALLOW policies. A
 //!    CUSTOM policy with no authorizer configured denies (fail closed), never waves through.
+//!    An authorizer shown bodies waits for the body first ([`crate::request_body`]): one over
+//!    its limit, where it takes no partial body, is answered 413 `Payload Too Large`, as
+//!    Envoy's buffer says it.
 //! 3. Denied: 403 with Envoy's body `RBAC: access denied` (it names no policy; the access log
 //!    does).
 //!    Allowed, then rate limited (`ratelimit.rs`): 429 with Envoy's body
@@ -35,10 +38,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::detect::Protocol;
-use crate::ext_authz::{self, Allowed, Decision};
+use crate::ext_authz::{self, Allowed, BodyInCheck, Decision};
 use crate::metrics::ResponseFlags;
 use crate::proxy::{UpstreamError, Waypoint, authz_peer, source_ip};
 use crate::ratelimit::Limited;
+use crate::request_body::{Prefix, RequestBody};
 use crate::targets::Resolved;
 use crate::telemetry;
 use crate::trace;
@@ -187,7 +191,8 @@ impl Conn {
         resp
     }
 
-    async fn respond(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
+        let mut req = req.map(RequestBody::new);
         let rules = &self.resolved.target.jwt;
         let jwt = match crate::jwt::authenticate(self.waypoint.jwks(), rules, &mut req).await {
             Ok(jwt) => jwt,
@@ -209,7 +214,17 @@ impl Conn {
         // Rule 2.
         let mut allowed_by_authorizer = None;
         if let Some(check) = self.custom(&req, jwt.as_ref()) {
-            let view = self.check_request(&req);
+            let provider = self.resolved.target.ext_authz.get(&*check.policy);
+            let body = match provider.and_then(|p| p.body) {
+                Some(settings) => {
+                    match Box::pin(self.read_for_check(&mut req, settings, &check)).await {
+                        Ok(body) => Some(body),
+                        Err(refused) => return refused,
+                    }
+                }
+                None => None,
+            };
+            let view = self.check_request(&req, body);
             // Boxed: only requests a CUSTOM policy matches carry the check's future.
             match Box::pin(self.ask(&check, &view)).await {
                 Ok(allowed) => {
@@ -243,7 +258,11 @@ impl Conn {
 
     /// What the authorizer is told about `req` (parts only: the request's body is not `Sync`,
     /// and this is held across the check).
-    fn check_request<'a>(&'a self, req: &'a Request<Incoming>) -> ext_authz::CheckRequest<'a> {
+    fn check_request<'a>(
+        &'a self,
+        req: &'a Request<RequestBody>,
+        body: Option<Prefix>,
+    ) -> ext_authz::CheckRequest<'a> {
         ext_authz::CheckRequest {
             method: req.method(),
             path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
@@ -254,6 +273,39 @@ impl Conn {
             source_principal: self.principal.clone(),
             destination: self.resolved.addressed,
             destination_principal: self.waypoint.identity().to_string(),
+            body,
+        }
+    }
+
+    /// Rule 2: the body an authorizer is shown; `Err` is the response that ends the request.
+    async fn read_for_check(
+        &self,
+        req: &mut Request<RequestBody>,
+        settings: BodyInCheck,
+        check: &CustomCheck,
+    ) -> Result<Prefix, Response<Body>> {
+        let too_large = || {
+            let policy = format!(
+                "{check}: body over includeRequestBodyInCheck.maxRequestBytes ({})",
+                settings.max_bytes
+            );
+            let refused = ours(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+            telemetry::denied(refused, policy, ResponseFlags::None)
+        };
+        if !settings.allow_partial && req.body().declared_over(settings.max_bytes) {
+            return Err(too_large());
+        }
+        match req.body_mut().read_prefix(settings.max_bytes).await {
+            Ok(body) if body.partial && !settings.allow_partial => Err(too_large()),
+            Ok(body) => Ok(body),
+            Err(e) => {
+                tracing::debug!(error = %e, "request body failed while read for a check");
+                let bad = ours(StatusCode::BAD_REQUEST, "bad request");
+                Err(telemetry::flagged(
+                    bad,
+                    ResponseFlags::DownstreamConnectionTermination,
+                ))
+            }
         }
     }
 
@@ -296,7 +348,7 @@ impl Conn {
     }
 
     /// Rules 4-5: the allowed request, upstream.
-    async fn proxy(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn proxy(&self, mut req: Request<RequestBody>) -> Response<Body> {
         strip_hop_by_hop(req.headers_mut());
         if let Err(e) = to_version(&mut req, self.upstream_h2) {
             tracing::info!(target = %self.resolved.addressed, error = %e, "request cannot be forwarded");
@@ -327,7 +379,7 @@ impl Conn {
     /// Rule 1: `f` over the request as policies see it.
     fn with_view<R>(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<RequestBody>,
         jwt: Option<&JwtAuth>,
         f: impl FnOnce(&authz::http::Request<'_>) -> R,
     ) -> R {
@@ -347,19 +399,19 @@ impl Conn {
     }
 
     /// Rule 2: the CUSTOM policy to ask, if one matches.
-    fn custom(&self, req: &Request<Incoming>, jwt: Option<&JwtAuth>) -> Option<CustomCheck> {
+    fn custom(&self, req: &Request<RequestBody>, jwt: Option<&JwtAuth>) -> Option<CustomCheck> {
         self.with_view(req, jwt, |v| self.resolved.target.policies.custom(v))
     }
 
     /// The DENY/ALLOW verdict.
-    fn decide(&self, req: &Request<Incoming>, jwt: Option<&JwtAuth>) -> HttpVerdict {
+    fn decide(&self, req: &Request<RequestBody>, jwt: Option<&JwtAuth>) -> HttpVerdict {
         self.with_view(req, jwt, |v| {
             self.resolved.target.policies.decide(v).verdict
         })
     }
 
     /// Rule 3, rate limits.
-    fn rate_limit(&self, req: &Request<Incoming>) -> Result<(), Limited> {
+    fn rate_limit(&self, req: &Request<RequestBody>) -> Result<(), Limited> {
         let limits = &self.resolved.target.rate_limits;
         if limits.is_empty() {
             return Ok(());
@@ -374,7 +426,7 @@ impl Conn {
         })
     }
 
-    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Leased>, ForwardError> {
+    async fn forward(&self, req: Request<RequestBody>) -> Result<Response<Leased>, ForwardError> {
         // In flight until the response head arrives (least request's count).
         let (endpoint, port, _in_flight) = self.waypoint.pick(&self.resolved)?;
         let req = telemetry::count_request(req);

@@ -30,6 +30,7 @@ use hyper::client::conn::{http1 as client1, http2 as client2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::proxy::{UpstreamError, Waypoint};
+use crate::request_body::RequestBody;
 use crate::targets::Endpoint;
 use crate::telemetry::Counted;
 
@@ -39,7 +40,7 @@ pub const MAX_IDLE: usize = 64;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A request body on its way upstream, its bytes counted for telemetry.
-pub type Sent = Counted<Incoming>;
+pub type Sent = Counted<RequestBody>;
 
 type H1 = client1::SendRequest<Sent>;
 type H2 = client2::SendRequest<Sent>;

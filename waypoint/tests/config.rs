@@ -77,6 +77,11 @@ fn ext_authz() -> wire::ExtAuthz {
         headers_to_upstream_on_allow: vec!["*-id".into()],
         headers_to_downstream_on_deny: vec![],
         headers_to_downstream_on_allow: vec![],
+        include_request_body_in_check: Some(wire::ext_authz::RequestBody {
+            max_request_bytes: 1024,
+            allow_partial_message: true,
+            pack_as_bytes: false,
+        }),
     }
 }
 
@@ -247,6 +252,12 @@ fn a_custom_policy_carries_its_provider_to_the_target() {
         [HeaderPattern::Suffix("-id".into())]
     );
     assert_eq!(h.additional_headers.len(), 1);
+    let body = waypoint::ext_authz::BodyInCheck {
+        max_bytes: 1024,
+        allow_partial: true,
+        pack_as_bytes: false,
+    };
+    assert_eq!(p.body, Some(body));
 
     // Defaults: Istio's 10 minutes and 403; gRPC has no HTTP settings.
     let mut grpc = custom();
@@ -254,6 +265,7 @@ fn a_custom_policy_carries_its_provider_to_the_target() {
         protocol: wire::ext_authz::Protocol::Grpc as i32,
         timeout_ms: 0,
         status_on_error: 0,
+        include_request_body_in_check: None,
         ..ext_authz()
     });
     store.apply_policy("shop/ext", &grpc).unwrap();
@@ -266,6 +278,7 @@ fn a_custom_policy_carries_its_provider_to_the_target() {
     assert_eq!(p.timeout, waypoint::ext_authz::DEFAULT_TIMEOUT);
     assert_eq!(p.status_on_error, http::StatusCode::FORBIDDEN);
     assert!(matches!(p.protocol, Protocol::Grpc));
+    assert_eq!(p.body, None, "no body setting: checks carry no body");
 
     // No provider: accepted, and the target has no authorizer for it (its requests deny).
     let mut bare = custom();
@@ -303,6 +316,14 @@ fn a_bad_provider_is_rejected_naming_the_field() {
         (
             |e| e.include_additional_headers_in_check = [("bad name".into(), "v".into())].into(),
             "ext_authz.include_additional_headers_in_check",
+        ),
+        (
+            |e| {
+                if let Some(b) = e.include_request_body_in_check.as_mut() {
+                    b.max_request_bytes = 0;
+                }
+            },
+            "ext_authz.include_request_body_in_check.max_request_bytes",
         ),
     ];
     for (break_it, want) in cases {

@@ -28,7 +28,7 @@ use proto::ext_authz::authorization_server::{Authorization, AuthorizationServer}
 use proto::ext_authz::check_response::HttpResponse;
 use proto::ext_authz::{CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse};
 use tokio::net::TcpListener;
-use waypoint::ext_authz::{HeaderPattern, HttpSettings, Protocol, Provider};
+use waypoint::ext_authz::{BodyInCheck, HeaderPattern, HttpSettings, Protocol, Provider};
 use waypoint::{Targets, Waypoint};
 
 const VIP: &str = "10.96.0.30:80";
@@ -72,6 +72,9 @@ struct Check {
     cookie: bool,
     /// The source principal (gRPC only).
     principal: String,
+    /// The request body shown, and `x-envoy-auth-partial-body`.
+    body: Vec<u8>,
+    partial: Option<String>,
 }
 
 fn mode(headers: &HeaderMap) -> String {
@@ -100,13 +103,17 @@ async fn http_authorizer() -> (SocketAddr, Arc<Seen>) {
                     let h = r.headers();
                     let host = h.get("host").unwrap().to_str().unwrap().to_string();
                     let mode = mode(h);
-                    *s.last.lock().unwrap() = Some(Check {
+                    let mut check = Check {
                         path: r.uri().to_string(),
                         host,
                         mode: mode.clone(),
                         cookie: h.contains_key("cookie"),
                         principal: String::new(),
-                    });
+                        body: Vec::new(),
+                        partial: header(h, "x-envoy-auth-partial-body"),
+                    };
+                    check.body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
+                    *s.last.lock().unwrap() = Some(check);
                     let resp = match mode.as_str() {
                         "allow" => Response::builder()
                             .header("x-auth-user", "alice")
@@ -170,6 +177,11 @@ impl Authorization for GrpcAuthorizer {
             mode: mode.clone(),
             cookie: http.headers.contains_key("cookie"),
             principal,
+            body: match http.raw_body.is_empty() {
+                true => http.body.clone().into_bytes(),
+                false => http.raw_body.clone(),
+            },
+            partial: http.headers.get("x-envoy-auth-partial-body").cloned(),
         });
         let status = |code| {
             Some(proto::rpc::Status {
@@ -277,9 +289,12 @@ impl ConnectHandler for Backend {
                 .collect::<Vec<_>>()
                 .join(",");
             let cookie = r.headers().contains_key("cookie");
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-                "user={user} cookie={cookie}"
-            )))))
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            let mut answer = format!("user={user} cookie={cookie}");
+            if !body.is_empty() {
+                answer.push_str(&format!(" body={}", String::from_utf8_lossy(&body)));
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer))))
         });
         let io = TokioIo::new(StreamIo::new(stream));
         let _ = hyper::server::conn::http1::Builder::new()
@@ -331,14 +346,30 @@ impl Mesh {
 
     /// One request on a fresh connection: status, body, and the response's headers.
     async fn get(&self, path: &str, mode: &str) -> (StatusCode, String, HeaderMap) {
+        self.post(path, mode, "", false).await
+    }
+
+    /// As `get`, with a body (sent chunked, or with its length).
+    async fn post(
+        &self,
+        path: &str,
+        mode: &str,
+        body: &'static str,
+        chunked: bool,
+    ) -> (StatusCode, String, HeaderMap) {
         let mut send = self.client().await;
-        let req = Request::builder()
+        let mut req = Request::builder()
+            .method(if body.is_empty() { "GET" } else { "POST" })
             .uri(path)
             .header("host", "api.shop.svc.cluster.local")
             .header("x-mode", mode)
             .header("cookie", "session=1")
-            .header("x-auth-user", "forged")
-            .body(Full::new(Bytes::new()))
+            .header("x-auth-user", "forged");
+        if chunked {
+            req = req.header("transfer-encoding", "chunked");
+        }
+        let req = req
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
             .unwrap();
         send.ready().await.unwrap();
         let resp = send.send_request(req).await.unwrap();
@@ -374,6 +405,7 @@ async fn an_allowing_authorizer_lets_the_request_through_with_its_headers() {
             mode,
             cookie,
             principal,
+            ..
         } = seen.last.lock().unwrap().clone().unwrap();
         assert_eq!(host, "api.shop.svc.cluster.local", "{kind:?}");
         assert_eq!(mode, "allow", "{kind:?}");
@@ -479,4 +511,72 @@ async fn a_custom_policy_without_a_provider_denies() {
     assert_eq!(body, "RBAC: access denied");
     let (status, _, _) = mesh.get("/health", "allow").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_body_is_shown_to_the_authorizer_up_to_its_limit() {
+    for (i, kind) in [Kind::Http, Kind::Grpc].into_iter().enumerate() {
+        let (addr, seen) = match kind {
+            Kind::Http => http_authorizer().await,
+            Kind::Grpc => grpc_authorizer().await,
+        };
+        let shown = |allow_partial| {
+            provider(kind, addr, false, 403).with_body(Some(BodyInCheck {
+                max_bytes: 8,
+                allow_partial,
+                // gRPC: as bytes (raw_body); the text form is the unit tests'.
+                pack_as_bytes: matches!(kind, Kind::Grpc),
+            }))
+        };
+        let ip = format!("127.78.0.{}", 60 + i);
+        let mesh = Mesh::start(&format!("body-{i}"), &ip, Some(shown(true))).await;
+        // (body, chunked, what the authorizer sees, partial)
+        let rows = [
+            ("0123", false, "0123", "false"),
+            ("01234567", true, "01234567", "false"),
+            ("0123456789", false, "01234567", "true"),
+            ("0123456789", true, "01234567", "true"),
+        ];
+        for (sent, chunked, want, partial) in rows {
+            let row = format!("{kind:?} {sent:?} chunked={chunked}");
+            let (status, body, _) = mesh.post("/api/pay", "allow", sent, chunked).await;
+            assert_eq!(status, StatusCode::OK, "{row}: {body}");
+            assert!(
+                body.ends_with(&format!(" body={sent}")),
+                "{row}: upstream got {body}"
+            );
+            let check = seen.last.lock().unwrap().clone().unwrap();
+            assert_eq!(String::from_utf8_lossy(&check.body), want, "{row}");
+            assert_eq!(check.partial.as_deref(), Some(partial), "{row}");
+        }
+        // A check without a body says so too.
+        let (status, _, _) = mesh.get("/api/pay", "allow").await;
+        assert_eq!(status, StatusCode::OK, "{kind:?}");
+        let check = seen.last.lock().unwrap().clone().unwrap();
+        assert_eq!(
+            (check.body.len(), check.partial.as_deref()),
+            (0, Some("false"))
+        );
+
+        // No partial bodies: a longer one is refused without a check, declared or not.
+        let ip = format!("127.78.0.{}", 62 + i);
+        let mesh = Mesh::start(&format!("whole-{i}"), &ip, Some(shown(false))).await;
+        let before = seen.checks.load(Ordering::SeqCst);
+        for chunked in [false, true] {
+            let (status, body, _) = mesh.post("/api/pay", "allow", "0123456789", chunked).await;
+            assert_eq!(
+                status,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "{kind:?} chunked={chunked}"
+            );
+            assert_eq!(body, "Payload Too Large");
+        }
+        assert_eq!(
+            seen.checks.load(Ordering::SeqCst),
+            before,
+            "{kind:?}: nobody asked"
+        );
+        let (status, body, _) = mesh.post("/api/pay", "allow", "01234567", true).await;
+        assert_eq!(status, StatusCode::OK, "{kind:?}: at the limit: {body}");
+    }
 }

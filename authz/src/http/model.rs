@@ -435,15 +435,28 @@ mod tests {
 
     #[test]
     fn contains_agrees_with_str_contains() {
-        let values = ["", "sqlmap/1.5", "Mozilla (sqlmap)", "SQLMAP", "sqlma", "xx sqlmapsqlmap"];
+        let values = [
+            "",
+            "sqlmap/1.5",
+            "Mozilla (sqlmap)",
+            "SQLMAP",
+            "sqlma",
+            "xx sqlmapsqlmap",
+        ];
         for needle in ["sqlmap", "", "map/", "S"] {
             let m = HttpStringMatch::contains(needle);
             for v in values {
                 assert_eq!(m.matches(v), v.contains(needle), "{needle:?} in {v:?}");
             }
         }
-        assert_eq!(HttpStringMatch::contains("a"), HttpStringMatch::contains("a"));
-        assert_ne!(HttpStringMatch::contains("a"), HttpStringMatch::contains("b"));
+        assert_eq!(
+            HttpStringMatch::contains("a"),
+            HttpStringMatch::contains("a")
+        );
+        assert_ne!(
+            HttpStringMatch::contains("a"),
+            HttpStringMatch::contains("b")
+        );
     }
 
     #[test]

@@ -88,5 +88,12 @@ fn wire(p: &ExtAuthzProvider, address: SocketAddr) -> pb::ExtAuthz {
         headers_to_upstream_on_allow: p.headers_to_upstream_on_allow.clone(),
         headers_to_downstream_on_deny: p.headers_to_downstream_on_deny.clone(),
         headers_to_downstream_on_allow: p.headers_to_downstream_on_allow.clone(),
+        include_request_body_in_check: p.include_request_body_in_check.map(|b| {
+            pb::ext_authz::RequestBody {
+                max_request_bytes: b.max_request_bytes,
+                allow_partial_message: b.allow_partial_message,
+                pack_as_bytes: b.pack_as_bytes,
+            }
+        }),
     }
 }

@@ -14,6 +14,9 @@
 //!    body.
 //! 4. A gRPC error is a failed check. Headers the authorizer names that are not valid HTTP
 //!    are skipped.
+//! 5. A body shown to the provider (`mod.rs` rule 6) goes in `raw_body` when it packs bytes,
+//!    else in `body`, where a body that is not UTF-8 has its bad sequences replaced (U+FFFD):
+//!    the field is a protobuf string.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,7 +39,10 @@ pub(super) async fn check(
 ) -> Result<Decision, CheckError> {
     let mut client = AuthorizationClient::new(channel(provider)?);
     let mut call = tonic::Request::new(proto::ext_authz::CheckRequest {
-        attributes: Some(attributes(req)),
+        attributes: Some(attributes(
+            req,
+            provider.body.is_some_and(|b| b.pack_as_bytes),
+        )),
     });
     call.set_timeout(provider.timeout);
     let answer = client.check(call).await?.into_inner();
@@ -72,7 +78,7 @@ fn peer(addr: SocketAddr, principal: &str) -> Peer {
 }
 
 /// Rule 1.
-fn attributes(req: &CheckRequest<'_>) -> AttributeContext {
+fn attributes(req: &CheckRequest<'_>, pack_as_bytes: bool) -> AttributeContext {
     let mut headers: HashMap<String, String> = HashMap::new();
     for (name, value) in req.headers {
         let Ok(value) = value.to_str() else { continue };
@@ -87,6 +93,15 @@ fn attributes(req: &CheckRequest<'_>) -> AttributeContext {
     headers.insert(":authority".into(), req.host.to_string());
     headers.insert(":method".into(), req.method.as_str().to_string());
     headers.insert(":path".into(), req.path.to_string());
+    if let Some(partial) = req.partial_body() {
+        headers.insert(super::PARTIAL_BODY.into(), partial.into());
+    }
+    // Rule 5.
+    let (body, raw_body) = match &req.body {
+        Some(b) if pack_as_bytes => (String::new(), b.bytes.to_vec()),
+        Some(b) => (String::from_utf8_lossy(&b.bytes).into_owned(), Vec::new()),
+        None => (String::new(), Vec::new()),
+    };
     let id = req
         .headers
         .get("x-request-id")
@@ -120,6 +135,8 @@ fn attributes(req: &CheckRequest<'_>) -> AttributeContext {
                 fragment: String::new(),
                 size,
                 protocol: protocol.into(),
+                body,
+                raw_body,
             }),
         }),
     }
@@ -207,8 +224,14 @@ mod tests {
             source_principal: String::new(),
             destination: SocketAddr::from(([127, 0, 0, 1], 2)),
             destination_principal: String::new(),
+            body: None,
         };
-        attributes(&req).request?.http?.headers.get(name).cloned()
+        attributes(&req, false)
+            .request?
+            .http?
+            .headers
+            .get(name)
+            .cloned()
     }
 
     fn option(key: &str, value: &str, append: Option<bool>) -> HeaderValueOption {
@@ -221,6 +244,45 @@ mod tests {
             append,
             append_action: 0,
         }
+    }
+
+    #[test]
+    fn a_body_goes_as_text_or_as_bytes() {
+        let h = HeaderMap::new();
+        let shown = |bytes: &'static [u8], partial, pack| {
+            let req = CheckRequest {
+                method: &http::Method::POST,
+                path: "/",
+                host: "h",
+                headers: &h,
+                version: Version::HTTP_11,
+                source: SocketAddr::from(([127, 0, 0, 1], 1)),
+                source_principal: String::new(),
+                destination: SocketAddr::from(([127, 0, 0, 1], 2)),
+                destination_principal: String::new(),
+                body: Some(crate::request_body::Prefix {
+                    bytes: bytes::Bytes::from_static(bytes),
+                    partial,
+                }),
+            };
+            let http = attributes(&req, pack).request.unwrap().http.unwrap();
+            let flag = http.headers.get(super::super::PARTIAL_BODY).cloned();
+            (http.body, http.raw_body, flag)
+        };
+        assert_eq!(
+            shown(b"hi", false, false),
+            ("hi".into(), Vec::new(), Some("false".into()))
+        );
+        assert_eq!(
+            shown(b"hi", true, true),
+            (String::new(), b"hi".to_vec(), Some("true".into()))
+        );
+        assert_eq!(shown(b"\xffa", false, false).0, "\u{fffd}a", "rule 5");
+        assert_eq!(
+            joined(&h, super::super::PARTIAL_BODY),
+            None,
+            "no body, no flag"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Rules, in order:
 //! 1. The check has the request's method and `pathPrefix` + its path and query; `Host` is the
-//!    request's, `Content-Length` is 0, and there is no body.
+//!    request's. Its body is what the provider is shown of the request's (`mod.rs` rule 6,
+//!    with `x-envoy-auth-partial-body`), else none; `Content-Length` is that body's.
 //! 2. Request headers matching `includeRequestHeadersInCheck` go along (the framing ones
 //!    never), then `includeAdditionalHeadersInCheck`, which replace a same-named one.
 //! 3. 200 allows: the answer's headers matching `headersToUpstreamOnAllow` replace the
@@ -15,7 +16,7 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
@@ -28,7 +29,7 @@ use super::{
 pub const MAX_DENY_BODY: usize = 64 * 1024;
 
 /// A provider's pooled HTTP/1.1 client.
-pub(super) type Client = hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>;
+pub(super) type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
 pub(super) async fn check(
     provider: &Provider,
@@ -76,12 +77,18 @@ pub(super) async fn check(
 fn request(
     settings: &HttpSettings,
     req: &CheckRequest<'_>,
-) -> Result<Request<Empty<Bytes>>, CheckError> {
+) -> Result<Request<Full<Bytes>>, CheckError> {
     let path = format!("{}{}", settings.path_prefix, req.path);
+    let body = req
+        .body
+        .as_ref()
+        .map(|b| b.bytes.clone())
+        .unwrap_or_default();
+    let length = HeaderValue::from(body.len());
     let mut check = Request::builder()
         .method(req.method.clone())
         .uri(path)
-        .body(Empty::new())?;
+        .body(Full::new(body))?;
     let headers = check.headers_mut();
     for (name, value) in req.headers {
         if any_matches(&settings.include_request_headers, name)
@@ -96,7 +103,10 @@ fn request(
     }
     let host = HeaderValue::from_str(req.host).map_err(http::Error::from)?;
     headers.insert(header::HOST, host);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    headers.insert(header::CONTENT_LENGTH, length);
+    if let Some(partial) = req.partial_body() {
+        headers.insert(super::PARTIAL_BODY, HeaderValue::from_static(partial));
+    }
     Ok(check)
 }
 
@@ -182,6 +192,7 @@ mod tests {
             source_principal: String::new(),
             destination: "10.96.0.1:80".parse().unwrap(),
             destination_principal: String::new(),
+            body: None,
         };
         let check = request(&settings(), &req).unwrap();
         assert_eq!(check.method(), Method::POST);
@@ -205,6 +216,35 @@ mod tests {
                 "{n}: {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_shown_body_is_the_check_body() {
+        let h = HeaderMap::new();
+        let req = CheckRequest {
+            method: &Method::PUT,
+            path: "/",
+            host: "api.shop",
+            headers: &h,
+            version: Version::HTTP_11,
+            source: "10.0.0.1:0".parse().unwrap(),
+            source_principal: String::new(),
+            destination: "10.96.0.1:80".parse().unwrap(),
+            destination_principal: String::new(),
+            body: Some(crate::request_body::Prefix {
+                bytes: Bytes::from_static(b"{\"amount\":"),
+                partial: true,
+            }),
+        };
+        let check = request(&HttpSettings::default(), &req).unwrap();
+        assert_eq!(check.headers()["content-length"], "10");
+        assert_eq!(check.headers()[super::super::PARTIAL_BODY], "true");
+        let body = check.into_body();
+        assert_eq!(
+            hyper::body::Body::size_hint(&body).exact(),
+            Some(10),
+            "the check sends the bytes it declares"
+        );
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //! 5. The check failed (no connection, timeout, an HTTP 5xx, a gRPC error): allowed when the
 //!    provider is `failOpen`, else the client gets `statusOnError` (403 unless set).
 //!
+//! 6. A provider with `includeRequestBodyInCheck` is shown the request's body, up to
+//!    `maxRequestBytes` ([`crate::request_body`]), with `x-envoy-auth-partial-body: true|false`
+//!    among the check's headers. A longer body is cut there when `allowPartialMessage`, else
+//!    the client gets 413 and no check is made (whatever `failOpen` says), as in Envoy.
+//!
 //! Telemetry marks both denials and failed checks `UAEX`.
 
 mod grpc;
@@ -30,6 +35,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use bytes::Bytes;
+
+use crate::request_body::Prefix;
+
+/// The header telling the authorizer whether it sees the whole body (rule 6), as Envoy names it.
+pub const PARTIAL_BODY: &str = "x-envoy-auth-partial-body";
+
+/// Istio's `includeRequestBodyInCheck` (rule 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyInCheck {
+    /// More than 0.
+    pub max_bytes: usize,
+    pub allow_partial: bool,
+    /// gRPC: the body goes in `raw_body`, not in `body` (which needs UTF-8).
+    pub pack_as_bytes: bool,
+}
 
 /// Istio's default for a provider's `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -109,6 +129,8 @@ pub struct Provider {
     pub timeout: Duration,
     pub fail_open: bool,
     pub status_on_error: StatusCode,
+    /// `None`: checks carry no body (rule 6).
+    pub body: Option<BodyInCheck>,
     /// The gRPC channel, made on first use (it needs the runtime) and then shared by every
     /// check of this provider: one HTTP/2 connection, redialled when it breaks.
     channel: OnceLock<tonic::transport::Channel>,
@@ -135,10 +157,17 @@ impl Provider {
             timeout,
             fail_open,
             status_on_error,
+            body: None,
             channel: OnceLock::new(),
             http: OnceLock::new(),
             last_logged: AtomicU64::new(0),
         }
+    }
+
+    /// Rule 6: this provider is shown request bodies.
+    pub fn with_body(mut self, body: Option<BodyInCheck>) -> Provider {
+        self.body = body;
+        self
     }
 
     /// Whether a failed check should be logged now (at most one a second).
@@ -166,6 +195,17 @@ pub struct CheckRequest<'a> {
     /// The address the client dialled, and the waypoint's identity.
     pub destination: SocketAddr,
     pub destination_principal: String,
+    /// Rule 6: what of the body the provider is shown.
+    pub body: Option<Prefix>,
+}
+
+impl CheckRequest<'_> {
+    /// Rule 6's header value, when a body is shown.
+    fn partial_body(&self) -> Option<&'static str> {
+        self.body
+            .as_ref()
+            .map(|b| if b.partial { "true" } else { "false" })
+    }
 }
 
 /// One header the authorizer wants set on the request upstream.

@@ -10,7 +10,7 @@ use crate::translate::ext_authz::resolve;
 
 const MESH: &str = r#"
 extensionProviders:
-- {name: http, envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, port: 8000, timeout: 2s, pathPrefix: /check, failOpen: true, statusOnError: "503", includeRequestHeadersInCheck: [x-ext-authz], includeAdditionalHeadersInCheck: {x-from: waypoint}, headersToUpstreamOnAllow: [x-user], headersToDownstreamOnDeny: [x-reason], headersToDownstreamOnAllow: [x-trace]}}
+- {name: http, envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, port: 8000, timeout: 2s, pathPrefix: /check, failOpen: true, statusOnError: "503", includeRequestHeadersInCheck: [x-ext-authz], includeAdditionalHeadersInCheck: {x-from: waypoint}, headersToUpstreamOnAllow: [x-user], headersToDownstreamOnDeny: [x-reason], headersToDownstreamOnAllow: [x-trace], includeRequestBodyInCheck: {maxRequestBytes: 2048, packAsBytes: true}}}
 - {name: grpc, envoyExtAuthzGrpc: {service: foo/ext-authz.foo.svc.cluster.local, port: 9000}}
 - {name: by-ip, envoyExtAuthzGrpc: {service: 127.0.0.1, port: 9191}}
 - {name: v6, envoyExtAuthzGrpc: {service: ext-v6.foo.svc.cluster.local, port: 9000}}
@@ -95,6 +95,16 @@ fn providers_resolve_to_an_address_or_an_error() {
     let g = resolve(&idx, &opts, "grpc").expect("grpc");
     assert_eq!(g.timeout_ms, 600_000);
     assert_eq!(g.status_on_error, 403);
+    let body = e.include_request_body_in_check.expect("the body setting");
+    assert_eq!(
+        (
+            body.max_request_bytes,
+            body.allow_partial_message,
+            body.pack_as_bytes
+        ),
+        (2048, false, true)
+    );
+    assert_eq!(g.include_request_body_in_check, None);
 }
 
 #[test]

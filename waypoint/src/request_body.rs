@@ -1,0 +1,203 @@
+//! A request body as the waypoint forwards it: the frames an external authorizer's check had to
+//! read first (Istio's `includeRequestBodyInCheck`), given again in order, then the rest as the
+//! client sends it. Without a check that reads, it is the client's body, streamed.
+//!
+//! Rules, in order:
+//! 1. Reading for a check stops once the body is longer than the limit, at its end, or at
+//!    trailers; a declared `Content-Length` over the limit is known without reading.
+//! 2. Nothing read is lost: every frame read is replayed upstream before the rest.
+//! 3. The check gets at most the limit's bytes, and whether the body is longer (partial).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// The request body forwarded upstream (module doc); `B` is other than hyper's only in tests.
+#[derive(Debug)]
+pub struct RequestBody<B = Incoming> {
+    /// Rule 2: frames read for a check, not yet forwarded.
+    read: VecDeque<Frame<Bytes>>,
+    rest: B,
+}
+
+/// The part of a body an authorizer is shown (rule 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix {
+    pub bytes: Bytes,
+    /// The body is longer than `bytes`.
+    pub partial: bool,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> RequestBody<B> {
+    pub fn new(rest: B) -> RequestBody<B> {
+        RequestBody {
+            read: VecDeque::new(),
+            rest,
+        }
+    }
+
+    /// Whether the body is declared longer than `max` bytes (rule 1's `Content-Length`).
+    pub fn declared_over(&self, max: usize) -> bool {
+        self.rest.size_hint().lower() > max as u64
+    }
+
+    /// Rules 1 and 3: reads up to a little past `max` bytes and gives the first `max`. Call once,
+    /// before the body is forwarded; an `Err` is the client's body failing (reset, bad framing).
+    pub async fn read_prefix(&mut self, max: usize) -> Result<Prefix, B::Error> {
+        let mut seen = BytesMut::new();
+        let mut total = 0usize;
+        while total <= max && !self.rest.is_end_stream() {
+            let Some(frame) = self.rest.frame().await.transpose()? else {
+                break;
+            };
+            let trailers = frame.is_trailers();
+            if let Some(data) = frame.data_ref() {
+                let room = max.saturating_sub(seen.len());
+                seen.extend_from_slice(&data[..data.len().min(room)]);
+                total = total.saturating_add(data.len());
+            }
+            self.read.push_back(frame);
+            if trailers {
+                break;
+            }
+        }
+        Ok(Prefix {
+            bytes: seen.freeze(),
+            partial: total > max,
+        })
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for RequestBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.read.pop_front() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let read: u64 = self
+            .read
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(read));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(read));
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::HeaderMap;
+
+    use super::*;
+
+    /// A client's body, frame by frame.
+    #[derive(Debug)]
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    fn body(chunks: &[&str], trailers: bool) -> RequestBody<Frames> {
+        let mut frames: VecDeque<Frame<Bytes>> = chunks
+            .iter()
+            .map(|c| Frame::data(Bytes::copy_from_slice(c.as_bytes())))
+            .collect();
+        if trailers {
+            let mut t = HeaderMap::new();
+            t.insert("x-sum", http::HeaderValue::from_static("1"));
+            frames.push_back(Frame::trailers(t));
+        }
+        RequestBody::new(Frames(frames))
+    }
+
+    /// Every data byte and whether trailers came, as forwarded.
+    async fn forwarded(mut b: RequestBody<Frames>) -> (String, bool) {
+        let (mut data, mut trailers) = (String::new(), false);
+        while let Some(frame) = b.frame().await {
+            let frame = frame.unwrap();
+            match frame.into_data() {
+                Ok(d) => data.push_str(std::str::from_utf8(&d).unwrap()),
+                Err(f) => trailers |= f.is_trailers(),
+            }
+        }
+        (data, trailers)
+    }
+
+    #[tokio::test]
+    async fn the_check_sees_the_first_bytes_and_upstream_gets_them_all() {
+        // (chunks, trailers, max, shown, partial)
+        let rows: &[(&[&str], bool, usize, &str, bool)] = &[
+            (&[], false, 4, "", false),
+            (&["abc"], false, 4, "abc", false),
+            (&["ab", "cd"], false, 4, "abcd", false),
+            (&["ab", "cd", "e"], false, 4, "abcd", true),
+            (&["abcdef"], false, 4, "abcd", true),
+            (&["ab", "cdef", "gh"], true, 4, "abcd", true),
+            (&["ab"], true, 4, "ab", false),
+            (&["a", "b", "c"], false, 1, "a", true),
+        ];
+        for (chunks, trailers, max, shown, partial) in rows {
+            let mut b = body(chunks, *trailers);
+            let prefix = b.read_prefix(*max).await.unwrap();
+            let want = Prefix {
+                bytes: Bytes::copy_from_slice(shown.as_bytes()),
+                partial: *partial,
+            };
+            assert_eq!(prefix, want, "{chunks:?} max {max}");
+            let (data, got_trailers) = forwarded(b).await;
+            assert_eq!(data, chunks.concat(), "{chunks:?}: rule 2");
+            assert_eq!(got_trailers, *trailers, "{chunks:?}: rule 2, trailers");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_not_read_for_a_check_streams_unchanged() {
+        let (data, trailers) = forwarded(body(&["x", "yz"], true)).await;
+        assert_eq!((data.as_str(), trailers), ("xyz", true));
+    }
+
+    #[test]
+    fn a_declared_length_over_the_limit_is_known_without_reading() {
+        let b = RequestBody::new(http_body_util::Full::new(Bytes::from_static(b"12345")));
+        assert!(b.declared_over(4));
+        assert!(!b.declared_over(5));
+        assert_eq!(b.size_hint().exact(), Some(5));
+    }
+}
