@@ -9,7 +9,8 @@
 //!    presenting the waypoint's own identity, `:authority` = `<pod IP>:<target port>`.
 //! 4. Anything else is carried as TCP to one endpoint, after the same policies decide the
 //!    connection with no HTTP attributes (so a rule that needs a method or path never allows
-//!    it: fail closed).
+//!    it: fail closed); a CUSTOM policy that matches asks its authorizer about the connection
+//!    first ([`crate::ext_authz`] rule 7).
 //!
 //! Upstream HBONE connections come from one [`Pool`], and the HTTP connections inside them
 //! from one [`Upstreams`]: both shared by all downstream connections.
@@ -27,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::balance::{Balancer, InFlight};
 use crate::detect::{DETECT_TIMEOUT, Protocol, detect};
+use crate::ext_authz;
 use crate::metrics::{Metrics, ResponseFlags};
 use crate::peers::{Peers, Upstream, Workload};
 use crate::ratelimit::Limiter;
@@ -348,17 +350,73 @@ pub(crate) fn source_ip(peer: &PeerInfo) -> IpAddr {
     peer.remote.ip()
 }
 
-/// Rule 4's decision: the target's policies with no HTTP attributes; `None` when a CUSTOM
-/// policy would need an authorizer.
-fn tcp_verdict(peer: &PeerInfo, resolved: &Resolved) -> Option<authz::http::HttpVerdict> {
+/// Rule 4's decision: the target's policies with no HTTP attributes, CUSTOM first. `Err` is
+/// why the connection is refused (the access log's policy) and its flags.
+async fn tcp_decision(
+    waypoint: &Waypoint,
+    peer: &PeerInfo,
+    resolved: &Resolved,
+) -> Result<(), (String, ResponseFlags)> {
+    let policies = &resolved.target.policies;
+    if let Some(check) = with_tcp_view(peer, resolved, |r| policies.custom(r)) {
+        ask_about_connection(waypoint, peer, resolved, &check).await?;
+    }
+    match with_tcp_view(peer, resolved, |r| policies.decide(r).verdict) {
+        authz::http::HttpVerdict::Allowed { .. } => Ok(()),
+        denied => Err((denied.to_string(), ResponseFlags::None)),
+    }
+}
+
+/// `f` over the connection as policies see it: the peer, no HTTP attributes.
+fn with_tcp_view<R>(
+    peer: &PeerInfo,
+    resolved: &Resolved,
+    f: impl FnOnce(&authz::http::Request<'_>) -> R,
+) -> R {
     let who = authz_peer(&peer.identity);
     let mut request = authz::http::Request::new(source_ip(peer), resolved.addressed, "", "", "");
     request.peer = Some(&who);
-    let policies = &resolved.target.policies;
-    if policies.custom(&request).is_some() {
-        return None;
+    f(&request)
+}
+
+/// Rule 4's CUSTOM policy: its authorizer asked about the connection (`ext_authz` rule 7).
+async fn ask_about_connection(
+    waypoint: &Waypoint,
+    peer: &PeerInfo,
+    resolved: &Resolved,
+    check: &authz::http::CustomCheck,
+) -> Result<(), (String, ResponseFlags)> {
+    let uaex = ResponseFlags::UnauthorizedExternalService;
+    let Some(provider) = resolved.target.ext_authz.get(&*check.policy) else {
+        return Err((format!("{check}: no external authorizer configured"), uaex));
+    };
+    let conn = ext_authz::ConnectionCheck {
+        source: peer.remote,
+        source_principal: peer.identity.to_string(),
+        destination: resolved.addressed,
+        destination_principal: waypoint.identity().to_string(),
+    };
+    match ext_authz::check_connection(provider, &conn).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err((check.to_string(), uaex)),
+        Err(e @ ext_authz::CheckError::NotForConnections) => Err((format!("{check}: {e}"), uaex)),
+        Err(e) => {
+            if provider.log_failure_now() {
+                tracing::warn!(
+                    provider = %provider.name,
+                    address = %provider.address,
+                    fail_open = provider.fail_open,
+                    error = %e,
+                    source = ?std::error::Error::source(&e),
+                    "external authorization check of a TCP connection failed (logged once a second at most)"
+                );
+            }
+            match provider.fail_open {
+                true => Ok(()),
+                false => Err((format!("{check}: the check failed"), uaex)),
+            }
+        }
     }
-    Some(policies.decide(&request).verdict)
 }
 
 /// Rule 4, counted and logged as a TCP stream (denials and upstream failures too).
@@ -372,15 +430,7 @@ where
         let source = source.as_deref();
         TcpStream::opened(metrics, &peer.identity, source, resolved, upstream, flags)
     };
-    let verdict = tcp_verdict(peer, resolved);
-    if !matches!(verdict, Some(authz::http::HttpVerdict::Allowed { .. })) {
-        let (policy, flags) = match &verdict {
-            Some(v) => (v.to_string(), ResponseFlags::None),
-            None => (
-                "CUSTOM policy with no external authorizer configured".to_string(),
-                ResponseFlags::UnauthorizedExternalService,
-            ),
-        };
+    if let Err((policy, flags)) = tcp_decision(waypoint, peer, resolved).await {
         opened(None, flags).closed(0, 0, Some(&policy));
         return;
     }

@@ -27,6 +27,7 @@ use proto::core::{HeaderValue as WireHeader, HeaderValueOption};
 use proto::ext_authz::authorization_server::{Authorization, AuthorizationServer};
 use proto::ext_authz::check_response::HttpResponse;
 use proto::ext_authz::{CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use waypoint::ext_authz::{BodyInCheck, HeaderPattern, HttpSettings, Protocol, Provider};
 use waypoint::{Targets, Waypoint};
@@ -49,8 +50,21 @@ spec:
   - to: [{operation: {paths: ["/api/*"]}}]
 "#;
 
+/// CUSTOM for TCP connections to port 9000 (no HTTP attributes: a connection can match).
+const TCP_POLICY: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-tcp, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: api}]
+  action: CUSTOM
+  provider: {name: sample-ext-authz}
+  rules:
+  - to: [{operation: {ports: ["9000"]}}]
+"#;
+
 fn policies() -> HttpPolicies {
-    common::policies(&[POLICY])
+    common::policies(&[POLICY, TCP_POLICY])
 }
 
 /// What an authorizer fixture saw.
@@ -168,9 +182,15 @@ impl Authorization for GrpcAuthorizer {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         self.0.checks.fetch_add(1, Ordering::SeqCst);
         let attrs = request.into_inner().attributes.unwrap_or_default();
-        let http = attrs.request.and_then(|r| r.http).unwrap_or_default();
-        let mode = http.headers.get("x-mode").cloned().unwrap_or_default();
         let principal = attrs.source.map(|s| s.principal).unwrap_or_default();
+        // A connection's check has no HTTP request: `web` is allowed, anyone else denied.
+        let mode = match &attrs.request {
+            None if principal.ends_with("/sa/web") => "allow".to_string(),
+            None => "deny".to_string(),
+            Some(_) => String::new(),
+        };
+        let http = attrs.request.and_then(|r| r.http).unwrap_or_default();
+        let mode = http.headers.get("x-mode").cloned().unwrap_or(mode);
         *self.0.last.lock().unwrap() = Some(Check {
             path: http.path.clone(),
             host: http.host.clone(),
@@ -274,12 +294,20 @@ fn provider(kind: Kind, addr: SocketAddr, fail_open: bool, status_on_error: u16)
     )
 }
 
-/// The destination: says which user the waypoint told it about, and whether a cookie came.
+/// The destination: says which user the waypoint told it about, and whether a cookie came; on
+/// port 9000, a TCP echo.
 struct Backend;
 
 impl ConnectHandler for Backend {
     async fn handle(self: Arc<Self>, req: InboundConnect) {
+        let echo = req.target.to_string().ends_with(":9000");
         let stream = req.responder.accept(HeaderMap::new()).unwrap();
+        if echo {
+            let (mut r, mut w) = tokio::io::split(StreamIo::new(stream));
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+            return;
+        }
         let service = hyper::service::service_fn(|r: Request<hyper::body::Incoming>| async move {
             let user = r
                 .headers()
@@ -325,9 +353,11 @@ impl Mesh {
             endpoint_ip,
             policies(),
         );
+        api.ports.insert(9000, 9000);
         api.ext_authz = provider
+            .map(Arc::new)
             .into_iter()
-            .map(|p| ("shop/ext".to_string(), Arc::new(p)))
+            .flat_map(|p| ["shop/ext", "shop/ext-tcp"].map(|k| (k.to_string(), p.clone())))
             .collect();
         waypoint.set_targets(Targets::new([api]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -342,6 +372,25 @@ impl Mesh {
             .connect(&id("shop", "web"), self.waypoint_addr, VIP)
             .await;
         http1(io.unwrap()).await
+    }
+
+    /// Opaque bytes through a TCP connection to port 9000 from `client`: what came back.
+    async fn echo(&self, client: &str) -> Vec<u8> {
+        let vip = VIP.replace(":80", ":9000");
+        let mut io = self
+            .pki
+            .connect(&id("shop", client), self.waypoint_addr, &vip)
+            .await
+            .unwrap();
+        let payload = b"\x00\x01opaque bytes, not HTTP";
+        let mut back = Vec::new();
+        let exchange = async {
+            io.write_all(payload).await?;
+            io.shutdown().await?;
+            io.read_to_end(&mut back).await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), exchange).await;
+        back
     }
 
     /// One request on a fresh connection: status, body, and the response's headers.
@@ -579,4 +628,42 @@ async fn a_body_is_shown_to_the_authorizer_up_to_its_limit() {
         let (status, body, _) = mesh.post("/api/pay", "allow", "01234567", true).await;
         assert_eq!(status, StatusCode::OK, "{kind:?}: at the limit: {body}");
     }
+}
+
+#[tokio::test]
+async fn a_tcp_connection_is_asked_about_by_a_grpc_authorizer() {
+    let (grpc, seen) = grpc_authorizer().await;
+    let (http, http_seen) = http_authorizer().await;
+    let down = closed_port().await;
+    let sent = b"\x00\x01opaque bytes, not HTTP".to_vec();
+    // (provider, client, let through)
+    let rows = [
+        (provider(Kind::Grpc, grpc, false, 403), "web", true),
+        (provider(Kind::Grpc, grpc, false, 403), "batch", false),
+        // An HTTP authorizer cannot answer for a connection: refused, fail open or not.
+        (provider(Kind::Http, http, true, 403), "web", false),
+        (provider(Kind::Grpc, down, true, 403), "web", true),
+        (provider(Kind::Grpc, down, false, 403), "web", false),
+    ];
+    for (n, (p, client, through)) in rows.into_iter().enumerate() {
+        let row = format!("{:?} {client} fail_open={}", p.address, p.fail_open);
+        let mesh = Mesh::start(
+            &format!("tcp-{n}"),
+            &format!("127.78.0.{}", 70 + n),
+            Some(p),
+        )
+        .await;
+        let back = mesh.echo(client).await;
+        assert_eq!(back == sent, through, "{row}: got {back:?}");
+        assert!(through || back.is_empty(), "{row}: nothing gets through");
+    }
+    let last = seen.last.lock().unwrap().clone().unwrap();
+    assert_eq!(last.principal, "spiffe://cluster.local/ns/shop/sa/batch");
+    assert_eq!(
+        (last.path.as_str(), last.host.as_str()),
+        ("", ""),
+        "no HTTP request"
+    );
+    assert_eq!(seen.checks.load(Ordering::SeqCst), 2);
+    assert_eq!(http_seen.checks.load(Ordering::SeqCst), 0);
 }

@@ -30,7 +30,8 @@ use proto::ext_authz::{AttributeContext, CheckResponse};
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
-    Allowed, CheckError, CheckRequest, Decision, Denied, HeaderEdit, Provider, is_framing,
+    Allowed, CheckError, CheckRequest, ConnectionCheck, Decision, Denied, HeaderEdit, Provider,
+    is_framing,
 };
 
 pub(super) async fn check(
@@ -47,6 +48,24 @@ pub(super) async fn check(
     call.set_timeout(provider.timeout);
     let answer = client.check(call).await?.into_inner();
     Ok(decision(answer))
+}
+
+/// `mod.rs` rule 7: a connection's check names its peers only.
+pub(super) async fn check_connection(
+    provider: &Provider,
+    conn: &ConnectionCheck,
+) -> Result<bool, CheckError> {
+    let mut client = AuthorizationClient::new(channel(provider)?);
+    let mut call = tonic::Request::new(proto::ext_authz::CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer(conn.source, &conn.source_principal)),
+            destination: Some(peer(conn.destination, &conn.destination_principal)),
+            request: None,
+        }),
+    });
+    call.set_timeout(provider.timeout);
+    let answer = client.check(call).await?.into_inner();
+    Ok(matches!(decision(answer), Decision::Allow(_)))
 }
 
 /// The provider's channel, made on first use.

@@ -22,6 +22,12 @@
 //!    `maxRequestBytes` ([`crate::request_body`]), with `x-envoy-auth-partial-body: true|false`
 //!    among the check's headers. A longer body is cut there when `allowPartialMessage`, else
 //!    the client gets 413 and no check is made (whatever `failOpen` says), as in Envoy.
+//! 7. A TCP connection a CUSTOM policy matches is asked about as Envoy's network `ext_authz`
+//!    filter asks, which Istio uses for it: gRPC providers only, a `CheckRequest` naming the
+//!    source and destination peers and no HTTP request; OK lets the connection through to
+//!    the DENY and ALLOW policies, anything else closes it, a failed check follows
+//!    `failOpen`. An HTTP provider cannot be asked about a connection, which is therefore
+//!    refused (fail closed).
 //!
 //! Telemetry marks both denials and failed checks `UAEX`.
 
@@ -286,6 +292,31 @@ pub enum CheckError {
     Address(String),
     #[error("gRPC call failed")]
     Grpc(#[from] tonic::Status),
+    #[error("an envoyExtAuthzHttp provider cannot check a TCP connection")]
+    NotForConnections,
+}
+
+/// What the authorizer is told about a TCP connection (rule 7).
+#[derive(Debug)]
+pub struct ConnectionCheck {
+    pub source: SocketAddr,
+    pub source_principal: String,
+    pub destination: SocketAddr,
+    pub destination_principal: String,
+}
+
+/// Rule 7: whether `provider` lets the connection through; an `Err` is a failed check (rule 5),
+/// or [`CheckError::NotForConnections`].
+pub async fn check_connection(
+    provider: &Provider,
+    conn: &ConnectionCheck,
+) -> Result<bool, CheckError> {
+    if !matches!(provider.protocol, Protocol::Grpc) {
+        return Err(CheckError::NotForConnections);
+    }
+    tokio::time::timeout(provider.timeout, grpc::check_connection(provider, conn))
+        .await
+        .map_err(|_| CheckError::Timeout(provider.timeout))?
 }
 
 /// Rules 2-4: asks `provider` about `req`; an `Err` is rule 5's failed check.
