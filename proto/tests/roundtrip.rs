@@ -1079,14 +1079,26 @@ fn waypoint_messages_round_trip() {
         t.check("StringMatch", &m);
     }
     t.check("Presence", &waypoint::Presence {});
+    let header = waypoint::tracing::Header {
+        name: s("x-api-key"),
+        value: s("k1"),
+    };
+    let http = waypoint::tracing::OtlpHttp {
+        path: s("/v1/traces"),
+        timeout_ms: 5000,
+        headers: vec![header.clone()],
+    };
+    t.check("Tracing.Header", &header);
+    t.check("Tracing.OtlpHttp", &http);
     t.check(
         "Tracing",
         &waypoint::Tracing {
-            exporter: waypoint::tracing::Exporter::OtlpGrpc as i32,
-            address: s("10.96.0.50:4317"),
+            exporter: waypoint::tracing::Exporter::OtlpHttp as i32,
+            address: s("10.96.0.50:4318"),
             sampling: 12.5,
             max_tag_length: 256,
             provider: s("otel"),
+            otlp_http: Some(http),
         },
     );
     t.assert_complete();

@@ -455,6 +455,8 @@ fn envoy_ext_authz_schema() {
         envoy.service.auth.v3.AttributeContext.HttpRequest  8 fragment: string
         envoy.service.auth.v3.AttributeContext.HttpRequest  9 size: int64
         envoy.service.auth.v3.AttributeContext.HttpRequest 10 protocol: string
+        envoy.service.auth.v3.AttributeContext.HttpRequest 11 body: string
+        envoy.service.auth.v3.AttributeContext.HttpRequest 12 raw_body: bytes
         envoy.service.auth.v3.AttributeContext.Peer  1 address: envoy.config.core.v3.Address
         envoy.service.auth.v3.AttributeContext.Peer  2 service: string
         envoy.service.auth.v3.AttributeContext.Peer  4 principal: string

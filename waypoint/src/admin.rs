@@ -281,13 +281,9 @@ impl Admin {
             .tracer()
             .and_then(|t| t.settings().cloned())
             .map(|s| {
-                let (exporter, collector) = match s.exporter {
-                    crate::trace::Exporter::Zipkin(a) => ("zipkin", a),
-                    crate::trace::Exporter::OtlpGrpc(a) => ("otlp_grpc", a),
-                };
                 json!({
-                    "exporter": exporter,
-                    "collector": collector.to_string(),
+                    "exporter": s.exporter.kind(),
+                    "collector": s.exporter.collector().to_string(),
                     "sampling": s.sampling,
                     "maxTagLength": s.max_tag_length,
                 })

@@ -281,6 +281,41 @@ pub fn convert_tracing(
         Ok(wire::tracing::Exporter::None) => return Ok(None),
         Ok(wire::tracing::Exporter::Zipkin) => trace::Exporter::Zipkin(address()?),
         Ok(wire::tracing::Exporter::OtlpGrpc) => trace::Exporter::OtlpGrpc(address()?),
+        Ok(wire::tracing::Exporter::OtlpHttp) => {
+            let h = t.otlp_http.clone().unwrap_or_default();
+            let path = match h.path.as_str() {
+                "" => "/v1/traces".to_string(),
+                p if p.starts_with('/') && http::uri::PathAndQuery::try_from(p).is_ok() => {
+                    p.to_string()
+                }
+                p => return Err(cx.err("otlp_http.path", format!("{p:?} is not a path"))),
+            };
+            let headers = h
+                .headers
+                .iter()
+                .map(|hd| {
+                    let name = http::HeaderName::from_bytes(hd.name.as_bytes());
+                    let value = http::HeaderValue::from_str(&hd.value);
+                    match (name, value) {
+                        (Ok(n), Ok(v)) => Ok((n, v)),
+                        _ => Err(cx.err(
+                            "otlp_http.headers",
+                            format!("{:?}: not a header name and value", hd.name),
+                        )),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let timeout = match h.timeout_ms {
+                0 => trace::DEFAULT_OTLP_HTTP_TIMEOUT,
+                ms => Duration::from_millis(u64::from(ms)),
+            };
+            trace::Exporter::OtlpHttp(trace::OtlpHttp {
+                collector: address()?,
+                path,
+                timeout,
+                headers,
+            })
+        }
         Err(_) => return Err(cx.err("exporter", format!("unknown exporter {}", t.exporter))),
     };
     if !(0.0..=100.0).contains(&t.sampling) {

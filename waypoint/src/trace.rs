@@ -1,6 +1,6 @@
 //! Distributed tracing at the waypoint: the caller's trace context carried on, one span per
-//! request, spans exported to Zipkin (v2 JSON, `POST /api/v2/spans`, `zipkin.rs`) or over
-//! OTLP/gRPC (`TraceService/Export`, `otlp.rs`); where to, and how much is sampled, comes
+//! request, spans exported to Zipkin (v2 JSON, `POST /api/v2/spans`, `zipkin.rs`) or as OTLP
+//! (`otlp.rs`: over gRPC, `TraceService/Export`, or over HTTP, protobuf); where to, and how much is sampled, comes
 //! from meshd's Tracing resource or the waypoint's flags (`control.rs`).
 //!
 //! Rules:
@@ -41,6 +41,8 @@ const BATCH: usize = 100;
 const FLUSH: Duration = Duration::from_secs(1);
 /// How long one batch may take to send.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// An OTLP/HTTP export's time when the provider gives none.
+pub const DEFAULT_OTLP_HTTP_TIMEOUT: Duration = SEND_TIMEOUT;
 /// Istio's default `maxPathTagLength` / `maxTagLength`.
 pub const DEFAULT_MAX_TAG_LENGTH: usize = 256;
 
@@ -167,12 +169,43 @@ pub struct Finished {
 }
 
 /// Where spans go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exporter {
     /// Zipkin v2 JSON (`POST /api/v2/spans`).
     Zipkin(SocketAddr),
     /// OTLP/gRPC (`opentelemetry.proto.collector.trace.v1.TraceService/Export`).
     OtlpGrpc(SocketAddr),
+    /// OTLP/HTTP: the same `ExportTraceServiceRequest`, protobuf, POSTed.
+    OtlpHttp(OtlpHttp),
+}
+
+/// An OTLP/HTTP collector (Istio's `opentelemetry.http`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpHttp {
+    pub collector: SocketAddr,
+    /// Starts with `/`.
+    pub path: String,
+    /// One export's time (capped by the exporter's own bound on a batch).
+    pub timeout: Duration,
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl Exporter {
+    /// As the admin dump and the logs name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Exporter::Zipkin(_) => "zipkin",
+            Exporter::OtlpGrpc(_) => "otlp_grpc",
+            Exporter::OtlpHttp(_) => "otlp_http",
+        }
+    }
+
+    pub fn collector(&self) -> SocketAddr {
+        match self {
+            Exporter::Zipkin(a) | Exporter::OtlpGrpc(a) => *a,
+            Exporter::OtlpHttp(h) => h.collector,
+        }
+    }
 }
 
 /// A tracer's configuration, from meshd or the flags.
@@ -249,9 +282,10 @@ impl Tracer {
     /// the exporter (so: inside a tokio runtime).
     pub fn new(settings: Settings, identity: Identity) -> Tracer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let sink = match settings.exporter {
-            Exporter::Zipkin(addr) => Sink::Zipkin(zipkin::Sink::new(addr, &identity.service)),
-            Exporter::OtlpGrpc(addr) => Sink::Otlp(otlp::Sink::new(addr, &identity.service)),
+        let sink = match &settings.exporter {
+            Exporter::Zipkin(addr) => Sink::Zipkin(zipkin::Sink::new(*addr, &identity.service)),
+            Exporter::OtlpGrpc(addr) => Sink::Otlp(otlp::Sink::new(*addr, &identity.service)),
+            Exporter::OtlpHttp(h) => Sink::OtlpHttp(otlp::HttpSink::new(h, &identity.service)),
         };
         tokio::spawn(export(sink, rx));
         Tracer {
@@ -367,6 +401,7 @@ fn cut(mut s: String, max: usize) -> String {
 enum Sink {
     Zipkin(zipkin::Sink),
     Otlp(otlp::Sink),
+    OtlpHttp(otlp::HttpSink),
 }
 
 impl Sink {
@@ -374,6 +409,7 @@ impl Sink {
         match self {
             Sink::Zipkin(z) => z.send(batch).await,
             Sink::Otlp(o) => o.send(batch).await,
+            Sink::OtlpHttp(o) => o.send(batch).await,
         }
     }
 }

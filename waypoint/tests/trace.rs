@@ -332,6 +332,7 @@ fn otlp_tracing(addr: SocketAddr, sampling: f64) -> proto::waypoint::Tracing {
         sampling,
         max_tag_length: 0,
         provider: "otel".into(),
+        otlp_http: None,
     }
 }
 
@@ -471,4 +472,126 @@ async fn exporter_none_turns_tracing_off() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One OTLP/HTTP export as the collector got it.
+struct HttpExport {
+    path: String,
+    content_type: String,
+    api_key: String,
+    spans: Vec<proto::otlp::trace::Span>,
+}
+
+/// An OTLP/HTTP collector: each export received.
+#[derive(Clone, Default)]
+struct OtlpHttpSeen(Arc<Mutex<Vec<HttpExport>>>);
+
+async fn otlp_http_collector() -> (SocketAddr, OtlpHttpSeen) {
+    use prost::Message;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = OtlpHttpSeen::default();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let s = s.clone();
+            let service = hyper::service::service_fn(move |r: Request<hyper::body::Incoming>| {
+                let s = s.clone();
+                async move {
+                    let h = |n: &str| {
+                        r.headers()
+                            .get(n)
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default()
+                    };
+                    let (path, kind, key) = (
+                        r.uri().path().to_string(),
+                        h("content-type"),
+                        h("x-api-key"),
+                    );
+                    let body = r.into_body().collect().await.unwrap().to_bytes();
+                    let req = ExportTraceServiceRequest::decode(body).unwrap();
+                    let spans = req
+                        .resource_spans
+                        .into_iter()
+                        .flat_map(|rs| rs.scope_spans)
+                        .flat_map(|ss| ss.spans)
+                        .collect();
+                    s.0.lock().unwrap().push(HttpExport {
+                        path,
+                        content_type: kind,
+                        api_key: key,
+                        spans,
+                    });
+                    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(answer))))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// meshd's OTLP/HTTP Tracing: spans POSTed as protobuf to the provider's path with its
+/// headers; a bad header is refused and the last good stays.
+#[tokio::test]
+async fn meshd_tracing_exports_over_otlp_http() {
+    use proto::waypoint::tracing::{Header, OtlpHttp};
+    let (addr, seen) = otlp_http_collector().await;
+    let (mut control, mut send) = traced_waypoint("trace-http", "127.79.0.6", None).await;
+    let tracing = |name: &str| proto::waypoint::Tracing {
+        exporter: WireExporter::OtlpHttp as i32,
+        address: addr.to_string(),
+        sampling: 100.0,
+        max_tag_length: 0,
+        provider: "otel-http".into(),
+        otlp_http: Some(OtlpHttp {
+            path: "/otlp/v1/traces".into(),
+            timeout_ms: 2000,
+            headers: vec![Header {
+                name: name.into(),
+                value: "k1".into(),
+            }],
+        }),
+    };
+    assert!(control.on_changes(push(tracing("x-api-key"))).is_empty());
+    let incoming = format!("00-{TRACE}-{CALLER}-01");
+    let ours = span_of(&get(&mut send, Some(&incoming)).await);
+    until(1, || seen.0.lock().unwrap().len()).await;
+    {
+        let exports = seen.0.lock().unwrap();
+        assert_eq!(exports.len(), 1);
+        let HttpExport {
+            path,
+            content_type,
+            api_key,
+            spans,
+        } = &exports[0];
+        assert_eq!(path, "/otlp/v1/traces");
+        assert_eq!(content_type, "application/x-protobuf");
+        assert_eq!(api_key, "k1");
+        assert_eq!(spans.len(), 1);
+        assert_eq!(hex(&spans[0].trace_id), TRACE);
+        assert_eq!(hex(&spans[0].parent_span_id), CALLER);
+        assert_eq!(hex(&spans[0].span_id), ours);
+    }
+    let rejected = control.on_changes(push(tracing("bad name")));
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0].reason.contains("otlp_http.headers"),
+        "{rejected:?}"
+    );
+    get(&mut send, Some(&incoming)).await;
+    until(2, || seen.0.lock().unwrap().len()).await;
+    assert_eq!(
+        seen.0.lock().unwrap().len(),
+        2,
+        "the last good exporter stays"
+    );
 }

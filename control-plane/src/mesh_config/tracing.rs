@@ -3,8 +3,10 @@
 //! Rules, in order:
 //! 1. A `zipkin` or `opentelemetry` extension provider needs a `name` (unique among all
 //!    providers), a `service` and a `port` (1-65535); `maxTagLength` is optional (Istio's
-//!    default, 256). The `opentelemetry` provider is exported over OTLP/gRPC (its `http`
-//!    variant is not supported and refused, rather than sent to the wrong protocol).
+//!    default, 256). The `opentelemetry` provider is exported over OTLP/gRPC, or over
+//!    OTLP/HTTP (protobuf) when it has `http`: `path` (default `/v1/traces`, else starting
+//!    with `/`), `timeout` (a duration as for ext_authz) and `headers` (`name` and `value`;
+//!    Envoy's `envoyHeader` formats are refused).
 //! 2. `defaultProviders.tracing` names the provider in use (the first name; Istio uses one);
 //!    it must be a tracing provider of this file. It wins over `defaultConfig.tracing.zipkin`.
 //! 3. Else `defaultConfig.tracing.zipkin.address` (`host:port`, as Istio writes it) is a
@@ -23,6 +25,17 @@ pub enum TracingKind {
     Zipkin,
     /// OTLP over gRPC.
     OtlpGrpc,
+    /// OTLP over HTTP, protobuf-encoded.
+    OtlpHttp,
+}
+
+/// `opentelemetry.http` (rule 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtlpHttp {
+    pub path: String,
+    /// `None`: the waypoint's default.
+    pub timeout: Option<std::time::Duration>,
+    pub headers: Vec<(String, String)>,
 }
 
 /// The collector a mesh's tracing sends to.
@@ -35,6 +48,8 @@ pub struct Collector {
     /// forms), optionally `<namespace>/` first, or an IP.
     pub service: String,
     pub port: u16,
+    /// With [`TracingKind::OtlpHttp`].
+    pub http: Option<OtlpHttp>,
 }
 
 /// Tracing as MeshConfig configures it (rules 2-4).
@@ -60,8 +75,27 @@ pub(super) struct RawProvider {
     port: u32,
     #[serde(default)]
     max_tag_length: u32,
-    /// `opentelemetry.http`: OTLP over HTTP, which we do not export.
-    http: Option<serde_yaml::Value>,
+    /// `opentelemetry.http`: OTLP over HTTP.
+    http: Option<RawOtlpHttp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawOtlpHttp {
+    #[serde(default)]
+    path: String,
+    timeout: Option<String>,
+    #[serde(default)]
+    headers: Vec<RawHeader>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawHeader {
+    #[serde(default)]
+    name: String,
+    value: Option<String>,
+    envoy_header: Option<String>,
 }
 
 /// `defaultConfig` (Istio's ProxyConfig), only its tracing.
@@ -103,6 +137,7 @@ pub(super) fn provider(
 ) -> Result<Option<(Collector, u32)>, String> {
     let (kind, p) = match (zipkin, otel) {
         (Some(p), None) => (TracingKind::Zipkin, p),
+        (None, Some(p)) if p.http.is_some() => (TracingKind::OtlpHttp, p),
         (None, Some(p)) => (TracingKind::OtlpGrpc, p),
         (Some(_), Some(_)) => return Err("both zipkin and opentelemetry".into()),
         (None, None) => return Ok(None),
@@ -113,9 +148,10 @@ pub(super) fn provider(
     if p.service.is_empty() {
         return Err("service is required".into());
     }
-    if kind == TracingKind::OtlpGrpc && p.http.is_some() {
-        return Err("opentelemetry over http is not supported; use OTLP/gRPC (no `http`)".into());
-    }
+    let http = match &p.http {
+        Some(h) if kind == TracingKind::OtlpHttp => Some(otlp_http(h)?),
+        _ => None,
+    };
     let port = u16::try_from(p.port)
         .ok()
         .filter(|p| *p > 0)
@@ -125,8 +161,57 @@ pub(super) fn provider(
         kind,
         service: p.service.clone(),
         port,
+        http,
     };
     Ok(Some((collector, p.max_tag_length)))
+}
+
+/// Rule 1's `http`.
+fn otlp_http(h: &RawOtlpHttp) -> Result<OtlpHttp, String> {
+    let path = match h.path.trim() {
+        "" => "/v1/traces".to_string(),
+        p if p.starts_with('/') => p.to_string(),
+        p => return Err(format!("http.path {p:?} must start with /")),
+    };
+    let timeout = h
+        .timeout
+        .as_deref()
+        .map(super::parse_duration)
+        .transpose()
+        .map_err(|e| format!("http.timeout: {e}"))?;
+    let headers = h
+        .headers
+        .iter()
+        .map(|hd| {
+            if hd.envoy_header.is_some() {
+                return Err(format!(
+                    "http.headers {:?}: envoyHeader is not supported (give a value)",
+                    hd.name
+                ));
+            }
+            let ok = http_name(&hd.name);
+            match (&hd.value, ok) {
+                (Some(v), true) if !v.contains(['\r', '\n']) => Ok((hd.name.clone(), v.clone())),
+                _ => Err(format!(
+                    "http.headers {:?}: not a header name and value",
+                    hd.name
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(OtlpHttp {
+        path,
+        timeout,
+        headers,
+    })
+}
+
+/// An HTTP header name (RFC 9110 token).
+fn http_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Rules 2-5, once every provider is read (`providers`: name -> collector and tag length).
@@ -180,6 +265,7 @@ pub(super) fn select(
             kind: TracingKind::Zipkin,
             service: host.to_string(),
             port,
+            http: None,
         },
         sampling_per_million: sampling,
         max_tag_length: t.map_or(0, |t| t.max_path_tag_length),
@@ -198,6 +284,7 @@ mod tests {
             kind: TracingKind::Zipkin,
             service: service.into(),
             port,
+            http: None,
         }
     }
 
@@ -210,6 +297,15 @@ mod tests {
   zipkin: {service: zipkin.istio-system, port: 9411}
 - name: authz
   envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 9000}
+- name: otel-http
+  opentelemetry:
+    service: otel-collector.observability.svc.cluster.local
+    port: 4318
+    http:
+      timeout: 2s
+      headers: [{name: x-api-key, value: k1}]
+- name: otel-http-path
+  opentelemetry: {service: c, port: 4318, http: {path: /otlp/v1/traces}}
 ";
         let rows: Vec<(&str, String, Option<Tracing>)> = vec![
             ("nothing", String::new(), None),
@@ -261,6 +357,7 @@ mod tests {
                         kind: TracingKind::OtlpGrpc,
                         service: "otel-collector.observability.svc.cluster.local".into(),
                         port: 4317,
+                        http: None,
                     },
                     sampling_per_million: 1_000_000,
                     max_tag_length: 99,
@@ -271,6 +368,43 @@ mod tests {
                 format!("{providers}defaultProviders: {{tracing: [zipkin-provider]}}\n"),
                 Some(Tracing {
                     collector: zipkin("zipkin.istio-system", 9411, "zipkin-provider"),
+                    sampling_per_million: 10_000,
+                    max_tag_length: 0,
+                }),
+            ),
+            (
+                "an OTLP/HTTP provider: the default path, a timeout, a header",
+                format!("{providers}defaultProviders: {{tracing: [otel-http]}}\n"),
+                Some(Tracing {
+                    collector: Collector {
+                        provider: "otel-http".into(),
+                        kind: TracingKind::OtlpHttp,
+                        service: "otel-collector.observability.svc.cluster.local".into(),
+                        port: 4318,
+                        http: Some(OtlpHttp {
+                            path: "/v1/traces".into(),
+                            timeout: Some(std::time::Duration::from_secs(2)),
+                            headers: vec![("x-api-key".into(), "k1".into())],
+                        }),
+                    },
+                    sampling_per_million: 10_000,
+                    max_tag_length: 0,
+                }),
+            ),
+            (
+                "an OTLP/HTTP provider's own path",
+                format!("{providers}defaultProviders: {{tracing: [otel-http-path]}}\n"),
+                Some(Tracing {
+                    collector: Collector {
+                        provider: "otel-http-path".into(),
+                        kind: TracingKind::OtlpHttp,
+                        service: "c".into(),
+                        port: 4318,
+                        http: Some(OtlpHttp {
+                            path: "/otlp/v1/traces".into(),
+                            ..Default::default()
+                        }),
+                    },
                     sampling_per_million: 10_000,
                     max_tag_length: 0,
                 }),
@@ -335,8 +469,20 @@ mod tests {
                 "port 70000",
             ),
             (
-                "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {path: /v1/traces}}",
-                "not supported",
+                "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {path: v1/traces}}",
+                "must start with /",
+            ),
+            (
+                "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {timeout: 5}}",
+                "http.timeout",
+            ),
+            (
+                "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {headers: [{name: x, envoyHeader: '%REQ(x)%'}]}}",
+                "envoyHeader is not supported",
+            ),
+            (
+                "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {headers: [{name: 'bad name', value: v}]}}",
+                "not a header name and value",
             ),
             (
                 "extensionProviders:\n- name: z\n  zipkin: {service: z, port: 1}\n  opentelemetry: {service: o, port: 1}",

@@ -33,6 +33,20 @@ pub fn resolve(index: &Index, opts: &Options) -> (Option<pb::Tracing>, Option<St
         sampling: f64::from(t.sampling_per_million) / 10_000.0,
         max_tag_length: t.max_tag_length,
         provider: c.provider.clone(),
+        otlp_http: c.http.as_ref().map(|h| pb::tracing::OtlpHttp {
+            path: h.path.clone(),
+            timeout_ms: h.timeout.map_or(0, |t| {
+                u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
+            }),
+            headers: h
+                .headers
+                .iter()
+                .map(|(name, value)| pb::tracing::Header {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        }),
     };
     let service = whole(&c.service, &opts.domain_suffix);
     match service_ip(index, opts, &service) {
@@ -40,6 +54,7 @@ pub fn resolve(index: &Index, opts: &Options) -> (Option<pb::Tracing>, Option<St
             out.exporter = match c.kind {
                 TracingKind::Zipkin => pb::tracing::Exporter::Zipkin,
                 TracingKind::OtlpGrpc => pb::tracing::Exporter::OtlpGrpc,
+                TracingKind::OtlpHttp => pb::tracing::Exporter::OtlpHttp,
             } as i32;
             out.address = SocketAddr::new(ip, c.port).to_string();
             (Some(out), None)

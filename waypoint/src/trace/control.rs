@@ -14,7 +14,7 @@ use std::sync::Arc;
 use proto::waypoint as wire;
 use xds_client::{Changes, Rejection};
 
-use super::{Exporter, Identity, Settings, Tracer};
+use super::{Identity, Settings, Tracer};
 use crate::Waypoint;
 
 /// meshd's Tracing pushes (or the flags) applied to a waypoint.
@@ -85,10 +85,7 @@ impl TracingControl {
         };
         match self.wanted() {
             Some(s) => {
-                let (kind, collector) = match s.exporter {
-                    Exporter::Zipkin(a) => ("zipkin", a),
-                    Exporter::OtlpGrpc(a) => ("otlp_grpc", a),
-                };
+                let (kind, collector) = (s.exporter.kind(), s.exporter.collector());
                 tracing::info!(source, kind, %collector, sampling = s.sampling, "exporting spans");
                 self.waypoint
                     .set_tracer(Tracer::new(s.clone(), self.identity.clone()));

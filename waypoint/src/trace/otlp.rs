@@ -1,6 +1,7 @@
 //! The OTLP encoder: a batch of spans as one `ExportTraceServiceRequest`, sent with
 //! `opentelemetry.proto.collector.trace.v1.TraceService/Export` over a plaintext HTTP/2
-//! channel to the collector (made once, reconnecting by itself).
+//! channel to the collector (made once, reconnecting by itself), or over OTLP/HTTP: the
+//! request protobuf-encoded, `POST`ed to the collector's path (`application/x-protobuf`).
 //!
 //! Rules:
 //! 1. One ResourceSpans (resource attribute `service.name`: the waypoint), one ScopeSpans
@@ -11,8 +12,19 @@
 //!    the rest strings. A 5xx answer is status ERROR (as Envoy marks its span `error`), else
 //!    UNSET.
 //! 4. A gRPC error fails the batch; a partial success is logged with what was rejected.
+//! 5. Over HTTP, any 2xx answer is success (its body, an `ExportTraceServiceResponse`, is not
+//!    read); the provider's headers go with every export; the provider's timeout bounds
+//!    each one.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
 
 use proto::otlp::collector::ExportTraceServiceRequest;
 use proto::otlp::collector::trace_service_client::TraceServiceClient;
@@ -21,7 +33,7 @@ use proto::otlp::resource::Resource;
 use proto::otlp::trace::{ResourceSpans, ScopeSpans, Span, Status, span, status};
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Record, SEND_TIMEOUT};
+use super::{OtlpHttp, Record, SEND_TIMEOUT};
 
 pub(super) struct Sink {
     client: Result<TraceServiceClient<Channel>, String>,
@@ -53,6 +65,46 @@ impl Sink {
             tracing::debug!(rejected = p.rejected_spans, error = %p.error_message, "collector rejected spans");
         }
         Ok(())
+    }
+}
+
+/// Rule 5.
+pub(super) struct HttpSink {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: String,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    timeout: Duration,
+    service: String,
+}
+
+impl HttpSink {
+    pub fn new(collector: &OtlpHttp, service: &str) -> HttpSink {
+        HttpSink {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            uri: format!("http://{}{}", collector.collector, collector.path),
+            headers: collector.headers.clone(),
+            timeout: collector.timeout,
+            service: service.to_string(),
+        }
+    }
+
+    pub async fn send(&mut self, batch: &[Record]) -> Result<(), String> {
+        let body = request(batch, &self.service).encode_to_vec();
+        let mut req = http::Request::post(&self.uri)
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        for (name, value) in &self.headers {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+            .map_err(|e| e.to_string())?;
+        match resp.status().is_success() {
+            true => Ok(()),
+            false => Err(format!("collector answered {}", resp.status())),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ const PROVIDERS: &str = "extensionProviders:
 - {name: headless, zipkin: {service: hl.istio-system, port: 9411}}
 - {name: by-ip, opentelemetry: {service: 127.0.0.1, port: 4317}}
 - {name: elsewhere, zipkin: {service: zipkin.example.com, port: 9411}}
+- {name: otel-http, opentelemetry: {service: otel-collector.observability, port: 4318, http: {path: /otlp, timeout: 3s, headers: [{name: x-api-key, value: k1}]}}}
 ";
 
 fn opts(yaml: &str) -> Options {
@@ -74,6 +75,10 @@ fn the_collector_resolves_to_an_address_or_a_warning() {
             Some(Ok((Exporter::Zipkin, "10.96.0.9:9411"))),
         ),
         (
+            select("otel-http"),
+            Some(Ok((Exporter::OtlpHttp, "[fd00::17]:4318"))),
+        ),
+        (
             select("by-ip"),
             Some(Ok((Exporter::OtlpGrpc, "127.0.0.1:4317"))),
         ),
@@ -120,6 +125,17 @@ fn the_collector_resolves_to_an_address_or_a_warning() {
     assert_eq!(got.sampling, 25.5);
     assert_eq!(got.max_tag_length, 128);
     assert_eq!(got.provider, "otel");
+    assert_eq!(got.otlp_http, None, "OTLP/gRPC has no HTTP settings");
+    let got = served(&translate(&index(objects()), &opts(&select("otel-http")))).expect("http");
+    let http = got.otlp_http.expect("OTLP/HTTP settings");
+    assert_eq!((http.path.as_str(), http.timeout_ms), ("/otlp", 3000));
+    assert_eq!(
+        http.headers,
+        [proto::waypoint::tracing::Header {
+            name: "x-api-key".into(),
+            value: "k1".into()
+        }]
+    );
 }
 
 /// A mesh config change (Zipkin -> OTLP) and the collector's Service appearing are each named
