@@ -275,6 +275,11 @@ async fn start_on(cfg: Config, source: Source) -> Result<Running, StartError> {
                     .root_cert
                     .as_ref()
                     .map(|_| deploy::ROOT_CERT_CONFIG_MAP.to_string()),
+                // The deployer puts back a waypoint Deployment that goes.
+                deployments_labelled: cfg.waypoints.as_ref().map(|_| {
+                    use crate::translate::labels::{GATEWAY_MANAGED, GATEWAY_MANAGED_MESH};
+                    format!("{GATEWAY_MANAGED}={GATEWAY_MANAGED_MESH}")
+                }),
                 ..kube_source::ClusterOptions::default()
             };
             let (initial, mut updates) = kube_source::watch_cluster(client.clone(), options)

@@ -14,8 +14,9 @@
 //!    each named by file and line when the object came from a manifest; new ones are logged.
 //! 5. A new mesh config is a change like any other, of global reach: everything is
 //!    translated again with it.
-//! 6. ConfigMaps (read for the root-cert publisher, `deploy::root_cert`) are not the
-//!    translation's: they are skipped, so publishing in every namespace translates nothing.
+//! 6. ConfigMaps (read for the root-cert publisher, `deploy::root_cert`) and Deployments (read
+//!    for the waypoint deployer, `deploy::controller`, and found in manifests) are not the
+//!    translation's: they are skipped, so what those controllers write translates nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -205,6 +206,11 @@ impl Default for State {
     }
 }
 
+/// Rule 6: whether the translation reads objects of `kind`.
+fn translated(kind: Kind) -> bool {
+    !matches!(kind, Kind::ConfigMap | Kind::Deployment)
+}
+
 impl State {
     /// Rule 2: widens the next translation's scope for a change to `key`.
     fn touch(&mut self, key: &ObjectKey) {
@@ -224,8 +230,7 @@ impl State {
     fn apply(&mut self, u: Update) -> bool {
         let mut changed = false;
         for (object, origin) in u.applied {
-            // Rule 6.
-            if object.kind() == Kind::ConfigMap {
+            if !translated(object.kind()) {
                 continue;
             }
             let key = object.key();
@@ -238,7 +243,7 @@ impl State {
             }
             self.origins.insert(key, origin);
         }
-        for key in u.deleted.iter().filter(|k| k.kind != Kind::ConfigMap) {
+        for key in u.deleted.iter().filter(|k| translated(k.kind)) {
             self.origins.remove(key);
             let before = self.index.get(key).and_then(placement);
             if self.index.delete(key) {

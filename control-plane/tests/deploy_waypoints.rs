@@ -3,7 +3,7 @@
 //! (`kube-source/tests/support/apiserver.rs`, real HTTP, real server-side apply requests): a
 //! Gateway of class `istio-waypoint` gets its ServiceAccount, Service and Deployment and a
 //! status with the Service's address; an edit is applied again; another class gets nothing;
-//! a write the API server fails is retried.
+//! a write the API server fails is retried; a deleted Service or Deployment is put back.
 
 #[path = "../../kube-source/tests/support/apiserver.rs"]
 mod apiserver;
@@ -228,6 +228,32 @@ async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
         *vip != old_vip && addresses(c, "waypoint")[0]["value"] == *vip
     })
     .await;
+
+    // Someone deletes the Deployment: it is applied again. meshd reads only the Deployments
+    // a waypoint controller manages.
+    api.delete("Deployment", "shop", "waypoint");
+    api.wait_for("the deployment back", |c| {
+        object(c, "Deployment", "waypoint").is_some()
+    })
+    .await;
+    // Settled: no more writes (the deployer sees its Deployment, and does not apply again and
+    // again as if it were missing).
+    let deployment_applies =
+        |c: &mut Cluster| c.applies.iter().filter(|a| a.kind == "Deployment").count();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = api.with(deployment_applies);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(api.with(deployment_applies), settled, "no apply loop");
+    api.with(|c| {
+        let selectors = c.label_selectors("Deployment");
+        assert!(!selectors.is_empty(), "Deployments are listed and watched");
+        assert!(
+            selectors
+                .iter()
+                .all(|s| s == "gateway.istio.io/managed=istio.io-mesh-controller"),
+            "{selectors:?}"
+        );
+    });
 
     running.stop().await;
 }

@@ -9,7 +9,8 @@
 //! The rules, in order:
 //! 1. Each kind of [`ClusterOptions::kinds`] is listed (`limit` pages, following `continue`;
 //!    pods of one node only with [`ClusterOptions::pods_on_node`]; ConfigMaps of one name
-//!    only, with [`ClusterOptions::config_map_name`]) and then
+//!    only, with [`ClusterOptions::config_map_name`]; Deployments of one label only, with
+//!    [`ClusterOptions::deployments_labelled`]) and then
 //!    watched from the list's resourceVersion with `allowWatchBookmarks=true`. Objects are
 //!    read by [`parse_json_object`](crate::parse_json_object), the parser the manifest source
 //!    uses; list items get the list's `apiVersion` and `kind` when the server omits them.
@@ -75,6 +76,16 @@ pub struct ClusterOptions {
     /// (`fieldSelector=metadata.name=<name>`): meshd's `istio-ca-root-cert`. Reading every
     /// ConfigMap of a cluster would cost memory for nothing.
     pub config_map_name: Option<String>,
+    /// Also the Deployments this label selector (`key=value`) picks, in every namespace, and
+    /// no other Deployment: meshd's waypoints (`gateway.istio.io/managed=...`).
+    pub deployments_labelled: Option<String>,
+}
+
+/// A kind's list and watch selectors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Selectors {
+    pub fields: Option<String>,
+    pub labels: Option<String>,
 }
 
 impl ClusterOptions {
@@ -85,16 +96,24 @@ impl ClusterOptions {
         if self.config_map_name.is_some() && !kinds.contains(&Kind::ConfigMap) {
             kinds.push(Kind::ConfigMap);
         }
+        if self.deployments_labelled.is_some() && !kinds.contains(&Kind::Deployment) {
+            kinds.push(Kind::Deployment);
+        }
         kinds
     }
 
-    /// The `fieldSelector` of a kind's list and watch.
-    pub(crate) fn field_selector(&self, kind: Kind) -> Option<String> {
-        match (kind, &self.pods_on_node, &self.config_map_name) {
+    /// The `fieldSelector` and `labelSelector` of a kind's list and watch.
+    pub(crate) fn selectors(&self, kind: Kind) -> Selectors {
+        let fields = match (kind, &self.pods_on_node, &self.config_map_name) {
             (Kind::Pod, Some(node), _) => Some(format!("spec.nodeName={node}")),
             (Kind::ConfigMap, _, Some(name)) => Some(format!("metadata.name={name}")),
             _ => None,
-        }
+        };
+        let labels = match kind {
+            Kind::Deployment => self.deployments_labelled.clone(),
+            _ => None,
+        };
+        Selectors { fields, labels }
     }
 }
 
@@ -109,6 +128,7 @@ impl Default for ClusterOptions {
             kinds: Kind::ALL.to_vec(),
             pods_on_node: None,
             config_map_name: None,
+            deployments_labelled: None,
         }
     }
 }
@@ -162,6 +182,7 @@ impl Resource {
             Kind::RequestAuthentication => ("security.istio.io/v1", "requestauthentications"),
             Kind::LocalRateLimit => ("policy.mesh.dev/v1alpha1", "localratelimits"),
             Kind::ConfigMap => ("v1", "configmaps"),
+            Kind::Deployment => ("apps/v1", "deployments"),
         };
         Resource {
             api_version,
@@ -221,8 +242,8 @@ pub async fn watch_cluster(
         let opts = opts.clone();
         async move {
             let resource = Resource::of(kind);
-            let fields = opts.field_selector(kind);
-            let listed = kind::list(&client, resource, opts.page_size, fields.as_deref()).await;
+            let selectors = opts.selectors(kind);
+            let listed = kind::list(&client, resource, opts.page_size, &selectors).await;
             (kind, listed)
         }
     });

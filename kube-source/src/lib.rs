@@ -17,9 +17,9 @@ pub use manifest::{
     Document, ManifestDir, ManifestError, Origin, Update, manifest_files, split_documents, watch,
 };
 pub use objects::{
-    ConfigMap, ContainerPort, GATEWAY_API_GROUP, Gateway, GatewayAddress, GatewayListener,
-    GatewaySpec, GatewayStatus, IntOrString, Kind, MESH_POLICY_GROUP, Meta, Namespace,
-    NamespaceStatus, Object, ObjectKey, OwnerReference, Pod, PodContainer, PodIp, PodSpec,
-    PodStatus, RawPolicy, Service, ServiceAccount, ServicePort, ServiceSpec,
+    ConfigMap, ContainerPort, Deployment, GATEWAY_API_GROUP, Gateway, GatewayAddress,
+    GatewayListener, GatewaySpec, GatewayStatus, IntOrString, Kind, MESH_POLICY_GROUP, Meta,
+    Namespace, NamespaceStatus, Object, ObjectKey, OwnerReference, Pod, PodContainer, PodIp,
+    PodSpec, PodStatus, RawPolicy, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
 pub use parse::{ParseError, Parsed, parse_json_object, parse_yaml_document};

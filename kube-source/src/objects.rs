@@ -36,6 +36,9 @@ pub enum Kind {
     /// reads one name of them (meshd keeps `istio-ca-root-cert` published; see
     /// `ClusterOptions::config_map_name`).
     ConfigMap,
+    /// `apps/v1` Deployment. Not in [`Kind::ALL`] either: meshd reads the ones it deploys
+    /// (by label, `ClusterOptions::deployments_labelled`), to put back one that goes.
+    Deployment,
 }
 
 impl Kind {
@@ -66,6 +69,8 @@ impl Kind {
             ("security.istio.io", "RequestAuthentication") => Kind::RequestAuthentication,
             (MESH_POLICY_GROUP, "LocalRateLimit") => Kind::LocalRateLimit,
             ("", "ConfigMap") => Kind::ConfigMap,
+            // Read from the cluster only (`parse.rs`).
+            ("apps", "Deployment") => Kind::Deployment,
             _ => return None,
         };
         Some(k)
@@ -84,6 +89,7 @@ impl Kind {
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::LocalRateLimit => "LocalRateLimit",
             Kind::ConfigMap => "ConfigMap",
+            Kind::Deployment => "Deployment",
         }
     }
 
@@ -185,6 +191,13 @@ pub struct ConfigMap {
     pub metadata: Meta,
     #[serde(default)]
     pub data: BTreeMap<String, String>,
+}
+
+/// A Deployment: only its metadata is read (meshd needs to know its waypoints' are there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Deployment {
+    #[serde(default)]
+    pub metadata: Meta,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -437,6 +450,7 @@ pub enum Object {
     RequestAuthentication(RawPolicy),
     LocalRateLimit(RawPolicy),
     ConfigMap(ConfigMap),
+    Deployment(Deployment),
 }
 
 impl Object {
@@ -452,6 +466,7 @@ impl Object {
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
             Object::LocalRateLimit(_) => Kind::LocalRateLimit,
             Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Deployment(_) => Kind::Deployment,
         }
     }
 
@@ -463,6 +478,7 @@ impl Object {
             Object::ServiceAccount(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
+            Object::Deployment(o) => &o.metadata,
             Object::AuthorizationPolicy(p)
             | Object::PeerAuthentication(p)
             | Object::RequestAuthentication(p)
@@ -478,6 +494,7 @@ impl Object {
             Object::ServiceAccount(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
             Object::ConfigMap(o) => &mut o.metadata,
+            Object::Deployment(o) => &mut o.metadata,
             Object::AuthorizationPolicy(p)
             | Object::PeerAuthentication(p)
             | Object::RequestAuthentication(p)

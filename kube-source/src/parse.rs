@@ -94,14 +94,18 @@ pub fn parse_yaml_document(doc: &str) -> Vec<Result<Parsed, ParseError>> {
     if !doc.lines().any(is_content_line) {
         return Vec::new();
     }
-    parse_with(|| serde_yaml::Deserializer::from_str(doc), doc.len())
+    parse_with(
+        || serde_yaml::Deserializer::from_str(doc),
+        doc.len(),
+        Read::FromManifest,
+    )
 }
 
 /// Parses one object (or List) as the API server sends it. Errors have no line, and no
 /// field path except for the envelope fields checked here.
 pub fn parse_json_object(value: &serde_json::Value) -> Vec<Result<Parsed, ParseError>> {
     // Skipping the items before the one decoded is cheap in a `Value`: no budget needed.
-    parse_with(|| value, 0)
+    parse_with(|| value, 0, Read::FromCluster)
 }
 
 /// Whether a line holds YAML content (not blank, not only a comment).
@@ -158,7 +162,21 @@ impl Envelope {
 
 /// The one parsing path: `new_de` makes a fresh deserializer over the same input each time
 /// it is called (once for the envelope, once per typed item); each call reads `reread` bytes.
-fn parse_with<'de, D, F>(new_de: F, reread: usize) -> Vec<Result<Parsed, ParseError>>
+/// Where a document comes from: a manifest's Deployments are the apps', which the mesh does not
+/// read; the cluster source lists only meshd's own (by label), so it reads those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    FromManifest,
+    FromCluster,
+}
+
+impl Read {
+    fn reads(self, kind: Kind) -> bool {
+        self == Read::FromCluster || kind != Kind::Deployment
+    }
+}
+
+fn parse_with<'de, D, F>(new_de: F, reread: usize, from: Read) -> Vec<Result<Parsed, ParseError>>
 where
     F: Fn() -> D,
     D: Deserializer<'de>,
@@ -175,7 +193,7 @@ where
             metadata,
             ..
         } = &envelope;
-        let outcome = check_item(None, api_version, kind, metadata).and_then(|c| match c {
+        let outcome = check_item(None, api_version, kind, metadata, from).and_then(|c| match c {
             Checked::Skipped(s) => Ok(*s),
             Checked::Decode(key) => decode_kind(&new_de, None, key.kind)
                 .map(|object| finish(key.clone(), object))
@@ -197,7 +215,7 @@ where
                 ));
             }
             let (api_version, kind) = item_type(&envelope, item_kind, item);
-            check_item(Some(i), api_version, kind, &item.metadata)
+            check_item(Some(i), api_version, kind, &item.metadata, from)
         })
         .collect();
     let kinds: Vec<Option<Kind>> = checked
@@ -271,6 +289,7 @@ fn check_item(
     api_version: &str,
     kind_name: &str,
     meta: &EnvelopeMeta,
+    from: Read,
 ) -> Result<Checked, ParseError> {
     let field = |name: &str| match item {
         Some(i) => format!("items[{i}].{name}"),
@@ -285,7 +304,7 @@ fn check_item(
     if kind_name.is_empty() {
         return Err(ParseError::plain(field("kind"), "missing field `kind`"));
     }
-    let Some(kind) = Kind::from_type(api_version, kind_name) else {
+    let Some(kind) = Kind::from_type(api_version, kind_name).filter(|k| from.reads(*k)) else {
         return Ok(Checked::Skipped(Box::new(Parsed::Skipped {
             api_version: api_version.to_string(),
             kind: kind_name.to_string(),
@@ -359,6 +378,7 @@ where
         Kind::RequestAuthentication => Object::RequestAuthentication(policy()?),
         Kind::LocalRateLimit => Object::LocalRateLimit(policy()?),
         Kind::ConfigMap => Object::ConfigMap(At::new(item).deserialize(new_de())?),
+        Kind::Deployment => Object::Deployment(At::new(item).deserialize(new_de())?),
     })
 }
 
@@ -496,6 +516,7 @@ impl<'de> DeserializeSeed<'de> for OneItem {
             Kind::RequestAuthentication => Object::RequestAuthentication(policy(d)?),
             Kind::LocalRateLimit => Object::LocalRateLimit(policy(d)?),
             Kind::ConfigMap => Object::ConfigMap(Deserialize::deserialize(d)?),
+            Kind::Deployment => Object::Deployment(Deserialize::deserialize(d)?),
         }))
     }
 }

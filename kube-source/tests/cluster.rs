@@ -452,3 +452,59 @@ async fn config_maps_are_not_read_without_a_name() {
     assert!(initial.applied.is_empty(), "{initial:?}");
     server.with(|c| assert_eq!(c.lists("ConfigMap"), 0));
 }
+
+/// Deployments are read by label only (meshd's waypoints), with a label selector the server
+/// applies to the list and the watch; without one they are not read at all.
+#[tokio::test]
+async fn deployments_are_listed_and_watched_by_label_only() {
+    let server = ApiServer::start().await;
+    let deployment = |name: &str, labels: serde_json::Value| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "shop", "labels": labels},
+            "spec": {"replicas": 1},
+        })
+    };
+    let ours = json!({"gateway.istio.io/managed": "istio.io-mesh-controller"});
+    server.apply(deployment("waypoint", ours.clone()));
+    server.apply(deployment("cart", json!({"app": "cart"})));
+    let (initial, _rx) = watch_cluster(server.client(), options())
+        .await
+        .expect("the cluster source starts");
+    assert!(
+        initial.applied.is_empty(),
+        "no selector, no Deployments: {initial:?}"
+    );
+    server.with(|c| assert_eq!(c.lists("Deployment"), 0));
+
+    let opts = ClusterOptions {
+        kinds: vec![kube_source::Kind::Namespace],
+        deployments_labelled: Some("gateway.istio.io/managed=istio.io-mesh-controller".into()),
+        ..options()
+    };
+    let (initial, mut rx) = watch_cluster(server.client(), opts)
+        .await
+        .expect("the cluster source starts");
+    assert!(initial.errors.is_empty(), "{:?}", initial.errors);
+    assert_eq!(summary(&initial).0, strings(&["Deployment shop/waypoint"]));
+    server.apply(deployment("orders", json!({"app": "orders"})));
+    server.apply(deployment("second", ours));
+    let u = next(&mut rx).await;
+    assert_eq!(summary(&u), (strings(&["Deployment shop/second"]), vec![]));
+    server.delete("Deployment", "shop", "waypoint");
+    let u = next(&mut rx).await;
+    assert_eq!(
+        summary(&u),
+        (vec![], strings(&["Deployment shop/waypoint"]))
+    );
+    server.with(|c| {
+        let selectors = c.label_selectors("Deployment");
+        assert!(selectors.len() >= 2, "a list and a watch: {selectors:?}");
+        assert!(
+            selectors
+                .iter()
+                .all(|s| s == "gateway.istio.io/managed=istio.io-mesh-controller"),
+            "{selectors:?}"
+        );
+    });
+}

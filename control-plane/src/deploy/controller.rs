@@ -5,8 +5,9 @@
 //! 1. Each time the observed state changes (or a retry falls due) every Gateway is rendered
 //!    and [`plan`] decides, per Gateway, what to do: apply its objects when they differ from
 //!    what was last applied successfully (a Gateway edit, e.g. a label, changes them), or when
-//!    its Service is not there (someone deleted it; or our apply's echo is still on its way,
-//!    which makes one more, idempotent, apply); then write its status when it differs from
+//!    its Service or Deployment is not there (someone deleted it; or our apply's echo is still
+//!    on its way, which makes one more, idempotent, apply); then write its status when it
+//!    differs from
 //!    what was last written. Equal content is never written again, so our own writes (which
 //!    the watch reports back) do not loop.
 //! 2. Writes are server-side apply, as istiod's controller does them: `PATCH` with
@@ -62,10 +63,10 @@ struct Memory {
 fn plan(
     rendered: Rendered,
     status: Status,
-    service_present: bool,
+    children_present: bool,
     memory: &Memory,
 ) -> Option<Action> {
-    if memory.applied.as_ref() != Some(&rendered) || !service_present {
+    if memory.applied.as_ref() != Some(&rendered) || !children_present {
         return Some(Action::Apply(rendered, status));
     }
     (memory.written.as_ref() != Some(&status)).then_some(Action::Status(status))
@@ -125,7 +126,11 @@ impl Deployer {
                 .services
                 .get(&(key.0.clone(), rendered.service.clone()));
             let status = render::status(gw, &rendered, service, &self.settings);
-            let Some(action) = plan(rendered, status, service.is_some(), m) else {
+            let deployment = rendered
+                .deployment()
+                .is_none_or(|d| view.deployments.contains(&(key.0.clone(), d.to_string())));
+            let present = service.is_some() && deployment;
+            let Some(action) = plan(rendered, status, present, m) else {
                 continue;
             };
             match self.act(key, action, m).await {

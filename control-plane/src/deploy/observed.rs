@@ -3,14 +3,15 @@
 //!
 //! Rules, in order:
 //! 1. [`tee`] passes every update on to the pipeline unchanged, and folds it into a [`View`]
-//!    behind a `watch` channel: [`Observed`] keeps the Gateways and the Services a waypoint
-//!    controller manages (`gateway.istio.io/managed`) for the deployer; the root-cert
+//!    behind a `watch` channel: [`Observed`] keeps the Gateways, and which Services and
+//!    Deployments a waypoint controller manages (`gateway.istio.io/managed`), for the
+//!    deployer; the root-cert
 //!    publisher keeps its own view (`root_cert::Namespaces`).
 //! 2. Writing to it never waits: a slow or backing-off controller holds back neither the
 //!    pipeline nor the source; it reads the latest state when it is ready, and intermediate
 //!    states fold into it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube_source::{Gateway, Object, Service, Update};
 use tokio::sync::{mpsc, watch};
@@ -25,6 +26,8 @@ pub type Key = (String, String);
 pub struct Observed {
     pub gateways: BTreeMap<Key, Gateway>,
     pub services: BTreeMap<Key, Service>,
+    /// Only whether they are there: the deployer puts back one that goes.
+    pub deployments: BTreeSet<Key>,
 }
 
 /// A controller's view of the cluster, kept up to date by [`tee`].
@@ -49,6 +52,10 @@ impl View for Observed {
                 }
                 // A Service that lost the label is no longer one of ours.
                 Object::Service(_) => changed |= self.services.remove(&key).is_some(),
+                Object::Deployment(d) if d.metadata.labels.contains_key(GATEWAY_MANAGED) => {
+                    changed |= self.deployments.insert(key);
+                }
+                Object::Deployment(_) => changed |= self.deployments.remove(&key),
                 _ => {}
             }
         }
@@ -57,6 +64,7 @@ impl View for Observed {
             changed |= match key.kind {
                 kube_source::Kind::Gateway => self.gateways.remove(&k).is_some(),
                 kube_source::Kind::Service => self.services.remove(&k).is_some(),
+                kube_source::Kind::Deployment => self.deployments.remove(&k),
                 _ => false,
             };
         }
@@ -148,6 +156,55 @@ mod tests {
             metadata: meta(name, &[]),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn keeps_which_managed_deployments_are_there() {
+        let managed = [(GATEWAY_MANAGED, "istio.io-mesh-controller")];
+        let deployment = |labels: &[(&str, &str)]| {
+            Object::Deployment(kube_source::Deployment {
+                metadata: meta("wp", labels),
+            })
+        };
+        let mut o = Observed::default();
+        let steps: Vec<(&str, Update, bool, usize)> = vec![
+            (
+                "an app's deployment",
+                applied(vec![deployment(&[])]),
+                false,
+                0,
+            ),
+            (
+                "a managed one",
+                applied(vec![deployment(&managed)]),
+                true,
+                1,
+            ),
+            (
+                "the same again",
+                applied(vec![deployment(&managed)]),
+                false,
+                1,
+            ),
+            (
+                "it loses the label",
+                applied(vec![deployment(&[])]),
+                true,
+                0,
+            ),
+            (
+                "labelled again",
+                applied(vec![deployment(&managed)]),
+                true,
+                1,
+            ),
+            ("deleted", deleted(Kind::Deployment, "wp"), true, 0),
+            ("deleted again", deleted(Kind::Deployment, "wp"), false, 0),
+        ];
+        for (what, update, changed, deployments) in steps {
+            assert_eq!(o.apply(&update), changed, "{what}");
+            assert_eq!(o.deployments.len(), deployments, "{what}");
+        }
     }
 
     #[test]

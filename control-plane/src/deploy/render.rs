@@ -130,6 +130,16 @@ pub struct Rendered {
     pub service: String,
 }
 
+impl Rendered {
+    /// The Deployment's name.
+    pub fn deployment(&self) -> Option<&str> {
+        self.objects
+            .iter()
+            .find(|o| o.kind == Child::Deployment)
+            .map(|o| o.name.as_str())
+    }
+}
+
 /// Why a waypoint Gateway cannot be deployed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::state::{Change, KindState, Step};
-use super::{ClusterOptions, Resource};
+use super::{ClusterOptions, Resource, Selectors};
 
 /// A relist restarts this many times when its `continue` token expires (410) between pages.
 const MAX_LIST_RESTARTS: usize = 3;
@@ -58,7 +58,7 @@ pub(super) async fn list(
     client: &kube::Client,
     resource: Resource,
     page_size: u32,
-    fields: Option<&str>,
+    selectors: &Selectors,
 ) -> Result<Listed, ListError> {
     let request = Request::new(resource.collection());
     let mut items = Vec::new();
@@ -72,8 +72,11 @@ pub(super) async fn list(
         if let Some(token) = &token {
             params = params.continue_token(token);
         }
-        if let Some(fields) = fields {
+        if let Some(fields) = &selectors.fields {
             params = params.fields(fields);
+        }
+        if let Some(labels) = &selectors.labels {
+            params = params.labels(labels);
         }
         let req = request
             .list(&params)
@@ -189,12 +192,12 @@ impl KindWatch {
     /// Lists the kind and reports what changed since it was last seen.
     async fn relist(&mut self, backoff: &mut Duration) -> Next {
         let kind = self.state.kind();
-        let fields = self.opts.field_selector(kind);
+        let selectors = self.opts.selectors(kind);
         match list(
             &self.client,
             Resource::of(kind),
             self.opts.page_size,
-            fields.as_deref(),
+            &selectors,
         )
         .await
         {
@@ -273,8 +276,12 @@ impl KindWatch {
         let timeout = self.opts.watch_timeout.as_secs().clamp(1, 294);
         let timeout = u32::try_from(timeout).unwrap_or(290);
         let mut params = WatchParams::default().timeout(timeout);
-        if let Some(fields) = self.opts.field_selector(self.state.kind()) {
-            params = params.fields(&fields);
+        let selectors = self.opts.selectors(self.state.kind());
+        if let Some(fields) = &selectors.fields {
+            params = params.fields(fields);
+        }
+        if let Some(labels) = &selectors.labels {
+            params = params.labels(labels);
         }
         let req = match Request::new(resource.collection()).watch(&params, version) {
             Ok(req) => req,

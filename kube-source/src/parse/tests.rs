@@ -296,7 +296,7 @@ fn json_parses_like_yaml() {
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: strict\n\
          spec:\n  mtls: {mode: STRICT}\n  portLevelMtls: {\"8080\": {mode: DISABLE}}\n",
         "apiVersion: v1\nkind: PodList\nitems:\n- metadata: {name: a}\n- metadata: {name: b, namespace: x}\n",
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n",
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: web\n",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  namespace: x\n",
     ];
     for yaml in cases {
@@ -306,6 +306,28 @@ fn json_parses_like_yaml() {
             parse_yaml_document(yaml),
             "{yaml}"
         );
+    }
+}
+
+/// The one difference: a manifest's Deployments are skipped (the apps'), the cluster's read
+/// (the cluster source lists only meshd's own, by label).
+#[test]
+fn deployments_are_read_from_the_cluster_only() {
+    let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: wp\n  namespace: shop\n";
+    let json: serde_json::Value = serde_yaml::from_str(yaml).expect("test YAML parses");
+    assert!(
+        matches!(
+            parse_yaml_document(yaml).as_slice(),
+            [Ok(Parsed::Skipped { .. })]
+        ),
+        "{:?}",
+        parse_yaml_document(yaml)
+    );
+    match parse_json_object(&json).as_slice() {
+        [Ok(Parsed::Object(object))] => {
+            assert_eq!(object.key().to_string(), "Deployment shop/wp");
+        }
+        other => panic!("{other:?}"),
     }
 }
 

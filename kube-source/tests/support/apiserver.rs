@@ -30,7 +30,8 @@
 //!
 //! - `fieldSelector` of equalities (`spec.nodeName=node-a`, `metadata.name=x`,
 //!   comma-separated) filters lists and watch events; each request's selector is recorded
-//!   ([`Cluster::field_selectors`]).
+//!   ([`Cluster::field_selectors`]). So does a `labelSelector` of equalities
+//!   (`gateway.istio.io/managed=x`; [`Cluster::label_selectors`]).
 //!
 //! Simplified: a continued list pages over the current objects, not a snapshot. An apply
 //! body is read as JSON (what `kube` sends; YAML's JSON subset) and merged as a JSON merge
@@ -173,6 +174,8 @@ struct Collection {
     lists: usize,
     /// The `fieldSelector` of each list and watch request ("" for none), in order.
     field_selectors: Vec<String>,
+    /// The same for `labelSelector`.
+    label_selectors: Vec<String>,
 }
 
 impl ApiServer {
@@ -199,6 +202,7 @@ impl ApiServer {
                     watches: Vec::new(),
                     lists: 0,
                     field_selectors: Vec::new(),
+                    label_selectors: Vec::new(),
                 },
             );
         }
@@ -372,6 +376,13 @@ impl Cluster {
             .map_or(&[], |c| c.field_selectors.as_slice())
     }
 
+    /// The `labelSelector` of each list and watch request for `kind` ("" for none).
+    pub fn label_selectors(&self, kind: &str) -> &[String] {
+        self.collections
+            .get(kind)
+            .map_or(&[], |c| c.label_selectors.as_slice())
+    }
+
     /// The stored object, as a GET would answer it.
     pub fn object(&self, kind: &str, namespace: &str, name: &str) -> Option<&Value> {
         self.collections
@@ -386,23 +397,38 @@ impl Cluster {
     }
 }
 
-/// A `fieldSelector` of `path=value` equalities, AND-ed.
-fn field_selector(query: &HashMap<String, String>) -> Vec<(String, String)> {
-    query
-        .get("fieldSelector")
-        .map(|s| {
-            s.split(',')
-                .filter_map(|term| term.split_once('='))
-                .map(|(path, value)| (path.to_string(), value.to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// A request's `fieldSelector` (`path=value` equalities) and `labelSelector` (`key=value`
+/// equalities), all AND-ed.
+#[derive(Debug, Clone, Default)]
+struct Selector {
+    fields: Vec<(String, String)>,
+    labels: Vec<(String, String)>,
 }
 
-fn selected(object: &Value, selector: &[(String, String)]) -> bool {
-    selector.iter().all(|(path, value)| {
+fn selector(query: &HashMap<String, String>) -> Selector {
+    let terms = |name: &str| -> Vec<(String, String)> {
+        query
+            .get(name)
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|term| term.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Selector {
+        fields: terms("fieldSelector"),
+        labels: terms("labelSelector"),
+    }
+}
+
+fn selected(object: &Value, selector: &Selector) -> bool {
+    selector.fields.iter().all(|(path, value)| {
         let field = path.split('.').fold(object, |v, key| &v[key]);
         field.as_str().unwrap_or_default() == value
+    }) && selector.labels.iter().all(|(key, value)| {
+        object["metadata"]["labels"][key.as_str()].as_str() == Some(value.as_str())
     })
 }
 
@@ -556,12 +582,12 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         found
     };
     if let Some((kind, _)) = kind {
-        let selector = query.get("fieldSelector").cloned().unwrap_or_default();
-        shared
-            .lock()
-            .collection(kind)
-            .field_selectors
-            .push(selector);
+        let fields = query.get("fieldSelector").cloned().unwrap_or_default();
+        let labels = query.get("labelSelector").cloned().unwrap_or_default();
+        let mut cluster = shared.lock();
+        let c = cluster.collection(kind);
+        c.field_selectors.push(fields);
+        c.label_selectors.push(labels);
     }
     let kind = match kind {
         Some((kind, true)) => kind,
@@ -784,7 +810,7 @@ fn list_response(
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
     let custom = collection.api_version.contains('/');
-    let selector = field_selector(query);
+    let selector = selector(query);
     let matching: Vec<&Value> = collection
         .objects
         .values()
@@ -854,7 +880,7 @@ fn watch_response(
             expire_generation: collection.expire_generation,
             close_generation: collection.close_generation,
             bookmark_generation: collection.bookmark_generation,
-            selector: field_selector(query),
+            selector: selector(query),
         };
         let timeout = query
             .get("timeoutSeconds")
@@ -883,7 +909,7 @@ struct Watcher {
     expire_generation: u64,
     close_generation: u64,
     bookmark_generation: u64,
-    selector: Vec<(String, String)>,
+    selector: Selector,
 }
 
 impl Watcher {
