@@ -17,10 +17,13 @@
 //!    issuer that makes no discovery URL is accepted too (Istio's validation accepts it) and
 //!    refuses its tokens, with a warning here.
 //! 5. A CUSTOM policy's `ext_authz` provider must be whole (an address `host:port`, a valid
-//!    status, header patterns Istio accepts) and name the policy's provider; a CUSTOM policy
-//!    without one is accepted and denies what it matches.
-//! 6. Tracing is named `mesh`; its exporter is NONE (tracing off), or ZIPKIN or OTLP_GRPC
-//!    with an `ip:port` address; sampling is a percentage, 0-100.
+//!    status, header patterns Istio accepts, `max_request_bytes` above 0 when the body is
+//!    included) and name the policy's provider; a CUSTOM policy without one is accepted and
+//!    denies what it matches.
+//! 6. Tracing is named `mesh`; its exporter is NONE (tracing off), or ZIPKIN, OTLP_GRPC or
+//!    OTLP_HTTP with an `ip:port` address (OTLP_HTTP: a valid path, default `/v1/traces`, and
+//!    valid headers other than those the export sets itself); sampling is a percentage,
+//!    0-100.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -297,7 +300,14 @@ pub fn convert_tracing(
                     let name = http::HeaderName::from_bytes(hd.name.as_bytes());
                     let value = http::HeaderValue::from_str(&hd.value);
                     match (name, value) {
-                        (Ok(n), Ok(v)) => Ok((n, v)),
+                        // Not what the export itself sets (its framing, host and type).
+                        (Ok(n), Ok(v))
+                            if !crate::ext_authz::is_framing(&n)
+                                && n != http::header::HOST
+                                && n != http::header::CONTENT_TYPE =>
+                        {
+                            Ok((n, v))
+                        }
                         _ => Err(cx.err(
                             "otlp_http.headers",
                             format!("{:?}: not a header name and value", hd.name),

@@ -9,9 +9,9 @@
 //!    its denial (or a failed check, unless the provider fails open) is the answer, flagged
 //!    `UAEX`; its allowance adds its headers and goes on to the DENY and ALLOW policies. A
 //!    CUSTOM policy with no authorizer configured denies (fail closed), never waves through.
-//!    An authorizer shown bodies waits for the body first ([`crate::request_body`]): one over
-//!    its limit, where it takes no partial body, is answered 413 `Payload Too Large`, as
-//!    Envoy's buffer says it.
+//!    An authorizer shown bodies waits for the body first ([`crate::request_body`]), at most
+//!    the provider's timeout (then 408 `request timeout`): one over its limit, where it takes
+//!    no partial body, is answered 413 `Payload Too Large`, as Envoy's buffer says it.
 //! 3. Denied: 403 with Envoy's body `RBAC: access denied` (it names no policy; the access log
 //!    does).
 //!    Allowed, then rate limited (`ratelimit.rs`): 429 with Envoy's body
@@ -20,13 +20,14 @@
 //! 4. Allowed: hop-by-hop headers are dropped and the request goes to an endpoint over HBONE,
 //!    as HTTP/2 on ports the service declares HTTP/2 (gRPC) and HTTP/1.1 elsewhere, whatever
 //!    the client spoke (the request line or pseudo-headers are rewritten to match), over the
-//!    waypoint's shared upstream connections ([`crate::upstream`]). Bodies stream both ways.
+//!    waypoint's shared upstream connections ([`crate::upstream`]). Bodies stream both ways
+//!    (a request's after the part an authorizer was shown, which goes first).
 //! 5. No endpoint, or the upstream fails before a response: 503 `no healthy upstream` /
 //!    `upstream connect error`, as Envoy says it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use authz::http::{CustomCheck, Headers, HttpVerdict, JwtAuth};
 use bytes::Bytes;
@@ -215,10 +216,12 @@ impl Conn {
         let mut allowed_by_authorizer = None;
         if let Some(check) = self.custom(&req, jwt.as_ref()) {
             let provider = self.resolved.target.ext_authz.get(&*check.policy);
-            let body = match provider.and_then(|p| p.body) {
-                Some(settings) => {
-                    match Box::pin(self.read_for_check(&mut req, settings, &check)).await {
-                        Ok(body) => Some(body),
+            let body = match provider.and_then(|p| p.body.map(|b| (b, p.timeout))) {
+                Some((settings, within)) => {
+                    let read = self.read_for_check(&mut req, settings, within, &check);
+                    match Box::pin(read).await {
+                        // As Envoy: no body bytes, no body (nor its partial flag) in the check.
+                        Ok(body) => Some(body).filter(|b| !b.bytes.is_empty()),
                         Err(refused) => return refused,
                     }
                 }
@@ -277,11 +280,13 @@ impl Conn {
         }
     }
 
-    /// Rule 2: the body an authorizer is shown; `Err` is the response that ends the request.
+    /// Rule 2: the body an authorizer is shown, waited for at most `within` (the provider's
+    /// timeout); `Err` is the response that ends the request.
     async fn read_for_check(
         &self,
         req: &mut Request<RequestBody>,
         settings: BodyInCheck,
+        within: Duration,
         check: &CustomCheck,
     ) -> Result<Prefix, Response<Body>> {
         let too_large = || {
@@ -295,7 +300,15 @@ impl Conn {
         if !settings.allow_partial && req.body().declared_over(settings.max_bytes) {
             return Err(too_large());
         }
-        match req.body_mut().read_prefix(settings.max_bytes).await {
+        let read = req
+            .body_mut()
+            .read_prefix(settings.max_bytes, settings.allow_partial);
+        let Ok(read) = tokio::time::timeout(within, read).await else {
+            let policy = format!("{check}: request body not received within {within:?}");
+            let late = ours(StatusCode::REQUEST_TIMEOUT, "request timeout");
+            return Err(telemetry::denied(late, policy, ResponseFlags::None));
+        };
+        match read {
             Ok(body) if body.partial && !settings.allow_partial => Err(too_large()),
             Ok(body) => Ok(body),
             Err(e) => {

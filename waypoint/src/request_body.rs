@@ -3,10 +3,12 @@
 //! client sends it. Without a check that reads, it is the client's body, streamed.
 //!
 //! Rules, in order:
-//! 1. Reading for a check stops once the body is longer than the limit, at its end, or at
-//!    trailers; a declared `Content-Length` over the limit is known without reading.
+//! 1. Reading for a check stops at the body's end or trailers, or once the limit is reached
+//!    when a partial body will do (Envoy's buffer is then full), else once the body is longer
+//!    than the limit; a declared `Content-Length` over the limit is known without reading.
 //! 2. Nothing read is lost: every frame read is replayed upstream before the rest.
-//! 3. The check gets at most the limit's bytes, and whether the body is longer (partial).
+//! 3. The check gets at most the limit's bytes (a slice of the frame that holds them, copied
+//!    only when they span frames), and whether more was read (partial).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -45,19 +47,24 @@ impl<B: Body<Data = Bytes> + Unpin> RequestBody<B> {
         self.rest.size_hint().lower() > max as u64
     }
 
-    /// Rules 1 and 3: reads up to a little past `max` bytes and gives the first `max`. Call once,
-    /// before the body is forwarded; an `Err` is the client's body failing (reset, bad framing).
-    pub async fn read_prefix(&mut self, max: usize) -> Result<Prefix, B::Error> {
-        let mut seen = BytesMut::new();
+    /// Rules 1 and 3: reads up to `max` bytes (past it unless `partial_ok`) and gives the first
+    /// `max`. Call once, before the body is forwarded; an `Err` is the client's body failing
+    /// (reset, bad framing).
+    pub async fn read_prefix(&mut self, max: usize, partial_ok: bool) -> Result<Prefix, B::Error> {
         let mut total = 0usize;
-        while total <= max && !self.rest.is_end_stream() {
+        let enough = |total: usize| {
+            if partial_ok {
+                total >= max
+            } else {
+                total > max
+            }
+        };
+        while !enough(total) && !self.rest.is_end_stream() {
             let Some(frame) = self.rest.frame().await.transpose()? else {
                 break;
             };
             let trailers = frame.is_trailers();
             if let Some(data) = frame.data_ref() {
-                let room = max.saturating_sub(seen.len());
-                seen.extend_from_slice(&data[..data.len().min(room)]);
                 total = total.saturating_add(data.len());
             }
             self.read.push_back(frame);
@@ -66,9 +73,29 @@ impl<B: Body<Data = Bytes> + Unpin> RequestBody<B> {
             }
         }
         Ok(Prefix {
-            bytes: seen.freeze(),
+            bytes: self.first_bytes(max),
             partial: total > max,
         })
+    }
+
+    /// Rule 3: the first `max` bytes read.
+    fn first_bytes(&self, max: usize) -> Bytes {
+        let mut data = self.read.iter().filter_map(Frame::data_ref);
+        let Some(first) = data.next() else {
+            return Bytes::new();
+        };
+        if first.len() >= max || self.read.iter().filter_map(Frame::data_ref).count() == 1 {
+            return first.slice(..first.len().min(max));
+        }
+        let mut out = BytesMut::with_capacity(max);
+        for d in std::iter::once(first).chain(data) {
+            let room = max - out.len();
+            out.extend_from_slice(&d[..d.len().min(room)]);
+            if out.len() == max {
+                break;
+            }
+        }
+        out.freeze()
     }
 }
 
@@ -109,6 +136,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for RequestBody<B> {
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+    use std::time::Duration;
 
     use http::HeaderMap;
 
@@ -162,20 +190,32 @@ mod tests {
 
     #[tokio::test]
     async fn the_check_sees_the_first_bytes_and_upstream_gets_them_all() {
-        // (chunks, trailers, max, shown, partial)
-        let rows: &[(&[&str], bool, usize, &str, bool)] = &[
-            (&[], false, 4, "", false),
-            (&["abc"], false, 4, "abc", false),
-            (&["ab", "cd"], false, 4, "abcd", false),
-            (&["ab", "cd", "e"], false, 4, "abcd", true),
-            (&["abcdef"], false, 4, "abcd", true),
-            (&["ab", "cdef", "gh"], true, 4, "abcd", true),
-            (&["ab"], true, 4, "ab", false),
-            (&["a", "b", "c"], false, 1, "a", true),
+        // (chunks, trailers, max, partial ok, shown, partial)
+        type Row = (
+            &'static [&'static str],
+            bool,
+            usize,
+            bool,
+            &'static str,
+            bool,
+        );
+        let rows: &[Row] = &[
+            (&[], false, 4, false, "", false),
+            (&["abc"], false, 4, false, "abc", false),
+            (&["ab", "cd"], false, 4, false, "abcd", false),
+            (&["ab", "cd", "e"], false, 4, false, "abcd", true),
+            (&["abcdef"], false, 4, false, "abcd", true),
+            (&["ab", "cdef", "gh"], true, 4, false, "abcd", true),
+            (&["ab"], true, 4, false, "ab", false),
+            (&["a", "b", "c"], false, 1, false, "a", true),
+            // A partial body will do: reading stops once the limit is reached.
+            (&["ab", "cd", "e"], false, 4, true, "abcd", false),
+            (&["abcdef", "g"], false, 4, true, "abcd", true),
+            (&["abc"], true, 4, true, "abc", false),
         ];
-        for (chunks, trailers, max, shown, partial) in rows {
+        for (chunks, trailers, max, partial_ok, shown, partial) in rows {
             let mut b = body(chunks, *trailers);
-            let prefix = b.read_prefix(*max).await.unwrap();
+            let prefix = b.read_prefix(*max, *partial_ok).await.unwrap();
             let want = Prefix {
                 bytes: Bytes::copy_from_slice(shown.as_bytes()),
                 partial: *partial,
@@ -185,6 +225,33 @@ mod tests {
             assert_eq!(data, chunks.concat(), "{chunks:?}: rule 2");
             assert_eq!(got_trailers, *trailers, "{chunks:?}: rule 2, trailers");
         }
+    }
+
+    /// A client that sends the limit's bytes and waits (a streaming call): a partial body is
+    /// checked without waiting for more; a whole one waits.
+    #[tokio::test]
+    async fn reading_a_partial_body_does_not_wait_past_the_limit() {
+        struct Waits(Option<Bytes>);
+        impl Body for Waits {
+            type Data = Bytes;
+            type Error = Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+                match self.0.take() {
+                    Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                    None => Poll::Pending,
+                }
+            }
+        }
+        let waits = || RequestBody::new(Waits(Some(Bytes::from_static(b"abcd"))));
+        let mut b = waits();
+        let prefix = b.read_prefix(4, true).await.unwrap();
+        assert_eq!((&prefix.bytes[..], prefix.partial), (&b"abcd"[..], false));
+        let mut b = waits();
+        let whole = tokio::time::timeout(Duration::from_millis(50), b.read_prefix(4, false));
+        assert!(whole.await.is_err(), "a whole body waits for its end");
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Distributed tracing at the waypoint: the caller's trace context carried on, one span per
-//! request, spans exported to Zipkin (v2 JSON, `POST /api/v2/spans`, `zipkin.rs`) or as OTLP
-//! (`otlp.rs`: over gRPC, `TraceService/Export`, or over HTTP, protobuf); where to, and how much is sampled, comes
-//! from meshd's Tracing resource or the waypoint's flags (`control.rs`).
+//! request, spans exported to Zipkin (v2 JSON, `POST /api/v2/spans`, `zipkin.rs`) or as
+//! OTLP (`otlp.rs`: over gRPC, `TraceService/Export`, or over HTTP, protobuf); where to,
+//! and how much is sampled, comes from meshd's Tracing resource or the waypoint's flags
+//! (`control.rs`).
 //!
 //! Rules:
 //! 1. The incoming context is read from W3C `traceparent`, else B3 (`x-b3-traceid` /
@@ -185,7 +186,7 @@ pub struct OtlpHttp {
     pub collector: SocketAddr,
     /// Starts with `/`.
     pub path: String,
-    /// One export's time (capped by the exporter's own bound on a batch).
+    /// One export's time.
     pub timeout: Duration,
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
@@ -405,6 +406,14 @@ enum Sink {
 }
 
 impl Sink {
+    /// How long one batch may take: an OTLP/HTTP provider's own timeout, else the default.
+    fn timeout(&self) -> Duration {
+        match self {
+            Sink::OtlpHttp(o) => o.timeout(),
+            Sink::Zipkin(_) | Sink::Otlp(_) => SEND_TIMEOUT,
+        }
+    }
+
     async fn send(&mut self, batch: &[Record]) -> Result<(), String> {
         match self {
             Sink::Zipkin(z) => z.send(batch).await,
@@ -442,7 +451,7 @@ async fn export(mut sink: Sink, mut rx: mpsc::Receiver<Record>) {
             }
         }
         if !batch.is_empty() {
-            let failed = match tokio::time::timeout(SEND_TIMEOUT, sink.send(&batch)).await {
+            let failed = match tokio::time::timeout(sink.timeout(), sink.send(&batch)).await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e),
                 Err(_) => Some("timed out".to_string()),

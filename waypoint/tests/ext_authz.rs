@@ -598,14 +598,11 @@ async fn a_body_is_shown_to_the_authorizer_up_to_its_limit() {
             assert_eq!(String::from_utf8_lossy(&check.body), want, "{row}");
             assert_eq!(check.partial.as_deref(), Some(partial), "{row}");
         }
-        // A check without a body says so too.
+        // A request without a body: the check has none, nor the flag (as in Envoy).
         let (status, _, _) = mesh.get("/api/pay", "allow").await;
         assert_eq!(status, StatusCode::OK, "{kind:?}");
         let check = seen.last.lock().unwrap().clone().unwrap();
-        assert_eq!(
-            (check.body.len(), check.partial.as_deref()),
-            (0, Some("false"))
-        );
+        assert_eq!((check.body.len(), check.partial.as_deref()), (0, None));
 
         // No partial bodies: a longer one is refused without a check, declared or not.
         let ip = format!("127.78.0.{}", 62 + i);
@@ -666,4 +663,45 @@ async fn a_tcp_connection_is_asked_about_by_a_grpc_authorizer() {
     );
     assert_eq!(seen.checks.load(Ordering::SeqCst), 2);
     assert_eq!(http_seen.checks.load(Ordering::SeqCst), 0);
+}
+
+/// A client that stops sending its body: the check is not made, and it gets 408 once the
+/// provider's timeout has passed.
+#[tokio::test]
+async fn a_body_that_does_not_come_times_out() {
+    let (addr, seen) = grpc_authorizer().await;
+    let p = provider(Kind::Grpc, addr, true, 403).with_body(Some(BodyInCheck {
+        max_bytes: 8,
+        allow_partial: false,
+        pack_as_bytes: false,
+    }));
+    let mesh = Mesh::start("body-late", "127.78.0.80", Some(p)).await;
+    let mut io = mesh
+        .pki
+        .connect(&id("shop", "web"), mesh.waypoint_addr, VIP)
+        .await
+        .unwrap();
+    io.write_all(
+        b"POST /api/pay HTTP/1.1\r\nhost: api.shop.svc.cluster.local\r\nx-mode: allow\r\n\
+          content-length: 6\r\n\r\n01",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() >= TIMEOUT - Duration::from_millis(50),
+        "{answer}"
+    );
+    assert_eq!(
+        seen.checks.load(Ordering::SeqCst),
+        0,
+        "fail open or not: no check"
+    );
 }

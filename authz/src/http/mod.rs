@@ -16,7 +16,7 @@ mod request;
 pub use evaluate::{CustomCheck, DenyReason, HttpDecision, HttpPolicies, HttpVerdict, RuleRef};
 pub use model::{
     Condition, ConditionKey, ConditionValues, HttpAction, HttpPolicy, HttpRule, HttpStringMatch,
-    Operation, Source,
+    Needle, Operation, Source,
 };
 pub use rate_limit::{RateLimit, RateLimitPer};
 pub use request::{Headers, JwtAuth, Request};

@@ -4,9 +4,10 @@
 //! 1. A `zipkin` or `opentelemetry` extension provider needs a `name` (unique among all
 //!    providers), a `service` and a `port` (1-65535); `maxTagLength` is optional (Istio's
 //!    default, 256). The `opentelemetry` provider is exported over OTLP/gRPC, or over
-//!    OTLP/HTTP (protobuf) when it has `http`: `path` (default `/v1/traces`, else starting
-//!    with `/`), `timeout` (a duration as for ext_authz) and `headers` (`name` and `value`;
-//!    Envoy's `envoyHeader` formats are refused).
+//!    OTLP/HTTP (protobuf) when it has `http`: `path` (default `/v1/traces`, else a path
+//!    starting with `/`), `timeout` (a duration as for ext_authz; default 5 s) and `headers`
+//!    (valid `name` and `value`; Envoy's `envoyHeader` formats and the headers the export's
+//!    own framing sets, such as `content-type` and `host`, are refused).
 //! 2. `defaultProviders.tracing` names the provider in use (the first name; Istio uses one);
 //!    it must be a tracing provider of this file. It wins over `defaultConfig.tracing.zipkin`.
 //! 3. Else `defaultConfig.tracing.zipkin.address` (`host:port`, as Istio writes it) is a
@@ -170,8 +171,8 @@ pub(super) fn provider(
 fn otlp_http(h: &RawOtlpHttp) -> Result<OtlpHttp, String> {
     let path = match h.path.trim() {
         "" => "/v1/traces".to_string(),
-        p if p.starts_with('/') => p.to_string(),
-        p => return Err(format!("http.path {p:?} must start with /")),
+        p if p.starts_with('/') && http::uri::PathAndQuery::try_from(p).is_ok() => p.to_string(),
+        p => return Err(format!("http.path {p:?} must be a path starting with /")),
     };
     let timeout = h
         .timeout
@@ -189,9 +190,14 @@ fn otlp_http(h: &RawOtlpHttp) -> Result<OtlpHttp, String> {
                     hd.name
                 ));
             }
-            let ok = http_name(&hd.name);
-            match (&hd.value, ok) {
-                (Some(v), true) if !v.contains(['\r', '\n']) => Ok((hd.name.clone(), v.clone())),
+            let name = http::HeaderName::from_bytes(hd.name.as_bytes());
+            let value = hd.value.as_deref().map(http::HeaderValue::from_str);
+            match (name, value) {
+                (Ok(n), _) if is_framing(&n) => Err(format!(
+                    "http.headers {:?}: the exporter sets that header itself",
+                    hd.name
+                )),
+                (Ok(_), Some(Ok(_))) => Ok((hd.name.clone(), hd.value.clone().unwrap_or_default())),
                 _ => Err(format!(
                     "http.headers {:?}: not a header name and value",
                     hd.name
@@ -206,12 +212,21 @@ fn otlp_http(h: &RawOtlpHttp) -> Result<OtlpHttp, String> {
     })
 }
 
-/// An HTTP header name (RFC 9110 token).
-fn http_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+/// Headers an export's own framing decides: a provider may not set them.
+fn is_framing(name: &http::HeaderName) -> bool {
+    use http::header;
+    [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::TE,
+        header::UPGRADE,
+        header::TRAILER,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
 }
 
 /// Rules 2-5, once every provider is read (`providers`: name -> collector and tag length).
@@ -470,7 +485,7 @@ mod tests {
             ),
             (
                 "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {path: v1/traces}}",
-                "must start with /",
+                "must be a path",
             ),
             (
                 "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {timeout: 5}}",
@@ -483,6 +498,18 @@ mod tests {
             (
                 "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {headers: [{name: 'bad name', value: v}]}}",
                 "not a header name and value",
+            ),
+            (
+                "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {headers: [{name: x, value: \"a\\u0001\"}]}}",
+                "not a header name and value",
+            ),
+            (
+                "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {headers: [{name: Content-Length, value: '9'}]}}",
+                "sets that header itself",
+            ),
+            (
+                "extensionProviders:\n- name: o\n  opentelemetry: {service: o, port: 4318, http: {path: '/v1 traces'}}",
+                "must be a path",
             ),
             (
                 "extensionProviders:\n- name: z\n  zipkin: {service: z, port: 1}\n  opentelemetry: {service: o, port: 1}",

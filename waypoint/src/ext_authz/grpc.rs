@@ -3,10 +3,11 @@
 //!
 //! Rules, in order:
 //! 1. The `CheckRequest` names the source (the HBONE peer's address and SPIFFE identity), the
-//!    destination (the address the client dialled, the waypoint's identity) and the HTTP
-//!    request: id (`x-request-id`), method, path, host, scheme `http`, protocol, and every
-//!    header (lower-case, repeated ones joined with `,`; `:authority`, `:method`, `:path`
-//!    included, as Envoy sends them).
+//!    destination (the address the client dialled, the waypoint's identity) and, for a
+//!    request (not a TCP connection: `mod.rs` rule 7), the HTTP request: id
+//!    (`x-request-id`), method, path, host, scheme `http`, protocol, and every header
+//!    (lower-case, repeated ones joined with `,`; `:authority`, `:method`, `:path` included,
+//!    as Envoy sends them).
 //! 2. Status code 0 (or no status) allows: `ok_response.headers` go upstream (replacing,
 //!    unless `append` says otherwise), `headers_to_remove` are removed (never `Host`), and
 //!    `response_headers_to_add` go to the client.

@@ -7,9 +7,9 @@
 //!    an address); a CUSTOM policy without one denies what it matches (fail closed, in
 //!    [`crate::request`]).
 //! 2. One check per request, bounded by the provider's timeout (Istio's default: 10 minutes),
-//!    connecting included. HTTP providers ([`http`]) get a bodiless request with the same
-//!    method at `pathPrefix` + the original path; gRPC providers ([`grpc`]) get
-//!    `envoy.service.auth.v3.Authorization/Check`.
+//!    connecting included. HTTP providers ([`http`]) get a request with the same method at
+//!    `pathPrefix` + the original path (bodiless, unless rule 6); gRPC providers ([`grpc`])
+//!    get `envoy.service.auth.v3.Authorization/Check`.
 //! 3. Allowed (HTTP 200, gRPC status OK): the request continues to the DENY and ALLOW
 //!    policies, carrying the headers the authorizer sent for the upstream; the headers it sent
 //!    for the client are added to the response.
@@ -17,11 +17,12 @@
 //!    the authorizer's status (403 when it named none), headers and body.
 //! 5. The check failed (no connection, timeout, an HTTP 5xx, a gRPC error): allowed when the
 //!    provider is `failOpen`, else the client gets `statusOnError` (403 unless set).
-//!
 //! 6. A provider with `includeRequestBodyInCheck` is shown the request's body, up to
 //!    `maxRequestBytes` ([`crate::request_body`]), with `x-envoy-auth-partial-body: true|false`
-//!    among the check's headers. A longer body is cut there when `allowPartialMessage`, else
-//!    the client gets 413 and no check is made (whatever `failOpen` says), as in Envoy.
+//!    among the check's headers (a request without body bytes: neither, as in Envoy). A
+//!    longer body is cut there when `allowPartialMessage`, else the client gets 413 and no
+//!    check is made (whatever `failOpen` says), as in Envoy. The body is waited for at most
+//!    the provider's timeout (then 408), before the check's own.
 //! 7. A TCP connection a CUSTOM policy matches is asked about as Envoy's network `ext_authz`
 //!    filter asks, which Istio uses for it: gRPC providers only, a `CheckRequest` naming the
 //!    source and destination peers and no HTTP request; OK lets the connection through to
@@ -345,7 +346,7 @@ pub fn on_error(provider: &Provider) -> Decision {
 }
 
 /// Headers no authorizer may pass on: they describe one hop or one message's framing.
-fn is_framing(name: &HeaderName) -> bool {
+pub(crate) fn is_framing(name: &HeaderName) -> bool {
     use ::http::header;
     [
         header::CONNECTION,
