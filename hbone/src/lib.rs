@@ -26,6 +26,7 @@ pub use tunnel::io::StreamIo;
 pub use tunnel::pool::{Dialer, Pool, PoolError, PoolKey};
 pub use tunnel::server::{
     ConnectHandler, InboundConnect, PeerInfo, Responder, ServerError, serve_connection,
+    serve_connection_until,
 };
 pub use tunnel::settings::H2Settings;
 pub use tunnel::target::{Target, TargetError};

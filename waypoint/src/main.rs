@@ -107,6 +107,12 @@ struct Args {
     /// Certificate lifetime asked for; renewed at half of it.
     #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
     secret_ttl: Duration,
+
+    /// On SIGTERM, SIGINT or `/quitquitquit`, how long the waypoint drains (readiness 503, no
+    /// new connections, open ones finishing their requests) before it exits with whatever is
+    /// still open (Istio's `terminationDrainDuration`, same variable).
+    #[arg(long, env = "TERMINATION_DRAIN_DURATION_SECONDS", default_value_t = 5)]
+    termination_drain_duration_seconds: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -303,14 +309,44 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
         port = args.hbone_port,
         "config received; serving HBONE"
     );
-    tokio::spawn(waypoint::health::serve(ready));
+    tokio::spawn(waypoint::health::serve(ready, waypoint.clone()));
+    let served = waypoint.clone().serve(hbone);
+    tokio::pin!(served);
     tokio::select! {
-        r = waypoint.serve(hbone) => r.context("HBONE server"),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = shutdown.notified() => {
-            tracing::info!("shutting down (admin /quitquitquit)");
+        r = &mut served => return r.context("HBONE server"),
+        () = stop_signal() => tracing::info!("stop signal: draining"),
+        () = shutdown.notified() => tracing::info!("admin /quitquitquit: draining"),
+    }
+    waypoint.drain();
+    let deadline = Duration::from_secs(args.termination_drain_duration_seconds);
+    match tokio::time::timeout(deadline, served).await {
+        Ok(r) => {
+            tracing::info!("drained; exiting");
+            r.context("HBONE server")
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?deadline,
+                "drain deadline passed; exiting with connections open"
+            );
             Ok(())
         }
+    }
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the waypoint");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

@@ -12,6 +12,11 @@
 //!    it: fail closed); a CUSTOM policy that matches asks its authorizer about the connection
 //!    first ([`crate::ext_authz`] rule 7).
 //!
+//! 5. Draining ([`Waypoint::drain`], on SIGTERM): no new HBONE connection is accepted; each
+//!    open one gets a GOAWAY (no new streams) and each HTTP connection in a stream closes
+//!    after the request it is serving (an idle one at once); TCP streams go on. `serve`
+//!    returns when the last connection has closed (the binary bounds the wait).
+//!
 //! Upstream HBONE connections come from one [`Pool`], and the HTTP connections inside them
 //! from one [`Upstreams`]: both shared by all downstream connections.
 
@@ -76,6 +81,8 @@ pub struct Waypoint {
     /// The current tracer (`trace.rs`), replaced whole when tracing's configuration changes;
     /// each request clones the `Arc` it starts with and finishes on it. `None`: off.
     tracer: RwLock<Option<Arc<crate::trace::Tracer>>>,
+    /// Rule 5: true once draining.
+    drain: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Waypoint {
@@ -150,7 +157,28 @@ impl Waypoint {
             jwks: crate::jwt::KeyCache::new(jwks),
             peers: Peers::default(),
             tracer: RwLock::new(None),
+            drain: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Rule 5: starts draining.
+    pub fn drain(&self) {
+        self.drain.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
+    /// Resolves once draining has started.
+    pub(crate) fn draining(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.drain.subscribe();
+        async move {
+            if rx.wait_for(|d| *d).await.is_err() {
+                // The waypoint is gone: nothing will drain.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -223,8 +251,17 @@ impl Waypoint {
         let tls = hbone::server_config(self.cert.clone(), &self.roots)?;
         let acceptor = TlsAcceptor::from(tls);
         tokio::spawn(sweep_upstreams(Arc::downgrade(&self)));
+        let mut connections = tokio::task::JoinSet::new();
+        let draining = self.draining();
+        tokio::pin!(draining);
         loop {
-            let tcp = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut draining => break,
+                // Reaped as they end, so the set holds only open connections.
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            };
+            let tcp = match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -233,13 +270,23 @@ impl Waypoint {
                 }
             };
             let (acceptor, me) = (acceptor.clone(), self.clone());
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let settings = me.settings.clone();
-                if let Err(e) = hbone::serve_connection(tcp, acceptor, &settings, me).await {
+                let drain = me.draining();
+                let served = hbone::serve_connection_until(tcp, acceptor, &settings, me, drain);
+                if let Err(e) = served.await {
                     tracing::debug!(error = %e, "HBONE connection ended");
                 }
             });
         }
+        // Rule 5.
+        drop(listener);
+        tracing::info!(
+            open = connections.len(),
+            "draining: no new connections; waiting for the open ones to end"
+        );
+        while connections.join_next().await.is_some() {}
+        Ok(())
     }
 
     /// The endpoint a request or connection goes to: the pinned one (rule 2 of targets), else

@@ -26,6 +26,8 @@
 //!    `upstream connect error`, as Envoy says it.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,6 +87,7 @@ pub async fn serve<IO>(
         waypoint.source_workload(&peer).as_deref(),
         &resolved,
     ));
+    let draining = waypoint.draining();
     let conn = Arc::new(Conn {
         waypoint,
         who: authz_peer(&peer.identity),
@@ -102,16 +105,16 @@ pub async fn serve<IO>(
         }
     });
     let io = TokioIo::new(io);
+    // Draining (`proxy.rs` rule 5): the connection ends after the request it is serving.
     let served = match protocol {
         Protocol::Http2 => {
-            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(io, service)
-                .await
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service);
+            until_drained(conn, draining, |c| c.graceful_shutdown()).await
         }
         _ => {
-            hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            until_drained(conn, draining, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = served {
@@ -130,6 +133,20 @@ impl Headers for HeaderView<'_> {
             .filter_map(|v| v.to_str().ok())
             .any(f)
     }
+}
+
+/// Runs `conn` to its end, shutting it down gracefully once `draining` completes.
+async fn until_drained<C: Future>(
+    conn: C,
+    draining: impl Future<Output = ()>,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    tokio::pin!(conn);
+    tokio::select! {
+        out = conn.as_mut() => return out,
+        () = draining => shutdown(conn.as_mut()),
+    }
+    conn.await
 }
 
 /// Rule 3's 429.

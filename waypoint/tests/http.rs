@@ -99,6 +99,8 @@ struct Mesh {
     waypoint: Arc<Waypoint>,
     waypoint_addr: SocketAddr,
     backend: Arc<Backend>,
+    /// The waypoint's `serve`, which ends once it has drained.
+    served: tokio::task::JoinHandle<()>,
 }
 
 impl Mesh {
@@ -130,12 +132,14 @@ impl Mesh {
         waypoint.set_targets(Targets::new([api]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let waypoint_addr = listener.local_addr().unwrap();
-        tokio::spawn(waypoint.clone().serve(listener));
+        let serve = waypoint.clone().serve(listener);
+        let served = tokio::spawn(async move { serve.await.unwrap() });
         Mesh {
             pki,
             waypoint,
             waypoint_addr,
             backend,
+            served,
         }
     }
 
@@ -396,4 +400,80 @@ async fn a_rate_limited_caller_gets_429_then_recovers() {
         (status, body.as_str()),
         (StatusCode::TOO_MANY_REQUESTS, "local_rate_limited")
     );
+}
+
+/// Draining: readiness turns 503, an idle connection closes at once, the request under way
+/// is answered (and its connection closed after it), no new connection is accepted, and
+/// `serve` returns.
+#[tokio::test]
+async fn draining_finishes_what_is_under_way_and_takes_nothing_new() {
+    let mesh = Mesh::start("drain", "127.77.0.9").await;
+    let order = id("shop", "order-service");
+    let mut idle = mesh.http1(&order).await;
+    let (status, _) = status_and_body(&mut idle, request("GET", "/health", "curl/8", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut busy = mesh.http1(&order).await;
+    busy.ready().await.unwrap();
+    let held = busy.send_request(request("GET", "/health?hold", "curl/8", ""));
+    let held = tokio::spawn(held);
+    // The held request has reached the backend once both CONNECTs are there.
+    for _ in 0..100 {
+        if mesh.backend.connects.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let ready = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ready_addr = ready.local_addr().unwrap();
+    tokio::spawn(waypoint::health::serve(ready, mesh.waypoint.clone()));
+    let readiness = || async {
+        let tcp = tokio::net::TcpStream::connect(ready_addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/healthz/ready")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send.send_request(req).await.unwrap().status()
+    };
+    assert_eq!(readiness().await, StatusCode::OK);
+
+    mesh.waypoint.drain();
+    assert!(mesh.waypoint.is_draining());
+    assert_eq!(readiness().await, StatusCode::SERVICE_UNAVAILABLE);
+    for _ in 0..250 {
+        if idle.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(idle.is_closed(), "the idle connection closes");
+    let mut refused = false;
+    for _ in 0..100 {
+        if mesh.connect(&order, VIP).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "a new connection is refused");
+    assert!(!held.is_finished(), "the held request is still under way");
+
+    mesh.backend.release.notify_one();
+    let resp = held.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["connection"],
+        "close",
+        "its connection ends after it"
+    );
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"127.77.0.9:8080 got 0 bytes");
+    tokio::time::timeout(Duration::from_secs(5), mesh.served)
+        .await
+        .expect("serve returns once drained")
+        .unwrap();
 }

@@ -116,6 +116,19 @@ pub async fn serve_connection<H: ConnectHandler>(
     settings: &H2Settings,
     handler: Arc<H>,
 ) -> Result<(), ServerError> {
+    serve_connection_until(tcp, acceptor, settings, handler, std::future::pending()).await
+}
+
+/// As [`serve_connection`], and once `drain` completes the connection is shut down
+/// gracefully: a GOAWAY tells the peer to open no more streams here, the open ones finish,
+/// then the connection closes.
+pub async fn serve_connection_until<H: ConnectHandler>(
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+    settings: &H2Settings,
+    handler: Arc<H>,
+    drain: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let remote = tcp.peer_addr().map_err(|source| ServerError::Tls {
         remote: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
@@ -157,12 +170,19 @@ pub async fn serve_connection<H: ConnectHandler>(
         }
     };
     tokio::pin!(alive);
+    tokio::pin!(drain);
+    let mut draining = false;
     loop {
         let next = tokio::select! {
             next = conn.accept() => next,
             e = &mut alive => {
                 tracing::warn!(%remote, error = %e, "HBONE connection dropped");
                 return Ok(());
+            }
+            () = &mut drain, if !draining => {
+                draining = true;
+                conn.graceful_shutdown();
+                continue;
             }
         };
         let Some(next) = next else { break };
