@@ -41,11 +41,17 @@ pub enum MeshConfigError {
 }
 
 /// The MeshConfig settings meshd knows: ext_authz providers by name, and tracing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshConfig {
     pub ext_authz: BTreeMap<String, ExtAuthzProvider>,
     /// `None`: MeshConfig configures no tracing.
     pub tracing: Option<Tracing>,
+    /// Every tracing provider by name, with its max tag length, for a Telemetry resource that
+    /// names one (`translate::tracing`).
+    pub tracing_providers: BTreeMap<String, (Collector, u32)>,
+    /// `defaultConfig.tracing.sampling` (or Istio's default), in millionths: what a Telemetry
+    /// resource that gives no percentage samples.
+    pub default_sampling_per_million: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,18 @@ pub struct BodyInCheck {
     pub max_request_bytes: u32,
     pub allow_partial_message: bool,
     pub pack_as_bytes: bool,
+}
+
+impl Default for MeshConfig {
+    /// What an empty file says.
+    fn default() -> Self {
+        MeshConfig {
+            ext_authz: BTreeMap::new(),
+            tracing: None,
+            tracing_providers: BTreeMap::new(),
+            default_sampling_per_million: DEFAULT_SAMPLING_PER_MILLION,
+        }
+    }
 }
 
 /// Istio's default provider timeout.
@@ -191,6 +209,9 @@ impl MeshConfig {
             &tracers,
         )
         .map_err(MeshConfigError::Tracing)?;
+        out.default_sampling_per_million =
+            tracing::sampling(raw.default_config.as_ref()).map_err(MeshConfigError::Tracing)?;
+        out.tracing_providers = tracers;
         Ok(out)
     }
 }

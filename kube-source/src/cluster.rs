@@ -181,6 +181,7 @@ impl Resource {
             Kind::PeerAuthentication => ("security.istio.io/v1", "peerauthentications"),
             Kind::RequestAuthentication => ("security.istio.io/v1", "requestauthentications"),
             Kind::LocalRateLimit => ("policy.mesh.dev/v1alpha1", "localratelimits"),
+            Kind::Telemetry => ("telemetry.istio.io/v1", "telemetries"),
             Kind::ConfigMap => ("v1", "configmaps"),
             Kind::Deployment => ("apps/v1", "deployments"),
         };

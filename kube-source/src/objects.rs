@@ -32,6 +32,8 @@ pub enum Kind {
     RequestAuthentication,
     /// Ours (`policy.mesh.dev`): token-bucket limits a waypoint applies.
     LocalRateLimit,
+    /// `telemetry.istio.io` Telemetry (meshd reads the mesh-wide one's tracing).
+    Telemetry,
     /// `v1` ConfigMap. Not in [`Kind::ALL`]: a cluster holds many ConfigMaps and the mesh
     /// reads one name of them (meshd keeps `istio-ca-root-cert` published; see
     /// `ClusterOptions::config_map_name`).
@@ -43,7 +45,7 @@ pub enum Kind {
 
 impl Kind {
     /// The kinds the mesh translates, which a cluster source lists whole.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -53,6 +55,7 @@ impl Kind {
         Kind::PeerAuthentication,
         Kind::RequestAuthentication,
         Kind::LocalRateLimit,
+        Kind::Telemetry,
     ];
 
     /// The kind named by an object's `apiVersion` and `kind`, if the mesh reads it.
@@ -68,6 +71,7 @@ impl Kind {
             ("security.istio.io", "PeerAuthentication") => Kind::PeerAuthentication,
             ("security.istio.io", "RequestAuthentication") => Kind::RequestAuthentication,
             (MESH_POLICY_GROUP, "LocalRateLimit") => Kind::LocalRateLimit,
+            ("telemetry.istio.io", "Telemetry") => Kind::Telemetry,
             ("", "ConfigMap") => Kind::ConfigMap,
             // Read from the cluster only (`parse.rs`).
             ("apps", "Deployment") => Kind::Deployment,
@@ -88,6 +92,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::LocalRateLimit => "LocalRateLimit",
+            Kind::Telemetry => "Telemetry",
             Kind::ConfigMap => "ConfigMap",
             Kind::Deployment => "Deployment",
         }
@@ -449,6 +454,7 @@ pub enum Object {
     PeerAuthentication(RawPolicy),
     RequestAuthentication(RawPolicy),
     LocalRateLimit(RawPolicy),
+    Telemetry(RawPolicy),
     ConfigMap(ConfigMap),
     Deployment(Deployment),
 }
@@ -465,6 +471,7 @@ impl Object {
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
             Object::LocalRateLimit(_) => Kind::LocalRateLimit,
+            Object::Telemetry(_) => Kind::Telemetry,
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::Deployment(_) => Kind::Deployment,
         }
@@ -482,7 +489,8 @@ impl Object {
             Object::AuthorizationPolicy(p)
             | Object::PeerAuthentication(p)
             | Object::RequestAuthentication(p)
-            | Object::LocalRateLimit(p) => &p.metadata,
+            | Object::LocalRateLimit(p)
+            | Object::Telemetry(p) => &p.metadata,
         }
     }
 
@@ -498,7 +506,8 @@ impl Object {
             Object::AuthorizationPolicy(p)
             | Object::PeerAuthentication(p)
             | Object::RequestAuthentication(p)
-            | Object::LocalRateLimit(p) => &mut p.metadata,
+            | Object::LocalRateLimit(p)
+            | Object::Telemetry(p) => &mut p.metadata,
         }
     }
 

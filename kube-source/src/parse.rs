@@ -377,6 +377,7 @@ where
         Kind::PeerAuthentication => Object::PeerAuthentication(policy()?),
         Kind::RequestAuthentication => Object::RequestAuthentication(policy()?),
         Kind::LocalRateLimit => Object::LocalRateLimit(policy()?),
+        Kind::Telemetry => Object::Telemetry(policy()?),
         Kind::ConfigMap => Object::ConfigMap(At::new(item).deserialize(new_de())?),
         Kind::Deployment => Object::Deployment(At::new(item).deserialize(new_de())?),
     })
@@ -515,6 +516,7 @@ impl<'de> DeserializeSeed<'de> for OneItem {
             Kind::PeerAuthentication => Object::PeerAuthentication(policy(d)?),
             Kind::RequestAuthentication => Object::RequestAuthentication(policy(d)?),
             Kind::LocalRateLimit => Object::LocalRateLimit(policy(d)?),
+            Kind::Telemetry => Object::Telemetry(policy(d)?),
             Kind::ConfigMap => Object::ConfigMap(Deserialize::deserialize(d)?),
             Kind::Deployment => Object::Deployment(Deserialize::deserialize(d)?),
         }))

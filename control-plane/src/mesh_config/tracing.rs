@@ -229,6 +229,20 @@ fn is_framing(name: &http::HeaderName) -> bool {
         || name.as_str() == "keep-alive"
 }
 
+/// Rule 4: `defaultConfig.tracing.sampling` in millionths.
+pub(super) fn sampling(default_config: Option<&RawProxyConfig>) -> Result<u32, String> {
+    match default_config
+        .and_then(|d| d.tracing.as_ref())
+        .and_then(|t| t.sampling)
+    {
+        None => Ok(DEFAULT_SAMPLING_PER_MILLION),
+        Some(s) if (0.0..=100.0).contains(&s) => Ok((s * 10_000.0).round() as u32),
+        Some(s) => Err(format!(
+            "defaultConfig.tracing.sampling {s} is not a percentage (0-100)"
+        )),
+    }
+}
+
 /// Rules 2-5, once every provider is read (`providers`: name -> collector and tag length).
 pub(super) fn select(
     default_config: Option<&RawProxyConfig>,
@@ -236,15 +250,7 @@ pub(super) fn select(
     providers: &std::collections::BTreeMap<String, (Collector, u32)>,
 ) -> Result<Option<Tracing>, String> {
     let t = default_config.and_then(|d| d.tracing.as_ref());
-    let sampling = match t.and_then(|t| t.sampling) {
-        None => DEFAULT_SAMPLING_PER_MILLION,
-        Some(s) if (0.0..=100.0).contains(&s) => (s * 10_000.0).round() as u32,
-        Some(s) => {
-            return Err(format!(
-                "defaultConfig.tracing.sampling {s} is not a percentage (0-100)"
-            ));
-        }
-    };
+    let sampling = sampling(default_config)?;
     if let Some(name) = defaults.and_then(|d| d.tracing.first()) {
         let (collector, max_tag_length) = providers.get(name).cloned().ok_or_else(|| {
             format!(

@@ -11,21 +11,55 @@
 //!    tracing is off rather than left as the waypoint's flags had it, since the mesh config
 //!    asked for another collector. Resolved again at every translation, so the Service
 //!    appearing later turns tracing on.
+//! 4. A mesh-wide Telemetry (in the root namespace, with no `selector` nor `targetRef(s)`)
+//!    with a `tracing` entry wins over the mesh config's choice, as in Istio: its first entry's
+//!    first provider (a tracing provider of the mesh config; none named: the mesh config's own
+//!    choice), its `randomSamplingPercentage` (else `defaultConfig.tracing.sampling`);
+//!    `disableSpanReporting: true` exports nothing (exporter NONE). Of several, the oldest
+//!    (then by name) counts, with a warning. One that does not convert is a warning, and the
+//!    mesh config's tracing stays. A Telemetry for a namespace or a workload is not read (a
+//!    warning says so): tracing here is one resource for every waypoint.
 
 use std::net::SocketAddr;
 
+use kube_source::{Kind, Object, RawPolicy};
 use proto::waypoint as pb;
+use serde::Deserialize;
 
 use super::Options;
 use super::ext_authz::service_ip;
 use crate::index::Index;
-use crate::mesh_config::TracingKind;
+use crate::mesh_config::{Tracing, TracingKind};
 
-/// Rules 1-3: the resource, and the warning when its collector does not resolve.
-pub fn resolve(index: &Index, opts: &Options) -> (Option<pb::Tracing>, Option<String>) {
-    let Some(t) = &opts.mesh.tracing else {
-        return (None, None);
+/// Rules 1-4: the resource, and warnings (a collector that does not resolve, a Telemetry
+/// that is not read).
+pub fn resolve(index: &Index, opts: &Options) -> (Option<pb::Tracing>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let chosen = match telemetry(index, opts, &mut warnings) {
+        Some(chosen) => chosen,
+        None => opts.mesh.tracing.clone(),
     };
+    let Some(t) = chosen else {
+        return match off_by_telemetry(index, opts) {
+            true => (Some(off()), warnings),
+            false => (None, warnings),
+        };
+    };
+    let (resource, warning) = resolve_collector(index, opts, &t);
+    warnings.extend(warning);
+    (Some(resource), warnings)
+}
+
+/// Exporter NONE: tracing off.
+fn off() -> pb::Tracing {
+    pb::Tracing {
+        exporter: pb::tracing::Exporter::None as i32,
+        ..Default::default()
+    }
+}
+
+/// Rules 2-3 for the chosen tracing.
+fn resolve_collector(index: &Index, opts: &Options, t: &Tracing) -> (pb::Tracing, Option<String>) {
     let c = &t.collector;
     let mut out = pb::Tracing {
         exporter: pb::tracing::Exporter::None as i32,
@@ -57,7 +91,7 @@ pub fn resolve(index: &Index, opts: &Options) -> (Option<pb::Tracing>, Option<St
                 TracingKind::OtlpHttp => pb::tracing::Exporter::OtlpHttp,
             } as i32;
             out.address = SocketAddr::new(ip, c.port).to_string();
-            (Some(out), None)
+            (out, None)
         }
         Err(e) => {
             let which = match c.provider.as_str() {
@@ -68,9 +102,145 @@ pub fn resolve(index: &Index, opts: &Options) -> (Option<pb::Tracing>, Option<St
                 "{which}: service {:?}: {e}; spans are not exported",
                 c.service
             );
-            (Some(out), Some(warning))
+            (out, Some(warning))
         }
     }
+}
+
+/// A Telemetry's `spec`, what rule 4 reads of it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TelemetrySpec {
+    selector: Option<serde_yaml::Value>,
+    target_ref: Option<serde_yaml::Value>,
+    target_refs: Option<serde_yaml::Value>,
+    #[serde(default)]
+    tracing: Vec<TracingEntry>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TracingEntry {
+    #[serde(default)]
+    providers: Vec<ProviderRef>,
+    random_sampling_percentage: Option<f64>,
+    #[serde(default)]
+    disable_span_reporting: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct ProviderRef {
+    #[serde(default)]
+    name: String,
+}
+
+fn spec(raw: &RawPolicy) -> Result<TelemetrySpec, String> {
+    let spec = raw.value.get("spec").cloned().unwrap_or_default();
+    serde_yaml::from_value::<Option<TelemetrySpec>>(spec)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| format!("spec: {e}"))
+}
+
+/// The Telemetry resources of rule 4 that say something about tracing, oldest first.
+fn mesh_wide(
+    index: &Index,
+    opts: &Options,
+    warnings: &mut Vec<String>,
+) -> Vec<(String, TelemetrySpec)> {
+    let mut found = Vec::new();
+    for object in index.of_kind(Kind::Telemetry) {
+        let Object::Telemetry(raw) = object else {
+            continue;
+        };
+        let m = &raw.metadata;
+        let name = format!("Telemetry {}/{}", m.namespace, m.name);
+        let spec = match spec(raw) {
+            Ok(spec) => spec,
+            Err(e) => {
+                warnings.push(format!("{name}: {e}; not read"));
+                continue;
+            }
+        };
+        if spec.tracing.is_empty() {
+            continue;
+        }
+        let scoped =
+            spec.selector.is_some() || spec.target_ref.is_some() || spec.target_refs.is_some();
+        if m.namespace != opts.root_namespace || scoped {
+            warnings.push(format!(
+                "{name}: only a mesh-wide Telemetry (in {}, for every workload) sets the \
+                 waypoints' tracing; this one is not read",
+                opts.root_namespace
+            ));
+            continue;
+        }
+        found.push((m.creation_timestamp.clone(), name, spec));
+    }
+    found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    if found.len() > 1 {
+        let names: Vec<&str> = found.iter().map(|f| f.1.as_str()).collect();
+        warnings.push(format!(
+            "{} mesh-wide Telemetry resources set tracing ({}); the oldest counts",
+            found.len(),
+            names.join(", ")
+        ));
+    }
+    found
+        .into_iter()
+        .map(|(_, name, spec)| (name, spec))
+        .collect()
+}
+
+/// Rule 4: `Some(choice)` when a mesh-wide Telemetry decides (`Some(None)`: off), `None` when
+/// the mesh config does.
+fn telemetry(index: &Index, opts: &Options, warnings: &mut Vec<String>) -> Option<Option<Tracing>> {
+    let (name, spec) = mesh_wide(index, opts, warnings).into_iter().next()?;
+    let entry = spec.tracing.first()?;
+    if entry.disable_span_reporting {
+        return Some(None);
+    }
+    let sampling = match entry.random_sampling_percentage {
+        None => opts.mesh.default_sampling_per_million,
+        Some(p) if (0.0..=100.0).contains(&p) => (p * 10_000.0).round() as u32,
+        Some(p) => {
+            warnings.push(format!(
+                "{name}: randomSamplingPercentage {p} is not a percentage (0-100); not read"
+            ));
+            return None;
+        }
+    };
+    let provider = entry.providers.first().map(|p| p.name.as_str());
+    let (collector, max_tag_length) = match provider {
+        Some(p) => match opts.mesh.tracing_providers.get(p) {
+            Some(found) => found.clone(),
+            None => {
+                warnings.push(format!(
+                    "{name}: provider {p:?} is no zipkin or opentelemetry extension provider \
+                     of the mesh config; not read"
+                ));
+                return None;
+            }
+        },
+        None => match &opts.mesh.tracing {
+            Some(t) => (t.collector.clone(), t.max_tag_length),
+            // Nowhere to send spans: as if the Telemetry were not there.
+            None => return Some(None),
+        },
+    };
+    Some(Some(Tracing {
+        collector,
+        sampling_per_million: sampling,
+        max_tag_length,
+    }))
+}
+
+/// Whether rule 4 turned tracing off (so the resource says NONE rather than nothing).
+fn off_by_telemetry(index: &Index, opts: &Options) -> bool {
+    let mut ignored = Vec::new();
+    mesh_wide(index, opts, &mut ignored)
+        .first()
+        .and_then(|(_, spec)| spec.tracing.first())
+        .is_some_and(|e| e.disable_span_reporting)
 }
 
 /// Rule 2: `name.ns` and `name.ns.svc` made `name.ns.svc.<suffix>`; anything else as it is.

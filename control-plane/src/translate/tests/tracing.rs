@@ -197,3 +197,208 @@ fn a_mesh_config_change_updates_the_resource() {
     assert_eq!(changed(&none), 1);
     assert_eq!(served(&none), None);
 }
+
+fn telemetry(ns: &str, name: &str, created: &str, spec: &str) -> Object {
+    let mut raw = raw(&format!(
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+         metadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+    ));
+    raw.metadata.creation_timestamp = created.into();
+    Object::Telemetry(raw)
+}
+
+/// Rule 4: a mesh-wide Telemetry chooses the provider and sampling over the mesh config;
+/// scoped ones, bad ones and later ones are warned about and not read.
+#[test]
+fn a_mesh_wide_telemetry_chooses_the_tracing() {
+    let mesh = format!(
+        "{PROVIDERS}defaultProviders: {{tracing: [zipkin]}}\n\
+         defaultConfig: {{tracing: {{sampling: 5}}}}\n"
+    );
+    let at = |objects: Vec<Object>| {
+        let t = translate(
+            &index(objects.into_iter().chain(self::objects())),
+            &opts(&mesh),
+        );
+        let served = served(&t).expect("a Tracing resource");
+        (served, t.mesh_warnings)
+    };
+    let t1 = "2026-01-01T00:00:00Z";
+    let t2 = "2026-02-01T00:00:00Z";
+    // (Telemetry objects, exporter, address, sampling, provider, a warning containing)
+    type Row = (
+        Vec<Object>,
+        Exporter,
+        &'static str,
+        f64,
+        &'static str,
+        Option<&'static str>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            vec![],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            5.0,
+            "zipkin",
+            None,
+        ),
+        (
+            vec![telemetry(
+                "istio-system",
+                "mesh-default",
+                t1,
+                "{tracing: [{providers: [{name: otel}], randomSamplingPercentage: 42.5}]}",
+            )],
+            Exporter::OtlpGrpc,
+            "[fd00::17]:4317",
+            42.5,
+            "otel",
+            None,
+        ),
+        (
+            // No provider named: the mesh config's; no percentage: its sampling.
+            vec![telemetry(
+                "istio-system",
+                "mesh-default",
+                t1,
+                "{tracing: [{}]}",
+            )],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            5.0,
+            "zipkin",
+            None,
+        ),
+        (
+            vec![telemetry(
+                "istio-system",
+                "off",
+                t1,
+                "{tracing: [{disableSpanReporting: true}]}",
+            )],
+            Exporter::None,
+            "",
+            0.0,
+            "",
+            None,
+        ),
+        (
+            // The oldest of two counts.
+            vec![
+                telemetry(
+                    "istio-system",
+                    "b-old",
+                    t1,
+                    "{tracing: [{randomSamplingPercentage: 7}]}",
+                ),
+                telemetry(
+                    "istio-system",
+                    "a-new",
+                    t2,
+                    "{tracing: [{randomSamplingPercentage: 9}]}",
+                ),
+            ],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            7.0,
+            "zipkin",
+            Some("the oldest counts"),
+        ),
+        (
+            vec![telemetry(
+                "shop",
+                "ns-wide",
+                t1,
+                "{tracing: [{randomSamplingPercentage: 100}]}",
+            )],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            5.0,
+            "zipkin",
+            Some("only a mesh-wide Telemetry"),
+        ),
+        (
+            vec![telemetry(
+                "istio-system",
+                "selected",
+                t1,
+                "{selector: {matchLabels: {app: web}}, tracing: [{randomSamplingPercentage: 100}]}",
+            )],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            5.0,
+            "zipkin",
+            Some("only a mesh-wide Telemetry"),
+        ),
+        (
+            vec![telemetry(
+                "istio-system",
+                "unknown",
+                t1,
+                "{tracing: [{providers: [{name: nope}]}]}",
+            )],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            5.0,
+            "zipkin",
+            Some("provider \"nope\""),
+        ),
+        (
+            vec![telemetry(
+                "istio-system",
+                "bad",
+                t1,
+                "{tracing: [{randomSamplingPercentage: 120}]}",
+            )],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            5.0,
+            "zipkin",
+            Some("not a percentage"),
+        ),
+        (
+            // Telemetry about metrics or access logs only: the mesh config's tracing.
+            vec![telemetry(
+                "istio-system",
+                "logs",
+                t1,
+                "{accessLogging: [{providers: [{name: envoy}]}]}",
+            )],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            5.0,
+            "zipkin",
+            None,
+        ),
+    ];
+    for (i, (objects, exporter, address, sampling, provider, warning)) in
+        rows.into_iter().enumerate()
+    {
+        let (got, warnings) = at(objects);
+        assert_eq!(got.exporter, exporter as i32, "row {i}");
+        assert_eq!(got.address, address, "row {i}");
+        assert_eq!(got.sampling, sampling, "row {i}");
+        assert_eq!(got.provider, provider, "row {i}");
+        match warning {
+            None => assert!(warnings.is_empty(), "row {i}: {warnings:?}"),
+            Some(part) => assert!(
+                warnings.iter().any(|w| w.contains(part)),
+                "row {i}: {warnings:?}"
+            ),
+        }
+    }
+}
+
+/// The example applies as its comments say.
+#[test]
+fn the_example_telemetry_chooses_otel_at_25_percent() {
+    let example = raw(include_str!("../../../../examples/tracing/telemetry.yaml"));
+    let mesh = format!("{PROVIDERS}defaultProviders: {{tracing: [zipkin]}}\n");
+    let objects = objects().into_iter().chain([Object::Telemetry(example)]);
+    let t = translate(&index(objects), &opts(&mesh));
+    let got = served(&t).expect("tracing");
+    assert_eq!(got.exporter, Exporter::OtlpGrpc as i32);
+    assert_eq!((got.provider.as_str(), got.sampling), ("otel", 25.0));
+    assert!(t.mesh_warnings.is_empty(), "{:?}", t.mesh_warnings);
+}
