@@ -448,16 +448,7 @@ async fn ask_about_connection(
         Ok(false) => Err((check.to_string(), uaex)),
         Err(e @ ext_authz::CheckError::NotForConnections) => Err((format!("{check}: {e}"), uaex)),
         Err(e) => {
-            if provider.log_failure_now() {
-                tracing::warn!(
-                    provider = %provider.name,
-                    address = %provider.address,
-                    fail_open = provider.fail_open,
-                    error = %e,
-                    source = ?std::error::Error::source(&e),
-                    "external authorization check of a TCP connection failed (logged once a second at most)"
-                );
-            }
+            provider.warn_failed(&e, "TCP connection");
             match provider.fail_open {
                 true => Ok(()),
                 false => Err((format!("{check}: the check failed"), uaex)),

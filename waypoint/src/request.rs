@@ -354,16 +354,7 @@ impl Conn {
         let decision = match ext_authz::check(provider, view).await {
             Ok(d) => d,
             Err(e) => {
-                if provider.log_failure_now() {
-                    tracing::warn!(
-                        provider = %provider.name,
-                        address = %provider.address,
-                        fail_open = provider.fail_open,
-                        error = %e,
-                        source = ?std::error::Error::source(&e),
-                        "external authorization check failed (logged once a second at most)"
-                    );
-                }
+                provider.warn_failed(&e, "request");
                 ext_authz::on_error(provider)
             }
         };

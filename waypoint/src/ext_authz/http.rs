@@ -169,6 +169,26 @@ mod tests {
         }
     }
 
+    fn check_request<'a>(
+        method: &'a Method,
+        path: &'a str,
+        headers: &'a HeaderMap,
+        body: Option<crate::request_body::Prefix>,
+    ) -> CheckRequest<'a> {
+        CheckRequest {
+            method,
+            path,
+            host: "api.shop",
+            headers,
+            version: Version::HTTP_11,
+            source: "10.0.0.1:0".parse().unwrap(),
+            source_principal: String::new(),
+            destination: "10.96.0.1:80".parse().unwrap(),
+            destination_principal: String::new(),
+            body,
+        }
+    }
+
     #[test]
     fn the_check_request_carries_only_what_is_configured() {
         let mut h = HeaderMap::new();
@@ -182,18 +202,7 @@ mod tests {
         ] {
             h.insert(n, HeaderValue::from_static(v));
         }
-        let req = CheckRequest {
-            method: &Method::POST,
-            path: "/pay?x=1",
-            host: "api.shop",
-            headers: &h,
-            version: Version::HTTP_11,
-            source: "10.0.0.1:0".parse().unwrap(),
-            source_principal: String::new(),
-            destination: "10.96.0.1:80".parse().unwrap(),
-            destination_principal: String::new(),
-            body: None,
-        };
+        let req = check_request(&Method::POST, "/pay?x=1", &h, None);
         let check = request(&settings(), &req).unwrap();
         assert_eq!(check.method(), Method::POST);
         assert_eq!(check.uri(), "/check/pay?x=1");
@@ -221,21 +230,11 @@ mod tests {
     #[test]
     fn a_shown_body_is_the_check_body() {
         let h = HeaderMap::new();
-        let req = CheckRequest {
-            method: &Method::PUT,
-            path: "/",
-            host: "api.shop",
-            headers: &h,
-            version: Version::HTTP_11,
-            source: "10.0.0.1:0".parse().unwrap(),
-            source_principal: String::new(),
-            destination: "10.96.0.1:80".parse().unwrap(),
-            destination_principal: String::new(),
-            body: Some(crate::request_body::Prefix {
-                bytes: Bytes::from_static(b"{\"amount\":"),
-                partial: true,
-            }),
+        let body = crate::request_body::Prefix {
+            bytes: Bytes::from_static(b"{\"amount\":"),
+            partial: true,
         };
+        let req = check_request(&Method::PUT, "/", &h, Some(body));
         let check = request(&HttpSettings::default(), &req).unwrap();
         assert_eq!(check.headers()["content-length"], "10");
         assert_eq!(check.headers()[super::super::PARTIAL_BODY], "true");

@@ -177,6 +177,22 @@ impl Provider {
         self
     }
 
+    /// Logs a failed check (rule 5) of a `what` ("request", "TCP connection"), once a second
+    /// at most, so an authorizer outage under load does not flood the log.
+    pub fn warn_failed(&self, e: &CheckError, what: &str) {
+        if self.log_failure_now() {
+            tracing::warn!(
+                provider = %self.name,
+                address = %self.address,
+                fail_open = self.fail_open,
+                error = %e,
+                source = ?std::error::Error::source(e),
+                of = what,
+                "external authorization check failed (logged once a second at most)"
+            );
+        }
+    }
+
     /// Whether a failed check should be logged now (at most one a second).
     pub fn log_failure_now(&self) -> bool {
         let now = SystemTime::now()
