@@ -17,8 +17,9 @@
 //!    keeps lines and tells the good items from the bad), which costs the items times the
 //!    document's size: past [`LIST_REREAD_BUDGET`] the List yields the first error alone,
 //!    not a parse that stalls the source for minutes.
-//! 3. A missing `apiVersion` or `kind` is an error; a kind the mesh does not read
-//!    (Deployment, Secret, ...) is [`Parsed::Skipped`], not an error.
+//! 3. A missing `apiVersion` or `kind` is an error; a kind the mesh does not read (Secret,
+//!    DaemonSet, ...; a manifest's Deployment, while the cluster's are read) is
+//!    [`Parsed::Skipped`], not an error.
 //! 4. A missing or empty `metadata.name` is an error (no key: the object cannot be named).
 //! 5. Namespaced kinds with no `metadata.namespace` get `default`, as `kubectl apply` does;
 //!    cluster-scoped kinds (Namespace) always have an empty namespace.
@@ -160,8 +161,6 @@ impl Envelope {
     }
 }
 
-/// The one parsing path: `new_de` makes a fresh deserializer over the same input each time
-/// it is called (once for the envelope, once per typed item); each call reads `reread` bytes.
 /// Where a document comes from: a manifest's Deployments are the apps', which the mesh does not
 /// read; the cluster source lists only meshd's own (by label), so it reads those.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +175,8 @@ impl Read {
     }
 }
 
+/// The one parsing path: `new_de` makes a fresh deserializer over the same input each time
+/// it is called (once for the envelope, once per typed item); each call reads `reread` bytes.
 fn parse_with<'de, D, F>(new_de: F, reread: usize, from: Read) -> Vec<Result<Parsed, ParseError>>
 where
     F: Fn() -> D,

@@ -203,7 +203,7 @@ fn decode(s: &str) -> String {
 pub struct Admin {
     pub waypoint: Arc<Waypoint>,
     pub logs: Arc<dyn LogControl>,
-    /// Notified by `/quitquitquit`; the binary exits when it is.
+    /// Notified by `/quitquitquit`; the binary drains, then exits.
     pub shutdown: Arc<Notify>,
 }
 

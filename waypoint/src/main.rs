@@ -108,9 +108,10 @@ struct Args {
     #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
     secret_ttl: Duration,
 
-    /// On SIGTERM, SIGINT or `/quitquitquit`, how long the waypoint drains (readiness 503, no
-    /// new connections, open ones finishing their requests) before it exits with whatever is
-    /// still open (Istio's `terminationDrainDuration`, same variable).
+    /// On SIGTERM, SIGINT or `/quitquitquit`, how long the waypoint drains (readiness 503, a
+    /// GOAWAY on open connections, HTTP connections closed after their request, new ones still
+    /// served) before it exits (Istio's `terminationDrainDuration`, same variable). A second
+    /// signal exits at once.
     #[arg(long, env = "TERMINATION_DRAIN_DURATION_SECONDS", default_value_t = 5)]
     termination_drain_duration_seconds: u64,
 }
@@ -194,6 +195,7 @@ fn node(args: &Args) -> proto::core::Node {
 }
 
 async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
+    let mut stop = Stop::new();
     let identity = SpiffeId::new(
         &args.trust_domain,
         &args.pod_namespace,
@@ -213,15 +215,21 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     }));
     // The control plane may not be up yet (or reachable): keep asking, as a pod would.
     let mut wait = Duration::from_millis(200);
-    let cert = loop {
-        match certs.fetch(&identity).await {
-            Ok(cert) => break cert,
-            Err(e) => {
-                tracing::warn!(%identity, error = %format!("{:#}", anyhow::Error::new(e)), retry_in = ?wait, "no certificate yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(15));
+    let fetched = async {
+        loop {
+            match certs.fetch(&identity).await {
+                Ok(cert) => break cert,
+                Err(e) => {
+                    tracing::warn!(%identity, error = %format!("{:#}", anyhow::Error::new(e)), retry_in = ?wait, "no certificate yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(15));
+                }
             }
         }
+    };
+    let cert = tokio::select! {
+        cert = fetched => cert,
+        () = stop.next() => return Ok(()),
     };
     tracing::info!(%identity, "certificate issued");
 
@@ -300,10 +308,12 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("binding readiness on port {}", args.readiness_port))?;
     tracing::info!(address = %args.xds_address, "waiting for config from the control plane");
-    synced
-        .wait_for(|s| *s)
-        .await
-        .context("xDS client stopped")?;
+    tokio::select! {
+        synced = synced.wait_for(|s| *s) => {
+            synced.context("xDS client stopped")?;
+        }
+        () = stop.next() => return Ok(()),
+    }
     tracing::info!(
         targets = waypoint.targets().iter().count(),
         port = args.hbone_port,
@@ -314,39 +324,53 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     tokio::pin!(served);
     tokio::select! {
         r = &mut served => return r.context("HBONE server"),
-        () = stop_signal() => tracing::info!("stop signal: draining"),
+        () = stop.next() => tracing::info!("stop signal: draining"),
         () = shutdown.notified() => tracing::info!("admin /quitquitquit: draining"),
     }
+    // As Istio's agent: the whole window, the listener still open (`proxy.rs` rule 5).
     waypoint.drain();
-    let deadline = Duration::from_secs(args.termination_drain_duration_seconds);
-    match tokio::time::timeout(deadline, served).await {
-        Ok(r) => {
-            tracing::info!("drained; exiting");
-            r.context("HBONE server")
+    let window = Duration::from_secs(args.termination_drain_duration_seconds);
+    tokio::select! {
+        r = &mut served => r.context("HBONE server"),
+        () = tokio::time::sleep(window) => {
+            tracing::info!(?window, "drain window over; exiting");
+            Ok(())
         }
-        Err(_) => {
-            tracing::warn!(
-                ?deadline,
-                "drain deadline passed; exiting with connections open"
-            );
+        () = stop.next() => {
+            tracing::warn!("second stop signal: exiting without waiting for the drain");
             Ok(())
         }
     }
 }
 
-/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
-async fn stop_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the waypoint");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM (Kubernetes stopping the pod) and SIGINT, watched from the start: before the
+/// waypoint serves, one ends it at once; then the first starts the drain, a second ends it.
+struct Stop {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stop {
+    fn new() -> Stop {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the waypoint")
+            })
+            .ok();
+        Stop { term }
+    }
+
+    async fn next(&mut self) {
+        match &mut self.term {
+            Some(term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

@@ -12,15 +12,19 @@
 //!    it: fail closed); a CUSTOM policy that matches asks its authorizer about the connection
 //!    first ([`crate::ext_authz`] rule 7).
 //!
-//! 5. Draining ([`Waypoint::drain`], on SIGTERM): no new HBONE connection is accepted; each
-//!    open one gets a GOAWAY (no new streams) and each HTTP connection in a stream closes
-//!    after the request it is serving (an idle one at once); TCP streams go on. `serve`
-//!    returns when the last connection has closed (the binary bounds the wait).
+//! 5. Draining ([`Waypoint::drain`], on SIGTERM; the binary exits at the end of the drain
+//!    window, as Istio's agent does): each HBONE connection open then gets a GOAWAY (no new
+//!    streams there) and each HTTP connection in its streams closes after the request it is
+//!    serving (an idle one at once); TCP streams go on. New HBONE connections are still
+//!    accepted and served (a client that has not yet seen this endpoint go), each HTTP
+//!    connection in them for one request (`connection: close`).
 //!
 //! Upstream HBONE connections come from one [`Pool`], and the HTTP connections inside them
 //! from one [`Upstreams`]: both shared by all downstream connections.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use hbone::{
@@ -246,22 +250,14 @@ impl Waypoint {
             .clone()
     }
 
-    /// Serves HBONE on `listener` until the task is dropped.
+    /// Serves HBONE on `listener` until the task is dropped (rule 5: draining changes how, not
+    /// whether).
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> Result<(), StartError> {
         let tls = hbone::server_config(self.cert.clone(), &self.roots)?;
         let acceptor = TlsAcceptor::from(tls);
         tokio::spawn(sweep_upstreams(Arc::downgrade(&self)));
-        let mut connections = tokio::task::JoinSet::new();
-        let draining = self.draining();
-        tokio::pin!(draining);
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = &mut draining => break,
-                // Reaped as they end, so the set holds only open connections.
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            };
-            let tcp = match accepted {
+            let tcp = match listener.accept().await {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -270,23 +266,19 @@ impl Waypoint {
                 }
             };
             let (acceptor, me) = (acceptor.clone(), self.clone());
-            connections.spawn(async move {
+            tokio::spawn(async move {
                 let settings = me.settings.clone();
-                let drain = me.draining();
+                // Rule 5: one accepted while draining is served, not sent away.
+                let drain: Pin<Box<dyn Future<Output = ()> + Send>> = match me.is_draining() {
+                    true => Box::pin(std::future::pending()),
+                    false => Box::pin(me.draining()),
+                };
                 let served = hbone::serve_connection_until(tcp, acceptor, &settings, me, drain);
                 if let Err(e) = served.await {
                     tracing::debug!(error = %e, "HBONE connection ended");
                 }
             });
         }
-        // Rule 5.
-        drop(listener);
-        tracing::info!(
-            open = connections.len(),
-            "draining: no new connections; waiting for the open ones to end"
-        );
-        while connections.join_next().await.is_some() {}
-        Ok(())
     }
 
     /// The endpoint a request or connection goes to: the pinned one (rule 2 of targets), else

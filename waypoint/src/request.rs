@@ -67,7 +67,8 @@ struct Conn {
     upstream_h2: bool,
 }
 
-/// Serves HTTP on `io` until the client closes it.
+/// Serves HTTP on `io` until the client closes it, or after the request under way once the
+/// waypoint drains (`proxy.rs` rule 5).
 pub async fn serve<IO>(
     waypoint: Arc<Waypoint>,
     peer: Arc<PeerInfo>,
@@ -87,7 +88,7 @@ pub async fn serve<IO>(
         waypoint.source_workload(&peer).as_deref(),
         &resolved,
     ));
-    let draining = waypoint.draining();
+    let (draining, drained) = (waypoint.draining(), waypoint.is_draining());
     let conn = Arc::new(Conn {
         waypoint,
         who: authz_peer(&peer.identity),
@@ -105,17 +106,21 @@ pub async fn serve<IO>(
         }
     });
     let io = TokioIo::new(io);
-    // Draining (`proxy.rs` rule 5): the connection ends after the request it is serving.
-    let served = match protocol {
-        Protocol::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(io, service);
+    // Draining (`proxy.rs` rule 5): the connection ends after the request it is serving; one
+    // that starts while draining serves one HTTP/1.1 request (HTTP/2 as usual).
+    let h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    let served = match (protocol, drained) {
+        (Protocol::Http2, false) => {
+            let conn = h2.serve_connection(io, service);
             until_drained(conn, draining, |c| c.graceful_shutdown()).await
         }
-        _ => {
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+        (Protocol::Http2, true) => h2.serve_connection(io, service).await,
+        (_, false) => {
+            let conn = h1.serve_connection(io, service);
             until_drained(conn, draining, |c| c.graceful_shutdown()).await
         }
+        (_, true) => h1.keep_alive(false).serve_connection(io, service).await,
     };
     if let Err(e) = served {
         tracing::debug!(error = %e, "HTTP connection ended with an error");

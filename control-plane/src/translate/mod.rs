@@ -347,8 +347,9 @@ impl Translator {
         self.http_policies = for_waypoints.resources;
         // The mesh-wide Tracing: one small resource, resolved at every call (its Service may
         // come or go in any namespace).
-        let (tracing, warning) = tracing::resolve(index, &self.opts);
+        let (tracing, warning, telemetry) = tracing::resolve(index, &self.opts);
         out.mesh_warnings.extend(warning);
+        out.warnings.extend(telemetry);
         let next: ResourceSet = tracing
             .map(|t| Resource::new(proto::WAYPOINT_TRACING_NAME.to_string(), Vec::new(), &t))
             .map(|r| (r.name.clone(), r))

@@ -15,14 +15,16 @@
 //!    with a `tracing` entry wins over the mesh config's choice, as in Istio: its first entry's
 //!    first provider (a tracing provider of the mesh config; none named: the mesh config's own
 //!    choice), its `randomSamplingPercentage` (else `defaultConfig.tracing.sampling`);
-//!    `disableSpanReporting: true` exports nothing (exporter NONE). Of several, the oldest
-//!    (then by name) counts, with a warning. One that does not convert is a warning, and the
-//!    mesh config's tracing stays. A Telemetry for a namespace or a workload is not read (a
-//!    warning says so): tracing here is one resource for every waypoint.
+//!    `disableSpanReporting: true` exports nothing (exporter NONE); an entry for `CLIENT`
+//!    spans only does not apply (a waypoint's span is a server's). Of several, the oldest
+//!    (then by name) counts, whatever it configures, as Istio picks; the others get a
+//!    warning. One that does not convert is a warning, and the mesh config's tracing stays. A
+//!    Telemetry for a namespace or a workload is not read (a warning says so): tracing here is
+//!    one resource for every waypoint.
 
 use std::net::SocketAddr;
 
-use kube_source::{Kind, Object, RawPolicy};
+use kube_source::{Kind, Object, ObjectKey, RawPolicy};
 use proto::waypoint as pb;
 use serde::Deserialize;
 
@@ -31,23 +33,27 @@ use super::ext_authz::service_ip;
 use crate::index::Index;
 use crate::mesh_config::{Tracing, TracingKind};
 
-/// Rules 1-4: the resource, and warnings (a collector that does not resolve, a Telemetry
-/// that is not read).
-pub fn resolve(index: &Index, opts: &Options) -> (Option<pb::Tracing>, Vec<String>) {
+/// Rules 1-4: the resource, the mesh config's warning (a collector that does not resolve),
+/// and warnings about Telemetry resources.
+pub fn resolve(
+    index: &Index,
+    opts: &Options,
+) -> (
+    Option<pb::Tracing>,
+    Option<String>,
+    Vec<(ObjectKey, String)>,
+) {
     let mut warnings = Vec::new();
     let chosen = match telemetry(index, opts, &mut warnings) {
-        Some(chosen) => chosen,
-        None => opts.mesh.tracing.clone(),
+        FromTelemetry::Off => return (Some(off()), None, warnings),
+        FromTelemetry::On(t) => t,
+        FromTelemetry::Silent => match &opts.mesh.tracing {
+            Some(t) => t.clone(),
+            None => return (None, None, warnings),
+        },
     };
-    let Some(t) = chosen else {
-        return match off_by_telemetry(index, opts) {
-            true => (Some(off()), warnings),
-            false => (None, warnings),
-        };
-    };
-    let (resource, warning) = resolve_collector(index, opts, &t);
-    warnings.extend(warning);
-    (Some(resource), warnings)
+    let (resource, warning) = resolve_collector(index, opts, &chosen);
+    (Some(resource), warning, warnings)
 }
 
 /// Exporter NONE: tracing off.
@@ -115,23 +121,38 @@ struct TelemetrySpec {
     target_ref: Option<serde_yaml::Value>,
     target_refs: Option<serde_yaml::Value>,
     #[serde(default)]
-    tracing: Vec<TracingEntry>,
+    tracing: Option<Vec<TracingEntry>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct TracingEntry {
     #[serde(default)]
-    providers: Vec<ProviderRef>,
+    providers: Option<Vec<ProviderRef>>,
     random_sampling_percentage: Option<f64>,
-    #[serde(default)]
-    disable_span_reporting: bool,
+    disable_span_reporting: Option<bool>,
+    #[serde(rename = "match")]
+    matched: Option<TracingMatch>,
+}
+
+#[derive(Deserialize, Default)]
+struct TracingMatch {
+    mode: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 struct ProviderRef {
     #[serde(default)]
     name: String,
+}
+
+/// What rule 4 decides.
+enum FromTelemetry {
+    /// No mesh-wide Telemetry says anything about tracing: the mesh config decides.
+    Silent,
+    /// Spans are not reported.
+    Off,
+    On(Tracing),
 }
 
 fn spec(raw: &RawPolicy) -> Result<TelemetrySpec, String> {
@@ -141,106 +162,104 @@ fn spec(raw: &RawPolicy) -> Result<TelemetrySpec, String> {
         .map_err(|e| format!("spec: {e}"))
 }
 
-/// The Telemetry resources of rule 4 that say something about tracing, oldest first.
-fn mesh_wide(
+/// Rule 4: the mesh-wide Telemetry (the oldest selector-less one in the root namespace, as
+/// Istio picks it, whatever it configures) and what its tracing decides.
+fn telemetry(
     index: &Index,
     opts: &Options,
-    warnings: &mut Vec<String>,
-) -> Vec<(String, TelemetrySpec)> {
-    let mut found = Vec::new();
+    warnings: &mut Vec<(ObjectKey, String)>,
+) -> FromTelemetry {
+    let mut mesh_wide = Vec::new();
     for object in index.of_kind(Kind::Telemetry) {
         let Object::Telemetry(raw) = object else {
             continue;
         };
-        let m = &raw.metadata;
-        let name = format!("Telemetry {}/{}", m.namespace, m.name);
         let spec = match spec(raw) {
             Ok(spec) => spec,
             Err(e) => {
-                warnings.push(format!("{name}: {e}; not read"));
+                warnings.push((object.key(), format!("{e}; not read")));
                 continue;
             }
         };
-        if spec.tracing.is_empty() {
-            continue;
-        }
+        let m = &raw.metadata;
         let scoped =
             spec.selector.is_some() || spec.target_ref.is_some() || spec.target_refs.is_some();
-        if m.namespace != opts.root_namespace || scoped {
-            warnings.push(format!(
-                "{name}: only a mesh-wide Telemetry (in {}, for every workload) sets the \
-                 waypoints' tracing; this one is not read",
-                opts.root_namespace
+        if m.namespace == opts.root_namespace && !scoped {
+            mesh_wide.push((
+                m.creation_timestamp.clone(),
+                m.name.clone(),
+                object.key(),
+                spec,
             ));
-            continue;
+        } else if spec.tracing.is_some() {
+            warnings.push((
+                object.key(),
+                format!(
+                    "only a mesh-wide Telemetry (in {}, for every workload) sets the \
+                     waypoints' tracing; this one's tracing is not read",
+                    opts.root_namespace
+                ),
+            ));
         }
-        found.push((m.creation_timestamp.clone(), name, spec));
     }
-    found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    if found.len() > 1 {
-        let names: Vec<&str> = found.iter().map(|f| f.1.as_str()).collect();
-        warnings.push(format!(
-            "{} mesh-wide Telemetry resources set tracing ({}); the oldest counts",
-            found.len(),
-            names.join(", ")
-        ));
+    mesh_wide.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let mut mesh_wide = mesh_wide.into_iter();
+    let Some((_, _, key, spec)) = mesh_wide.next() else {
+        return FromTelemetry::Silent;
+    };
+    for (_, _, later, _) in mesh_wide {
+        let why = format!("{key} is older and counts (one mesh-wide Telemetry at a time)");
+        warnings.push((later, why));
     }
-    found
-        .into_iter()
-        .map(|(_, name, spec)| (name, spec))
-        .collect()
-}
-
-/// Rule 4: `Some(choice)` when a mesh-wide Telemetry decides (`Some(None)`: off), `None` when
-/// the mesh config does.
-fn telemetry(index: &Index, opts: &Options, warnings: &mut Vec<String>) -> Option<Option<Tracing>> {
-    let (name, spec) = mesh_wide(index, opts, warnings).into_iter().next()?;
-    let entry = spec.tracing.first()?;
-    if entry.disable_span_reporting {
-        return Some(None);
+    // The waypoint's span is a server's: entries for clients only do not apply.
+    let entry = spec.tracing.iter().flatten().find(|e| {
+        let mode = e.matched.as_ref().and_then(|m| m.mode.as_deref());
+        !matches!(mode, Some("CLIENT"))
+    });
+    let Some(entry) = entry else {
+        return FromTelemetry::Silent;
+    };
+    if entry.disable_span_reporting == Some(true) {
+        return FromTelemetry::Off;
     }
     let sampling = match entry.random_sampling_percentage {
         None => opts.mesh.default_sampling_per_million,
         Some(p) if (0.0..=100.0).contains(&p) => (p * 10_000.0).round() as u32,
         Some(p) => {
-            warnings.push(format!(
-                "{name}: randomSamplingPercentage {p} is not a percentage (0-100); not read"
-            ));
-            return None;
+            let why = format!("randomSamplingPercentage {p} is not a percentage (0-100); not read");
+            warnings.push((key, why));
+            return FromTelemetry::Silent;
         }
     };
-    let provider = entry.providers.first().map(|p| p.name.as_str());
+    let provider = entry
+        .providers
+        .iter()
+        .flatten()
+        .next()
+        .map(|p| p.name.as_str());
     let (collector, max_tag_length) = match provider {
         Some(p) => match opts.mesh.tracing_providers.get(p) {
             Some(found) => found.clone(),
             None => {
-                warnings.push(format!(
-                    "{name}: provider {p:?} is no zipkin or opentelemetry extension provider \
-                     of the mesh config; not read"
-                ));
-                return None;
+                let why = format!(
+                    "provider {p:?} is no zipkin or opentelemetry extension provider of the \
+                     mesh config; not read"
+                );
+                warnings.push((key, why));
+                return FromTelemetry::Silent;
             }
         },
         None => match &opts.mesh.tracing {
             Some(t) => (t.collector.clone(), t.max_tag_length),
-            // Nowhere to send spans: as if the Telemetry were not there.
-            None => return Some(None),
+            // The default provider, and the mesh config has none: nowhere to send spans.
+            None => return FromTelemetry::Silent,
         },
     };
-    Some(Some(Tracing {
+    FromTelemetry::On(Tracing {
         collector,
         sampling_per_million: sampling,
         max_tag_length,
-    }))
-}
-
-/// Whether rule 4 turned tracing off (so the resource says NONE rather than nothing).
-fn off_by_telemetry(index: &Index, opts: &Options) -> bool {
-    let mut ignored = Vec::new();
-    mesh_wide(index, opts, &mut ignored)
-        .first()
-        .and_then(|(_, spec)| spec.tracing.first())
-        .is_some_and(|e| e.disable_span_reporting)
+    })
 }
 
 /// Rule 2: `name.ns` and `name.ns.svc` made `name.ns.svc.<suffix>`; anything else as it is.

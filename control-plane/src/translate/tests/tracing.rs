@@ -221,7 +221,13 @@ fn a_mesh_wide_telemetry_chooses_the_tracing() {
             &opts(&mesh),
         );
         let served = served(&t).expect("a Tracing resource");
-        (served, t.mesh_warnings)
+        assert!(t.mesh_warnings.is_empty(), "{:?}", t.mesh_warnings);
+        let warnings: Vec<String> = t
+            .warnings
+            .iter()
+            .map(|(k, w)| format!("{k}: {w}"))
+            .collect();
+        (served, warnings)
     };
     let t1 = "2026-01-01T00:00:00Z";
     let t2 = "2026-02-01T00:00:00Z";
@@ -303,7 +309,40 @@ fn a_mesh_wide_telemetry_chooses_the_tracing() {
             "10.96.0.9:9411",
             7.0,
             "zipkin",
-            Some("the oldest counts"),
+            Some("Telemetry istio-system/a-new: Telemetry istio-system/b-old is older and counts"),
+        ),
+        (
+            // The oldest counts whatever it configures, as Istio picks it: here, no tracing.
+            vec![
+                telemetry("istio-system", "logs", t1, "{accessLogging: [{}]}"),
+                telemetry(
+                    "istio-system",
+                    "traces",
+                    t2,
+                    "{tracing: [{randomSamplingPercentage: 9}]}",
+                ),
+            ],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            5.0,
+            "zipkin",
+            Some("is older and counts"),
+        ),
+        (
+            // An entry for client spans only does not apply to a waypoint's; a null is unset.
+            vec![telemetry(
+                "istio-system",
+                "modes",
+                t1,
+                "{tracing: [{match: {mode: CLIENT}, randomSamplingPercentage: 1}, \
+                 {match: {mode: CLIENT_AND_SERVER}, randomSamplingPercentage: 3, \
+                 disableSpanReporting: null}]}",
+            )],
+            Exporter::Zipkin,
+            "10.96.0.9:9411",
+            3.0,
+            "zipkin",
+            None,
         ),
         (
             vec![telemetry(
