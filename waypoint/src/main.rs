@@ -146,6 +146,9 @@ fn main() -> anyhow::Result<()> {
             .build()?,
     };
     let result = runtime.block_on(run(args, logs));
+    // Not waiting on blocking tasks still running (a stuck DNS lookup, say): the drain window
+    // has passed and the kubelet's grace period is running.
+    runtime.shutdown_timeout(Duration::from_millis(200));
     waypoint::log_sink::LogSink::global().flush();
     result
 }
