@@ -3,7 +3,8 @@
 //! (`kube-source/tests/support/apiserver.rs`, real HTTP, real server-side apply requests): a
 //! Gateway of class `istio-waypoint` gets its ServiceAccount, Service and Deployment and a
 //! status with the Service's address; an edit is applied again; another class gets nothing;
-//! a write the API server fails is retried; a deleted Service or Deployment is put back.
+//! a write the API server fails is retried; a deleted Service, Deployment or ServiceAccount is
+//! put back.
 
 #[path = "../../kube-source/tests/support/apiserver.rs"]
 mod apiserver;
@@ -236,6 +237,13 @@ async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
         object(c, "Deployment", "waypoint").is_some()
     })
     .await;
+    // And the ServiceAccount.
+    api.delete("ServiceAccount", "shop", "waypoint");
+    api.wait_for("the service account back", |c| {
+        object(c, "ServiceAccount", "waypoint").is_some()
+    })
+    .await;
+
     // Settled: no more writes (the deployer sees its Deployment, and does not apply again and
     // again as if it were missing).
     let deployment_applies =

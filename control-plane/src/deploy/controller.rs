@@ -5,9 +5,9 @@
 //! 1. Each time the observed state changes (or a retry falls due) every Gateway is rendered
 //!    and [`plan`] decides, per Gateway, what to do: apply its objects when they differ from
 //!    what was last applied successfully (a Gateway edit, e.g. a label, changes them), or when
-//!    its Service or Deployment is not there (someone deleted it; or our apply's echo is still
-//!    on its way, which makes one more, idempotent, apply); then write its status when it
-//!    differs from
+//!    its Service, Deployment or ServiceAccount is not there (someone deleted it; or our
+//!    apply's echo is still on its way, which makes one more, idempotent, apply); then write
+//!    its status when it differs from
 //!    what was last written. Equal content is never written again, so our own writes (which
 //!    the watch reports back) do not loop.
 //! 2. Writes are server-side apply, as istiod's controller does them: `PATCH` with
@@ -22,7 +22,7 @@
 //!    being a waypoint, is only forgotten.
 //! 5. The deployer stops when the observed state's sender (the source) goes away.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::apply::{ApplyError, apply, backoff, chain, sleep_until};
 use super::observed::{Key, Observed};
-use super::render::{self, RenderError, Rendered, Settings, Status};
+use super::render::{self, Child, RenderError, Rendered, Settings, Status};
 
 /// The field manager istiod's gateway controller applies with.
 pub const FIELD_MANAGER: &str = "istio.io/gateway-controller";
@@ -126,10 +126,14 @@ impl Deployer {
                 .services
                 .get(&(key.0.clone(), rendered.service.clone()));
             let status = render::status(gw, &rendered, service, &self.settings);
-            let deployment = rendered
-                .deployment()
-                .is_none_or(|d| view.deployments.contains(&(key.0.clone(), d.to_string())));
-            let present = service.is_some() && deployment;
+            let there = |kind, set: &BTreeSet<Key>| {
+                rendered
+                    .name_of(kind)
+                    .is_none_or(|n| set.contains(&(key.0.clone(), n.to_string())))
+            };
+            let present = service.is_some()
+                && there(Child::Deployment, &view.deployments)
+                && there(Child::ServiceAccount, &view.service_accounts);
             let Some(action) = plan(rendered, status, present, m) else {
                 continue;
             };

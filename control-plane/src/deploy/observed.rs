@@ -3,9 +3,9 @@
 //!
 //! Rules, in order:
 //! 1. [`tee`] passes every update on to the pipeline unchanged, and folds it into a [`View`]
-//!    behind a `watch` channel: [`Observed`] keeps the Gateways, and which Services and
-//!    Deployments a waypoint controller manages (`gateway.istio.io/managed`), for the
-//!    deployer; the root-cert
+//!    behind a `watch` channel: [`Observed`] keeps the Gateways, and which Services,
+//!    Deployments and ServiceAccounts a waypoint controller manages
+//!    (`gateway.istio.io/managed`), for the deployer; the root-cert
 //!    publisher keeps its own view (`root_cert::Namespaces`).
 //! 2. Writing to it never waits: a slow or backing-off controller holds back neither the
 //!    pipeline nor the source; it reads the latest state when it is ready, and intermediate
@@ -28,6 +28,8 @@ pub struct Observed {
     pub services: BTreeMap<Key, Service>,
     /// Only whether they are there: the deployer puts back one that goes.
     pub deployments: BTreeSet<Key>,
+    /// The same for the ServiceAccounts.
+    pub service_accounts: BTreeSet<Key>,
 }
 
 /// A controller's view of the cluster, kept up to date by [`tee`].
@@ -56,6 +58,10 @@ impl View for Observed {
                     changed |= self.deployments.insert(key);
                 }
                 Object::Deployment(_) => changed |= self.deployments.remove(&key),
+                Object::ServiceAccount(a) if a.metadata.labels.contains_key(GATEWAY_MANAGED) => {
+                    changed |= self.service_accounts.insert(key);
+                }
+                Object::ServiceAccount(_) => changed |= self.service_accounts.remove(&key),
                 _ => {}
             }
         }
@@ -65,6 +71,7 @@ impl View for Observed {
                 kube_source::Kind::Gateway => self.gateways.remove(&k).is_some(),
                 kube_source::Kind::Service => self.services.remove(&k).is_some(),
                 kube_source::Kind::Deployment => self.deployments.remove(&k),
+                kube_source::Kind::ServiceAccount => self.service_accounts.remove(&k),
                 _ => false,
             };
         }
@@ -159,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn keeps_which_managed_deployments_are_there() {
+    fn keeps_which_managed_deployments_and_accounts_are_there() {
         let managed = [(GATEWAY_MANAGED, "istio.io-mesh-controller")];
         let deployment = |labels: &[(&str, &str)]| {
             Object::Deployment(kube_source::Deployment {
@@ -205,6 +212,16 @@ mod tests {
             assert_eq!(o.apply(&update), changed, "{what}");
             assert_eq!(o.deployments.len(), deployments, "{what}");
         }
+        let account = |labels: &[(&str, &str)]| {
+            Object::ServiceAccount(kube_source::ServiceAccount {
+                metadata: meta("wp", labels),
+            })
+        };
+        assert!(!o.apply(&applied(vec![account(&[])])), "an app's account");
+        assert!(o.apply(&applied(vec![account(&managed)])));
+        assert_eq!(o.service_accounts.len(), 1);
+        assert!(o.apply(&deleted(Kind::ServiceAccount, "wp")));
+        assert!(o.service_accounts.is_empty());
     }
 
     #[test]

@@ -131,11 +131,11 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// The Deployment's name.
-    pub fn deployment(&self) -> Option<&str> {
+    /// The name of the object of `kind`.
+    pub fn name_of(&self, kind: Child) -> Option<&str> {
         self.objects
             .iter()
-            .find(|o| o.kind == Child::Deployment)
+            .find(|o| o.kind == kind)
             .map(|o| o.name.as_str())
     }
 }
