@@ -142,9 +142,12 @@ mod tests {
 
     use super::*;
 
-    /// A client's body, frame by frame.
+    /// A client's body, frame by frame; then its end, or (`waits`) nothing more for now.
     #[derive(Debug)]
-    struct Frames(VecDeque<Frame<Bytes>>);
+    struct Frames {
+        frames: VecDeque<Frame<Bytes>>,
+        waits: bool,
+    }
 
     impl Body for Frames {
         type Data = Bytes;
@@ -154,11 +157,15 @@ mod tests {
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
+            match self.frames.pop_front() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                None if self.waits => Poll::Pending,
+                None => Poll::Ready(None),
+            }
         }
 
         fn is_end_stream(&self) -> bool {
-            self.0.is_empty()
+            self.frames.is_empty() && !self.waits
         }
     }
 
@@ -172,7 +179,10 @@ mod tests {
             t.insert("x-sum", http::HeaderValue::from_static("1"));
             frames.push_back(Frame::trailers(t));
         }
-        RequestBody::new(Frames(frames))
+        RequestBody::new(Frames {
+            frames,
+            waits: false,
+        })
     }
 
     /// Every data byte and whether trailers came, as forwarded.
@@ -231,21 +241,12 @@ mod tests {
     /// checked without waiting for more; a whole one waits.
     #[tokio::test]
     async fn reading_a_partial_body_does_not_wait_past_the_limit() {
-        struct Waits(Option<Bytes>);
-        impl Body for Waits {
-            type Data = Bytes;
-            type Error = Infallible;
-            fn poll_frame(
-                mut self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-            ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-                match self.0.take() {
-                    Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                    None => Poll::Pending,
-                }
-            }
-        }
-        let waits = || RequestBody::new(Waits(Some(Bytes::from_static(b"abcd"))));
+        let waits = || {
+            RequestBody::new(Frames {
+                frames: [Frame::data(Bytes::from_static(b"abcd"))].into(),
+                waits: true,
+            })
+        };
         let mut b = waits();
         let prefix = b.read_prefix(4, true).await.unwrap();
         assert_eq!((&prefix.bytes[..], prefix.partial), (&b"abcd"[..], false));
