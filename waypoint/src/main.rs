@@ -337,6 +337,8 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
         r = &mut served => r.context("HBONE server"),
         () = tokio::time::sleep(window) => {
             tracing::info!(?window, "drain window over; exiting");
+            // The last spans, not lost with the process.
+            waypoint.flush_tracing(Duration::from_secs(1)).await;
             Ok(())
         }
         () = stop.next() => {

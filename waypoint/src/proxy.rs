@@ -199,6 +199,22 @@ impl Waypoint {
         *self.tracer.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// Turns tracing off and waits, at most `within`, for the exporter to send the spans it
+    /// holds (once the requests still on the tracer are done): what an exiting waypoint does.
+    pub async fn flush_tracing(&self, within: std::time::Duration) {
+        let taken = self
+            .tracer
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(tracer) = taken else {
+            return;
+        };
+        let exported = tracer.exported();
+        drop(tracer);
+        let _ = tokio::time::timeout(within, exported).await;
+    }
+
     /// The current tracer, if tracing is on.
     pub fn tracer(&self) -> Option<Arc<crate::trace::Tracer>> {
         self.tracer

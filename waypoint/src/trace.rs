@@ -19,7 +19,8 @@
 //!    values (the URL's, chiefly) are cut to the max tag length.
 //! 4. A tracer is replaced whole when the configuration changes: requests already started
 //!    finish on the tracer they started with; the old exporter sends what it holds and stops
-//!    when the last of them is done.
+//!    when the last of them is done. An exiting waypoint turns tracing off the same way and
+//!    waits (briefly) for that last send.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -261,6 +262,8 @@ pub struct Tracer {
     node_id: String,
     dropped: Mutex<(u64, Option<Instant>)>,
     settings: Option<Settings>,
+    /// True once the exporter has sent what it held and stopped (rule 4).
+    exported: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for Tracer {
@@ -274,6 +277,7 @@ impl Default for Tracer {
             node_id: String::new(),
             dropped: Mutex::new((0, None)),
             settings: None,
+            exported: None,
         }
     }
 }
@@ -288,7 +292,11 @@ impl Tracer {
             Exporter::OtlpGrpc(addr) => Sink::Otlp(otlp::Sink::new(*addr, &identity.service)),
             Exporter::OtlpHttp(h) => Sink::OtlpHttp(otlp::HttpSink::new(h, &identity.service)),
         };
-        tokio::spawn(export(sink, rx));
+        let (done, exported) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            export(sink, rx).await;
+            done.send_replace(true);
+        });
         Tracer {
             per_million: (settings.sampling.clamp(0.0, 100.0) * 10_000.0) as u64,
             next: AtomicU64::new(seed()),
@@ -297,6 +305,18 @@ impl Tracer {
             node_id: identity.node_id,
             dropped: Mutex::new((0, None)),
             settings: Some(settings),
+            exported: Some(exported),
+        }
+    }
+
+    /// Resolves once this tracer's exporter has sent what it held and stopped, which it does
+    /// when the tracer is dropped (rule 4). Holds no reference to the tracer.
+    pub fn exported(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let exported = self.exported.clone();
+        async move {
+            if let Some(mut rx) = exported {
+                let _ = rx.wait_for(|done| *done).await;
+            }
         }
     }
 

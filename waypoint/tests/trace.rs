@@ -595,3 +595,39 @@ async fn meshd_tracing_exports_over_otlp_http() {
         "the last good exporter stays"
     );
 }
+
+/// An exiting waypoint sends the spans its exporter holds without waiting for the next
+/// flush: `flush_tracing` returns once they are at the collector.
+#[tokio::test]
+async fn flushing_sends_the_held_spans_at_once() {
+    let (zipkin, zipkin_spans) = collector().await;
+    let flags = Settings {
+        exporter: Exporter::Zipkin(zipkin),
+        sampling: 100.0,
+        max_tag_length: 256,
+    };
+    let (control, mut send) = traced_waypoint("trace-flush", "127.79.0.7", Some(flags)).await;
+    let incoming = format!("00-{TRACE}-{CALLER}-01");
+    let ours = span_of(&get(&mut send, Some(&incoming)).await);
+    assert!(
+        zipkin_spans.lock().unwrap().is_empty(),
+        "held until the next flush"
+    );
+    let started = std::time::Instant::now();
+    control
+        .waypoint()
+        .flush_tracing(Duration::from_secs(5))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let spans = zipkin_spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(spans[0]["id"], ours.as_str());
+    assert!(
+        control.waypoint().tracer().is_none(),
+        "tracing is off after"
+    );
+}

@@ -40,6 +40,11 @@ impl TracingControl {
         control
     }
 
+    /// The waypoint whose tracer this controls.
+    pub fn waypoint(&self) -> &Arc<Waypoint> {
+        &self.waypoint
+    }
+
     /// Rules 1-4 for one push; returns what was rejected.
     pub fn on_changes(&mut self, changes: Changes<wire::Tracing>) -> Vec<Rejection> {
         let before = self.wanted().cloned();
