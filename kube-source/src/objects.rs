@@ -149,6 +149,9 @@ pub struct Meta {
     /// Bumped by the API server on each change of `spec`; conditions name the one they saw.
     #[serde(default)]
     pub generation: i64,
+    /// Set once the object is being deleted (finalizers or a foreground cascade keep it).
+    #[serde(default)]
+    pub deletion_timestamp: Option<String>,
     /// Who created the object (a Pod's ReplicaSet, Job, ...): gives the workload name.
     #[serde(default)]
     pub owner_references: Vec<OwnerReference>,

@@ -350,31 +350,38 @@ async fn run(args: Args, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
 
 /// SIGTERM (Kubernetes stopping the pod) and SIGINT, watched from the start: before the
 /// waypoint serves, one ends it at once; then the first starts the drain, a second ends it.
+/// Streams, not one-off futures: a signal that comes between two waits is kept for the next.
 struct Stop {
     term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
 }
 
 impl Stop {
     fn new() -> Stop {
-        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the waypoint")
-            })
-            .ok();
-        Stop { term }
+        use tokio::signal::unix::{SignalKind, signal};
+        let watch = |kind, name: &str| {
+            signal(kind)
+                .map_err(|e| tracing::warn!(error = %e, "cannot watch {name}"))
+                .ok()
+        };
+        Stop {
+            term: watch(SignalKind::terminate(), "SIGTERM"),
+            int: watch(SignalKind::interrupt(), "SIGINT"),
+        }
     }
 
     async fn next(&mut self) {
-        match &mut self.term {
-            Some(term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        }
+        tokio::select! {
+            () = recv(&mut self.term) => {}
+            () = recv(&mut self.int) => {}
         }
     }
 }

@@ -5,7 +5,8 @@
 //! them is `controller.rs`'s business.
 //!
 //! Rules, in order:
-//! 1. Only Gateways of class `istio-waypoint` are deployed; any other class renders nothing.
+//! 1. Only Gateways of class `istio-waypoint` are deployed; any other class, or one being
+//!    deleted (`deletionTimestamp`), renders nothing.
 //!    Nor does a Gateway whose `gateway.istio.io/controller-version` is not a number up to 5:
 //!    a newer controller owns it (istiod's rule).
 //! 2. Names: the Deployment and the Service are `gateway.istio.io/name-override`, else the
@@ -164,7 +165,12 @@ pub enum RenderError {
 /// The objects for `gw`, or `None` when it is not a waypoint meshd deploys (rule 1).
 pub fn render(gw: &Gateway, settings: &Settings) -> Result<Option<Rendered>, RenderError> {
     let meta = &gw.metadata;
-    if gw.spec.gateway_class_name != WAYPOINT_CLASS || !ours(gw) {
+    // Being deleted: its objects go with it (a foreground cascade deletes them first, and
+    // applying them again would fight it).
+    if gw.spec.gateway_class_name != WAYPOINT_CLASS
+        || !ours(gw)
+        || meta.deletion_timestamp.is_some()
+    {
         return Ok(None);
     }
     // Rule 2.

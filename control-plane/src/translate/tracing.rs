@@ -11,16 +11,16 @@
 //!    tracing is off rather than left as the waypoint's flags had it, since the mesh config
 //!    asked for another collector. Resolved again at every translation, so the Service
 //!    appearing later turns tracing on.
-//! 4. A mesh-wide Telemetry (in the root namespace, with no `selector` nor `targetRef(s)`)
-//!    with a `tracing` entry wins over the mesh config's choice, as in Istio: its first entry's
-//!    first provider (a tracing provider of the mesh config; none named: the mesh config's own
-//!    choice), its `randomSamplingPercentage` (else `defaultConfig.tracing.sampling`);
-//!    `disableSpanReporting: true` exports nothing (exporter NONE); an entry for `CLIENT`
-//!    spans only does not apply (a waypoint's span is a server's). Of several, the oldest
-//!    (then by name) counts, whatever it configures, as Istio picks; the others get a
-//!    warning. One that does not convert is a warning, and the mesh config's tracing stays. A
-//!    Telemetry for a namespace or a workload is not read (a warning says so): tracing here is
-//!    one resource for every waypoint.
+//! 4. A mesh-wide Telemetry (in the root namespace, with no `selector.matchLabels` nor
+//!    `targetRef(s)`) with `tracing` decides instead of the mesh config, as in Istio: its
+//!    entries that apply to a server's span (not `match.mode: CLIENT`) set, in order, the
+//!    provider (a tracing provider of the mesh config; an unknown one: off, with a warning),
+//!    `randomSamplingPercentage` and `disableSpanReporting`; what none sets is the default
+//!    (`defaultProviders.tracing`, else off; `defaultConfig.tracing.sampling`; reporting on).
+//!    Of several, the oldest (then by name) counts, whatever it configures, as Istio picks;
+//!    the others get a warning. One that does not convert is a warning, and the mesh config's
+//!    tracing stays. A Telemetry for a namespace or a workload is not read (a warning says
+//!    so): tracing here is one resource for every waypoint.
 
 use std::net::SocketAddr;
 
@@ -155,6 +155,15 @@ enum FromTelemetry {
     On(Tracing),
 }
 
+/// Whether `value` has a non-empty map at `field` (`selector.matchLabels`).
+fn non_empty(value: &Option<serde_yaml::Value>, field: &str) -> bool {
+    value
+        .as_ref()
+        .and_then(|v| v.get(field))
+        .and_then(|m| m.as_mapping())
+        .is_some_and(|m| !m.is_empty())
+}
+
 fn spec(raw: &RawPolicy) -> Result<TelemetrySpec, String> {
     let spec = raw.value.get("spec").cloned().unwrap_or_default();
     serde_yaml::from_value::<Option<TelemetrySpec>>(spec)
@@ -182,8 +191,12 @@ fn telemetry(
             }
         };
         let m = &raw.metadata;
-        let scoped =
-            spec.selector.is_some() || spec.target_ref.is_some() || spec.target_refs.is_some();
+        let scoped = non_empty(&spec.selector, "matchLabels")
+            || spec.target_ref.is_some()
+            || spec
+                .target_refs
+                .as_ref()
+                .is_some_and(|r| r.as_sequence().is_none_or(|s| !s.is_empty()));
         if m.namespace == opts.root_namespace && !scoped {
             mesh_wide.push((
                 m.creation_timestamp.clone(),
@@ -211,18 +224,29 @@ fn telemetry(
         let why = format!("{key} is older and counts (one mesh-wide Telemetry at a time)");
         warnings.push((later, why));
     }
-    // The waypoint's span is a server's: entries for clients only do not apply.
-    let entry = spec.tracing.iter().flatten().find(|e| {
-        let mode = e.matched.as_ref().and_then(|m| m.mode.as_deref());
-        !matches!(mode, Some("CLIENT"))
-    });
-    let Some(entry) = entry else {
-        return FromTelemetry::Silent;
+    // Istio's reading: when the Telemetry has tracing at all, its entries that apply to a
+    // server's span (a waypoint's) override field by field, in order; what none sets is the
+    // default: `defaultProviders.tracing`, the mesh's sampling, reporting on.
+    let entries = match &spec.tracing {
+        Some(entries) if !entries.is_empty() => entries,
+        _ => return FromTelemetry::Silent,
     };
-    if entry.disable_span_reporting == Some(true) {
+    let (mut provider, mut percentage, mut disabled) = (None, None, false);
+    for e in entries {
+        let mode = e.matched.as_ref().and_then(|m| m.mode.as_deref());
+        if mode == Some("CLIENT") {
+            continue;
+        }
+        if let Some(p) = e.providers.iter().flatten().next() {
+            provider = Some(p.name.as_str());
+        }
+        percentage = e.random_sampling_percentage.or(percentage);
+        disabled = e.disable_span_reporting.unwrap_or(disabled);
+    }
+    if disabled {
         return FromTelemetry::Off;
     }
-    let sampling = match entry.random_sampling_percentage {
+    let sampling = match percentage {
         None => opts.mesh.default_sampling_per_million,
         Some(p) if (0.0..=100.0).contains(&p) => (p * 10_000.0).round() as u32,
         Some(p) => {
@@ -231,28 +255,24 @@ fn telemetry(
             return FromTelemetry::Silent;
         }
     };
-    let provider = entry
-        .providers
-        .iter()
-        .flatten()
-        .next()
-        .map(|p| p.name.as_str());
     let (collector, max_tag_length) = match provider {
         Some(p) => match opts.mesh.tracing_providers.get(p) {
             Some(found) => found.clone(),
             None => {
+                // As Istio: a provider it cannot find traces nowhere.
                 let why = format!(
                     "provider {p:?} is no zipkin or opentelemetry extension provider of the \
-                     mesh config; not read"
+                     mesh config; tracing is off"
                 );
                 warnings.push((key, why));
-                return FromTelemetry::Silent;
+                return FromTelemetry::Off;
             }
         },
+        // The default provider (not `defaultConfig.tracing.zipkin`, which Telemetry replaces);
+        // none: off.
         None => match &opts.mesh.tracing {
-            Some(t) => (t.collector.clone(), t.max_tag_length),
-            // The default provider, and the mesh config has none: nowhere to send spans.
-            None => return FromTelemetry::Silent,
+            Some(t) if !t.collector.provider.is_empty() => (t.collector.clone(), t.max_tag_length),
+            _ => return FromTelemetry::Off,
         },
     };
     FromTelemetry::On(Tracing {

@@ -313,10 +313,13 @@ fn what_is_not_a_waypoint_of_ours_renders_nothing() {
         .metadata
         .annotations
         .insert(CONTROLLER_VERSION.into(), "v2".into());
+    let mut deleting = waypoint();
+    deleting.metadata.deletion_timestamp = Some("2026-12-03T08:00:00Z".into());
     for (what, gw) in [
         ("another class", other_class),
         ("a newer controller's", newer),
         ("an unknown controller version", unknown),
+        ("one being deleted", deleting),
     ] {
         assert_eq!(render(&gw, &settings()), Ok(None), "{what}");
     }

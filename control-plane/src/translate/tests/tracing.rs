@@ -371,17 +371,47 @@ fn a_mesh_wide_telemetry_chooses_the_tracing() {
             Some("only a mesh-wide Telemetry"),
         ),
         (
+            // An unknown provider traces nowhere, as in Istio.
             vec![telemetry(
                 "istio-system",
                 "unknown",
                 t1,
                 "{tracing: [{providers: [{name: nope}]}]}",
             )],
+            Exporter::None,
+            "",
+            0.0,
+            "",
+            Some("provider \"nope\""),
+        ),
+        (
+            // Entries for the server's span override one another in order.
+            vec![telemetry(
+                "istio-system",
+                "folded",
+                t1,
+                "{tracing: [{providers: [{name: otel}], randomSamplingPercentage: 50}, \
+                 {match: {mode: SERVER}, disableSpanReporting: true}]}",
+            )],
+            Exporter::None,
+            "",
+            0.0,
+            "",
+            None,
+        ),
+        (
+            // An empty selector scopes nothing: still mesh-wide.
+            vec![telemetry(
+                "istio-system",
+                "empty-selector",
+                t1,
+                "{selector: {}, targetRefs: [], tracing: [{randomSamplingPercentage: 11}]}",
+            )],
             Exporter::Zipkin,
             "10.96.0.9:9411",
-            5.0,
+            11.0,
             "zipkin",
-            Some("provider \"nope\""),
+            None,
         ),
         (
             vec![telemetry(
@@ -440,4 +470,23 @@ fn the_example_telemetry_chooses_otel_at_25_percent() {
     assert_eq!(got.exporter, Exporter::OtlpGrpc as i32);
     assert_eq!((got.provider.as_str(), got.sampling), ("otel", 25.0));
     assert!(t.mesh_warnings.is_empty(), "{:?}", t.mesh_warnings);
+}
+
+/// With no `defaultProviders.tracing` (only the legacy `defaultConfig.tracing.zipkin`), a
+/// Telemetry that names no provider turns tracing off: it replaces the legacy setting.
+#[test]
+fn a_telemetry_without_a_provider_replaces_the_legacy_zipkin() {
+    let mesh = "defaultConfig: {tracing: {zipkin: {address: 'zipkin.istio-system:9411'}}}";
+    let tel = telemetry(
+        "istio-system",
+        "mesh",
+        "2026-01-01T00:00:00Z",
+        "{tracing: [{randomSamplingPercentage: 10}]}",
+    );
+    let objects = objects().into_iter().chain([tel]);
+    let t = translate(&index(objects), &opts(mesh));
+    assert_eq!(
+        served(&t).expect("a resource").exporter,
+        Exporter::None as i32
+    );
 }
