@@ -19,7 +19,8 @@ for b in meshctl meshd node-agent ztunnel meshapp bench_waypoint; do cp "target/
 cp target/release/waypoint "$bin/waypoint.real"
 cat > "$bin/waypoint" <<WRAP
 #!/bin/sh
-exec valgrind --tool=callgrind --callgrind-out-file=$out/callgrind.%p "$bin/waypoint.real" "\$@"
+# No drain window: the SIGINT below ends the count, and the process must exit to write it.
+exec env TERMINATION_DRAIN_DURATION_SECONDS=0 valgrind --tool=callgrind --callgrind-out-file=$out/callgrind.%p "$bin/waypoint.real" "\$@"
 WRAP
 chmod +x "$bin/waypoint"
 log=/tmp/bench-waypoint-instructions/state/instructions/logs/waypoint-bench.waypoint-0.log

@@ -24,7 +24,6 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use hbone::{
@@ -174,11 +173,23 @@ impl Waypoint {
         *self.drain.borrow()
     }
 
-    /// Resolves once draining has started.
-    pub(crate) fn draining(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.drain.subscribe();
+    /// Resolves once draining has started. Connections race it against every wake, so it is
+    /// a oneshot (an atomic load while pending) fed by a small task that waits on the watch
+    /// (whose pending poll takes a lock) and ends with the connection.
+    pub(crate) fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (mut tx, rx) = tokio::sync::oneshot::channel();
+        let mut watch = self.drain.subscribe();
+        tokio::spawn(async move {
+            let drained = tokio::select! {
+                r = watch.wait_for(|d| *d) => r.is_ok(),
+                () = tx.closed() => false,
+            };
+            if drained {
+                let _ = tx.send(());
+            }
+        });
         async move {
-            if rx.wait_for(|d| *d).await.is_err() {
+            if rx.await.is_err() {
                 // The waypoint is gone: nothing will drain.
                 std::future::pending::<()>().await;
             }
@@ -285,9 +296,12 @@ impl Waypoint {
             tokio::spawn(async move {
                 let settings = me.settings.clone();
                 // Rule 5: one accepted while draining is served, not sent away.
-                let drain: Pin<Box<dyn Future<Output = ()> + Send>> = match me.is_draining() {
-                    true => Box::pin(std::future::pending()),
-                    false => Box::pin(me.draining()),
+                let drain = (!me.is_draining()).then(|| me.draining());
+                let drain = async move {
+                    match drain {
+                        Some(drain) => drain.await,
+                        None => std::future::pending().await,
+                    }
                 };
                 let served = hbone::serve_connection_until(tcp, acceptor, &settings, me, drain);
                 if let Err(e) = served.await {

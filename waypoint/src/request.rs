@@ -147,7 +147,9 @@ async fn until_drained<C: Future>(
     shutdown: impl FnOnce(Pin<&mut C>),
 ) -> C::Output {
     tokio::pin!(conn);
+    // Biased: no random branch order to draw on every poll of a busy connection.
     tokio::select! {
+        biased;
         out = conn.as_mut() => return out,
         () = draining => shutdown(conn.as_mut()),
     }

@@ -173,7 +173,9 @@ pub async fn serve_connection_until<H: ConnectHandler>(
     tokio::pin!(drain);
     let mut draining = false;
     loop {
+        // Biased: the connection first, and no random branch order drawn on every wake.
         let next = tokio::select! {
+            biased;
             next = conn.accept() => next,
             e = &mut alive => {
                 tracing::warn!(%remote, error = %e, "HBONE connection dropped");
