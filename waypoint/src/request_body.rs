@@ -84,7 +84,7 @@ impl<B: Body<Data = Bytes> + Unpin> RequestBody<B> {
         let Some(first) = data.next() else {
             return Bytes::new();
         };
-        if first.len() >= max || self.read.iter().filter_map(Frame::data_ref).count() == 1 {
+        if first.len() >= max || data.clone().next().is_none() {
             return first.slice(..first.len().min(max));
         }
         let mut out = BytesMut::with_capacity(max);
