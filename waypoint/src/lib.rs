@@ -13,6 +13,7 @@
 //! - [`request`]: one HTTP request: token, policy, rate limits, then forward;
 //! - [`request_body`]: the body forwarded, with what an authorizer's check read first;
 //! - [`upstream`]: HTTP connections to endpoints, shared by all downstream connections;
+//! - [`upgrade`]: WebSocket: an upgraded request spliced to its endpoint;
 //! - [`ext_authz`]: the external authorizers CUSTOM policies ask (HTTP and gRPC);
 //! - [`health`]: readiness on 15021;
 //! - [`log_sink`]: log lines to stderr in batches (an access-log line per request);
@@ -40,6 +41,7 @@ pub mod request_body;
 pub mod targets;
 pub mod telemetry;
 pub mod trace;
+pub mod upgrade;
 pub mod upstream;
 
 pub use proxy::Waypoint;

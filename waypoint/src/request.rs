@@ -24,6 +24,8 @@
 //!    (a request's after the part an authorizer was shown, which goes first).
 //! 5. No endpoint, or the upstream fails before a response: 503 `no healthy upstream` /
 //!    `upstream connect error`, as Envoy says it.
+//! 6. A WebSocket upgrade, allowed, goes upstream over HTTP/1.1 on a connection of its own;
+//!    an endpoint's `101` switches both connections to a tunnel ([`crate::upgrade`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,6 +39,7 @@ use hbone::PeerInfo;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -49,6 +52,7 @@ use crate::request_body::{Prefix, RequestBody};
 use crate::targets::Resolved;
 use crate::telemetry;
 use crate::trace;
+use crate::upgrade;
 use crate::upstream::{ForwardError, Leased};
 
 /// What a response carries: the upstream's body, or one of ours.
@@ -102,7 +106,16 @@ pub async fn serve<IO>(
         async move {
             // Recorded when the response ends, or as `DC` if this is dropped first.
             let (req, exchange) = telemetry.start(req);
-            Ok::<_, Infallible>(exchange.respond(conn.handle(req).await))
+            let mut resp = conn.handle(req).await;
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(pending) = resp.extensions_mut().remove::<upgrade::Pending>()
+            {
+                // Rule 6: recorded when the tunnel ends.
+                let (resp, switched) = exchange.switch(resp);
+                upgrade::splice(pending, switched);
+                return Ok(resp);
+            }
+            Ok::<_, Infallible>(exchange.respond(resp))
         }
     });
     let io = TokioIo::new(io);
@@ -117,10 +130,13 @@ pub async fn serve<IO>(
         }
         (Protocol::Http2, true) => h2.serve_connection(io, service).await,
         (_, false) => {
-            let conn = h1.serve_connection(io, service);
+            let conn = h1.serve_connection(io, service).with_upgrades();
             until_drained(conn, draining, |c| c.graceful_shutdown()).await
         }
-        (_, true) => h1.keep_alive(false).serve_connection(io, service).await,
+        (_, true) => {
+            let conn = h1.keep_alive(false).serve_connection(io, service);
+            conn.with_upgrades().await
+        }
     };
     if let Err(e) = served {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
@@ -375,17 +391,35 @@ impl Conn {
         }
     }
 
-    /// Rules 4-5: the allowed request, upstream.
+    /// Rules 4-6: the allowed request, upstream.
     async fn proxy(&self, mut req: Request<RequestBody>) -> Response<Body> {
+        // Rule 6: the client's half of an upgrade, taken before the request goes on.
+        let upgrade = upgrade::requested(&req)
+            .and_then(|u| Some((u, req.extensions_mut().remove::<OnUpgrade>()?)));
         strip_hop_by_hop(req.headers_mut());
-        if let Err(e) = to_version(&mut req, self.upstream_h2) {
+        let h2 = self.upstream_h2 && upgrade.is_none();
+        if let Some((asked, _)) = &upgrade {
+            upgrade::keep(req.headers_mut(), asked.clone());
+        }
+        if let Err(e) = to_version(&mut req, h2) {
             tracing::info!(target = %self.resolved.addressed, error = %e, "request cannot be forwarded");
             let bad = ours(StatusCode::BAD_REQUEST, "bad request");
             return telemetry::flagged(bad, ResponseFlags::DownstreamProtocolError);
         }
-        match self.forward(req).await {
+        let upgrading = upgrade.is_some();
+        match self.forward(req, upgrading).await {
             Ok(mut resp) => {
+                let switched = upgrade::switched(&resp).filter(|_| upgrading);
                 strip_hop_by_hop(resp.headers_mut());
+                if let (Some(upgrade), Some((_, downstream))) = (switched, upgrade) {
+                    upgrade::keep(resp.headers_mut(), upgrade);
+                    let upstream = hyper::upgrade::on(&mut resp);
+                    let pending = upgrade::Pending {
+                        downstream,
+                        upstream,
+                    };
+                    resp.extensions_mut().insert(pending);
+                }
                 resp.map(Either::Left)
             }
             Err(e) => {
@@ -454,14 +488,21 @@ impl Conn {
         })
     }
 
-    async fn forward(&self, req: Request<RequestBody>) -> Result<Response<Leased>, ForwardError> {
+    /// `upgrade`: over a connection of its own (rule 6), else a shared one.
+    async fn forward(
+        &self,
+        req: Request<RequestBody>,
+        upgrade: bool,
+    ) -> Result<Response<Leased>, ForwardError> {
         // In flight until the response head arrives (least request's count).
         let (endpoint, port, _in_flight) = self.waypoint.pick(&self.resolved)?;
         let req = telemetry::count_request(req);
         let upstreams = self.waypoint.upstreams();
-        let mut resp = upstreams
-            .send(&self.waypoint, &endpoint, port, self.upstream_h2, req)
-            .await?;
+        let w = &*self.waypoint;
+        let mut resp = match upgrade {
+            true => upstreams.send_upgrade(w, &endpoint, port, req).await?,
+            false => (upstreams.send(w, &endpoint, port, self.upstream_h2, req)).await?,
+        };
         telemetry::upstream(&mut resp, self.waypoint.upstream_of(&endpoint));
         Ok(resp)
     }

@@ -281,6 +281,20 @@ impl Exchange {
         })
     }
 
+    /// A `101` that switched the connection (`upgrade.rs` rule 4): its empty body is sent on
+    /// unmeasured, and the request is recorded when the tunnel ends.
+    pub fn switch<B: Body>(mut self, mut resp: Response<B>) -> (Response<Measured<B>>, Switched) {
+        self.status = resp.status().as_u16();
+        if let Some(o) = resp.extensions_mut().remove::<Outcome>() {
+            self.outcome = o;
+        }
+        let resp = resp.map(|inner| Measured {
+            inner,
+            exchange: None,
+        });
+        (resp, Switched(self))
+    }
+
     fn finish(&mut self) {
         if std::mem::replace(&mut self.done, true) {
             return;
@@ -328,6 +342,24 @@ impl Drop for Exchange {
             self.outcome.flags = ResponseFlags::DownstreamConnectionTermination;
             self.finish();
         }
+    }
+}
+
+/// An upgraded exchange, recorded when its tunnel ends (`upgrade.rs` rule 4); dropped
+/// unended, it is recorded as `DC` as any exchange is.
+#[derive(Debug)]
+pub struct Switched(Exchange);
+
+impl Switched {
+    /// The tunnel ended, having moved `sent` bytes from the client and `received` to it.
+    pub fn ended(mut self, sent: u64, received: u64, flags: Option<ResponseFlags>) {
+        let ex = &mut self.0;
+        ex.request_bytes.fetch_add(sent, Ordering::Relaxed);
+        ex.response_bytes += received;
+        if let Some(f) = flags {
+            ex.outcome.flags = f;
+        }
+        ex.finish();
     }
 }
 

@@ -15,6 +15,8 @@
 //! 5. Bounded: at most [`MAX_IDLE`] idle HTTP/1.1 connections per endpoint (a connection
 //!    returned beyond that is closed), and [`Upstreams::sweep`] closes those idle for longer
 //!    than [`IDLE_TIMEOUT`] and forgets closed HTTP/2 ones.
+//! 6. An upgrade (`upgrade.rs`) gets an HTTP/1.1 connection of its own, never pooled: after a
+//!    `101` the connection is the tunnel's; after anything else it closes with the response.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -138,6 +140,21 @@ impl Upstreams {
             inner,
             lease: Some(lease),
         }))
+    }
+
+    /// Rule 6: sends the upgrade request `req` to `endpoint` over a new HTTP/1.1 connection.
+    pub(crate) async fn send_upgrade(
+        &self,
+        waypoint: &Waypoint,
+        endpoint: &Endpoint,
+        port: u16,
+        req: Request<Sent>,
+    ) -> Result<Response<Leased>, ForwardError> {
+        let io = TokioIo::new(waypoint.open(endpoint, port).await?);
+        let (mut conn, driver) = client1::handshake(io).await?;
+        tokio::spawn(driver.with_upgrades());
+        let resp = conn.send_request(req).await?;
+        Ok(resp.map(Leased::plain))
     }
 
     /// Rule 3: the most recently used idle connection that is still usable.

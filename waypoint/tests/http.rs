@@ -19,6 +19,7 @@ use hbone::{ConnectHandler, H2Settings, InboundConnect, SpiffeId, StreamIo};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use waypoint::{Targets, Waypoint};
 
@@ -77,6 +78,9 @@ impl ConnectHandler for Backend {
             let authority = authority.clone();
             let backend = self.clone();
             async move {
+                if r.headers().contains_key("upgrade") {
+                    return Ok(echo_upgrade(r));
+                }
                 if r.uri().query() == Some("hold") {
                     backend.release.notified().await;
                 }
@@ -90,8 +94,43 @@ impl ConnectHandler for Backend {
         let io = TokioIo::new(StreamIo::new(stream));
         let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(io, service)
+            .with_upgrades()
             .await;
     }
+}
+
+/// A WebSocket server's half of an upgrade (without the framing, which the waypoint does not
+/// read): `101`, saying in `x-saw` which hop-by-hop headers arrived, then each read echoed
+/// upper-cased.
+fn echo_upgrade(mut r: Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+    let header = |n: &str| r.headers().get(n).map_or("-", |v| v.to_str().unwrap());
+    let saw = format!(
+        "{} {} {}",
+        header("connection"),
+        header("upgrade"),
+        header("x-hop")
+    );
+    let upgraded = hyper::upgrade::on(&mut r);
+    tokio::spawn(async move {
+        let mut io = TokioIo::new(upgraded.await.unwrap());
+        let mut buf = [0u8; 64];
+        loop {
+            let n = io.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                let _ = io.shutdown().await;
+                break;
+            }
+            io.write_all(&buf[..n].to_ascii_uppercase()).await.unwrap();
+        }
+    });
+    hyper::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        .header("x-saw", saw)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 struct Mesh {
@@ -476,4 +515,110 @@ async fn draining_finishes_what_is_under_way_and_serves_latecomers_once() {
         !mesh.served.is_finished(),
         "serving goes on for the drain window"
     );
+}
+
+/// An HTTP/1.1 WebSocket handshake for `path` as `agent`.
+fn websocket(path: &str, agent: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", "api.shop.svc.cluster.local")
+        .header("user-agent", agent)
+        .header("connection", "Upgrade, x-hop")
+        .header("x-hop", "1")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// WebSocket: the handshake is decided as any request is; allowed, the endpoint's `101` is
+/// passed on and bytes flow both ways until the client closes, then the request is recorded
+/// (status 101, the tunnel's bytes). Denied, the client's connection stays HTTP. Other
+/// upgrades go on as plain requests.
+#[tokio::test]
+async fn websocket_upgrades_are_decided_then_spliced() {
+    let mesh = Mesh::start("upgrade", "127.77.0.10").await;
+    let web = id("shop", "web");
+    let io = mesh.connect(&web, VIP).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+
+    // Denied (a scanner's user agent): 403, and the connection goes on as HTTP.
+    let (status, body) = status_and_body(&mut send, websocket("/health", "sqlmap/1.7")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, "RBAC: access denied")
+    );
+    // Not a path `web` may use.
+    let (status, _) = status_and_body(&mut send, websocket("/api/v2/payments/process", "ws")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // `h2c` is not an upgrade the waypoint takes: a plain request, its upgrade dropped.
+    let mut h2c = request("GET", "/health", "curl/8", "");
+    h2c.headers_mut()
+        .insert("connection", "Upgrade, HTTP2-Settings".parse().unwrap());
+    h2c.headers_mut().insert("upgrade", "h2c".parse().unwrap());
+    h2c.headers_mut()
+        .insert("http2-settings", "AAMAAABkAAQAAP__".parse().unwrap());
+    let (status, body) = status_and_body(&mut send, h2c).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "127.77.0.10:8080 got 0 bytes")
+    );
+
+    // Allowed: switched, with only the upgrade's own hop-by-hop headers carried.
+    send.ready().await.unwrap();
+    let mut resp = send.send_request(websocket("/health", "ws")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(resp.headers()["upgrade"], "websocket");
+    assert_eq!(resp.headers()["connection"], "upgrade");
+    assert_eq!(
+        resp.headers()["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    assert_eq!(resp.headers()["x-saw"], "upgrade websocket -");
+    let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    let mut buf = [0u8; 16];
+    for word in [&b"ping"[..], b"again"] {
+        io.write_all(word).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < word.len() {
+            let n = io.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the tunnel closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, word.to_ascii_uppercase());
+    }
+    let metrics = mesh.waypoint.metrics();
+    assert!(
+        !metrics.encode().contains("response_code=\"101\""),
+        "recorded only when the tunnel ends"
+    );
+    io.shutdown().await.unwrap();
+    assert_eq!(
+        io.read(&mut buf).await.unwrap(),
+        0,
+        "the endpoint's side ends too"
+    );
+    drop(io);
+    let mut text = String::new();
+    for _ in 0..250 {
+        text = metrics.encode();
+        if text.contains("response_code=\"101\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = |metric: &str| {
+        text.lines()
+            .find(|l| l.starts_with(metric) && l.contains("response_code=\"101\""))
+            .unwrap_or_else(|| panic!("no {metric} for the 101 in\n{text}"))
+            .to_string()
+    };
+    assert!(line("istio_requests_total{").ends_with(" 1"), "{text}");
+    // 9 bytes each way: the bytes moved are the request's and the response's.
+    let sum = |m: &str| line(m).rsplit(' ').next().unwrap().to_string();
+    assert_eq!(sum("istio_request_bytes_sum{"), "9.0");
+    assert_eq!(sum("istio_response_bytes_sum{"), "9.0");
 }
