@@ -4,7 +4,7 @@
 //! Gateway of class `istio-waypoint` gets its ServiceAccount, Service and Deployment and a
 //! status with the Service's address; an edit is applied again; another class gets nothing;
 //! a write the API server fails is retried; a deleted Service, Deployment or ServiceAccount is
-//! put back.
+//! put back, and an edited Deployment taken back.
 
 #[path = "../../kube-source/tests/support/apiserver.rs"]
 mod apiserver;
@@ -244,8 +244,40 @@ async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
     })
     .await;
 
+    // (Once the put-back is done: its Deployment apply would take an edit back as well.)
+    api.wait_for("the put-back done", |c| {
+        c.applies
+            .last()
+            .is_some_and(|a| a.kind == "Gateway" && a.subresource.as_deref() == Some("status"))
+    })
+    .await;
+    // Someone edits the Deployment: our fields are taken back at once (the Gateway has not
+    // changed); a field that is not ours (an autoscaler's replicas) stays theirs.
+    let edited = api.with(|c| {
+        let mut d = object(c, "Deployment", "waypoint").unwrap().clone();
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:latest".into();
+        d["spec"]["replicas"] = 3.into();
+        d
+    });
+    let before = edited["metadata"]["generation"].as_u64().unwrap();
+    api.apply(edited);
+    api.wait_for("the image taken back", |c| {
+        let d = object(c, "Deployment", "waypoint").unwrap();
+        d["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+    })
+    .await;
+    api.with(|c| {
+        let d = object(c, "Deployment", "waypoint").unwrap();
+        assert_eq!(d["spec"]["replicas"], 3, "not ours: left alone");
+        assert_eq!(
+            d["metadata"]["generation"],
+            before + 2,
+            "their edit, then ours"
+        );
+    });
+
     // Settled: no more writes (the deployer sees its Deployment, and does not apply again and
-    // again as if it were missing).
+    // again as if it were missing or edited).
     let deployment_applies =
         |c: &mut Cluster| c.applies.iter().filter(|a| a.kind == "Deployment").count();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -61,6 +61,14 @@ async fn apply_creates_then_merges_and_status_touches_only_status() {
     assert_eq!(merged["metadata"]["labels"]["a"], "b");
     assert_eq!(merged["spec"]["clusterIP"], ip, "the VIP stays");
     assert_eq!(merged["spec"]["ports"], json!([{"port": 15021}]));
+    // The generation: 1 on create, one more for the spec's change.
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert_eq!(merged["metadata"]["generation"], 2);
+    // The same apply again changes nothing: no new resourceVersion (no event), same generation.
+    let again = apply(&server, SERVICES, "w", false, &labelled)
+        .await
+        .expect("again");
+    assert_eq!(again["metadata"], merged["metadata"]);
 
     let gw = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
                     "metadata": {"name": "wp", "namespace": "shop"},
@@ -80,6 +88,10 @@ async fn apply_creates_then_merges_and_status_touches_only_status() {
         .expect("status");
     assert_eq!(written["status"]["addresses"][0]["value"], ip);
     assert_eq!(written["spec"]["gatewayClassName"], "istio-waypoint");
+    assert_eq!(
+        written["metadata"]["generation"], 1,
+        "status is not the spec"
+    );
 
     server.with(|c| {
         let applies: Vec<(&str, Option<&str>, &str, bool)> = c
@@ -97,6 +109,7 @@ async fn apply_creates_then_merges_and_status_touches_only_status() {
         assert_eq!(
             applies,
             [
+                ("Service", None, "tester", true),
                 ("Service", None, "tester", true),
                 ("Service", None, "tester", true),
                 ("Gateway", Some("status"), "tester", true),

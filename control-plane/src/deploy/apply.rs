@@ -57,7 +57,8 @@ fn hint(what: &str, e: &kube::Error) -> &'static str {
     }
 }
 
-/// Rule 1: one server-side apply of `body` to `collection/name` (or its `subresource`).
+/// Rule 1: one server-side apply of `body` to `collection/name` (or its `subresource`); the
+/// object as stored.
 pub(super) async fn apply(
     client: &kube::Client,
     field_manager: &str,
@@ -65,7 +66,7 @@ pub(super) async fn apply(
     name: &str,
     subresource: Option<&str>,
     body: &Value,
-) -> Result<(), kube::Error> {
+) -> Result<Value, kube::Error> {
     let params = PatchParams::apply(field_manager).force();
     let request = Request::new(collection);
     let patch = Patch::Apply(body);
@@ -74,7 +75,7 @@ pub(super) async fn apply(
         None => request.patch(name, &params, &patch),
     }
     .map_err(kube::Error::BuildRequest)?;
-    client.request::<Value>(request).await.map(|_| ())
+    client.request::<Value>(request).await
 }
 
 /// Rule 3: `min` doubled per earlier failure, at most `max`.

@@ -4,12 +4,14 @@
 //! Rules, in order:
 //! 1. Each time the observed state changes (or a retry falls due) every Gateway is rendered
 //!    and [`plan`] decides, per Gateway, what to do: apply its objects when they differ from
-//!    what was last applied successfully (a Gateway edit, e.g. a label, changes them), or when
+//!    what was last applied successfully (a Gateway edit, e.g. a label, changes them), when
 //!    its Service, Deployment or ServiceAccount is not there (someone deleted it; or our
-//!    apply's echo is still on its way, which makes one more, idempotent, apply); then write
-//!    its status when it differs from
-//!    what was last written. Equal content is never written again, so our own writes (which
-//!    the watch reports back) do not loop.
+//!    apply's echo is still on its way, which makes one more, idempotent, apply), or when its
+//!    Deployment's `metadata.generation` is past the one our last apply left (someone edited
+//!    its spec: the apply takes our fields back and leaves theirs, such as an autoscaler's
+//!    `replicas`); then write its status when it differs from what was last written. Equal
+//!    content is never written again, so our own writes (which the watch reports back) do
+//!    not loop.
 //! 2. Writes are server-side apply, as istiod's controller does them: `PATCH` with
 //!    `application/apply-patch+yaml`, `fieldManager=istio.io/gateway-controller` and
 //!    `force=true`, objects in the order ServiceAccount, Service, Deployment, then the
@@ -22,7 +24,7 @@
 //!    being a waypoint, is only forgotten.
 //! 5. The deployer stops when the observed state's sender (the source) goes away.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -50,6 +52,8 @@ pub enum Action {
 struct Memory {
     /// The objects last applied successfully.
     applied: Option<Rendered>,
+    /// The Deployment's `metadata.generation` after that apply (the API server's answer).
+    deployment_generation: Option<i64>,
     /// The status last written successfully.
     written: Option<Status>,
     /// Failed attempts in a row, and when to try again.
@@ -59,14 +63,15 @@ struct Memory {
     refused: Option<RenderError>,
 }
 
-/// Rule 1: what `gw` needs, given what was done for it.
+/// Rule 1: what `gw` needs, given what was done for it. `children_as_applied`: its objects
+/// are all there, none edited since.
 fn plan(
     rendered: Rendered,
     status: Status,
-    children_present: bool,
+    children_as_applied: bool,
     memory: &Memory,
 ) -> Option<Action> {
-    if memory.applied.as_ref() != Some(&rendered) || !children_present {
+    if memory.applied.as_ref() != Some(&rendered) || !children_as_applied {
         return Some(Action::Apply(rendered, status));
     }
     (memory.written.as_ref() != Some(&status)).then_some(Action::Status(status))
@@ -126,15 +131,22 @@ impl Deployer {
                 .services
                 .get(&(key.0.clone(), rendered.service.clone()));
             let status = render::status(gw, &rendered, service, &self.settings);
-            let there = |kind, set: &BTreeSet<Key>| {
+            let key_of = |kind| {
                 rendered
                     .name_of(kind)
-                    .is_none_or(|n| set.contains(&(key.0.clone(), n.to_string())))
+                    .map(|n| (key.0.clone(), n.to_string()))
             };
-            let present = service.is_some()
-                && there(Child::Deployment, &view.deployments)
-                && there(Child::ServiceAccount, &view.service_accounts);
-            let Some(action) = plan(rendered, status, present, m) else {
+            let account = key_of(Child::ServiceAccount);
+            let account_there = account.is_none_or(|k| view.service_accounts.contains(&k));
+            // There, and not edited since our last apply (of which the echo may be on its way:
+            // an older generation).
+            let deployment_as_applied = key_of(Child::Deployment).is_none_or(|k| {
+                view.deployments
+                    .get(&k)
+                    .is_some_and(|seen| m.deployment_generation.is_none_or(|ours| *seen <= ours))
+            });
+            let as_applied = service.is_some() && account_there && deployment_as_applied;
+            let Some(action) = plan(rendered, status, as_applied, m) else {
                 continue;
             };
             match self.act(key, action, m).await {
@@ -158,7 +170,7 @@ impl Deployer {
         let status = match action {
             Action::Apply(rendered, status) => {
                 for o in &rendered.objects {
-                    apply(
+                    let stored = apply(
                         &self.client,
                         FIELD_MANAGER,
                         &o.kind.collection(&o.namespace),
@@ -172,6 +184,9 @@ impl Deployer {
                         &o.namespace,
                         &o.name,
                     ))?;
+                    if o.kind == Child::Deployment {
+                        m.deployment_generation = stored["metadata"]["generation"].as_i64();
+                    }
                     debug!(kind = o.kind.as_str(), namespace = %o.namespace, name = %o.name,
                            "applied");
                 }

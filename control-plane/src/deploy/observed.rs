@@ -26,8 +26,9 @@ pub type Key = (String, String);
 pub struct Observed {
     pub gateways: BTreeMap<Key, Gateway>,
     pub services: BTreeMap<Key, Service>,
-    /// Only whether they are there: the deployer puts back one that goes.
-    pub deployments: BTreeSet<Key>,
+    /// Whether they are there, and their `metadata.generation`: the deployer puts back one
+    /// that goes, and applies again over an edit of one.
+    pub deployments: BTreeMap<Key, i64>,
     /// The same for the ServiceAccounts.
     pub service_accounts: BTreeSet<Key>,
 }
@@ -55,9 +56,10 @@ impl View for Observed {
                 // A Service that lost the label is no longer one of ours.
                 Object::Service(_) => changed |= self.services.remove(&key).is_some(),
                 Object::Deployment(d) if d.metadata.labels.contains_key(GATEWAY_MANAGED) => {
-                    changed |= self.deployments.insert(key);
+                    let generation = d.metadata.generation;
+                    changed |= self.deployments.insert(key, generation) != Some(generation);
                 }
-                Object::Deployment(_) => changed |= self.deployments.remove(&key),
+                Object::Deployment(_) => changed |= self.deployments.remove(&key).is_some(),
                 Object::ServiceAccount(a) if a.metadata.labels.contains_key(GATEWAY_MANAGED) => {
                     changed |= self.service_accounts.insert(key);
                 }
@@ -70,7 +72,7 @@ impl View for Observed {
             changed |= match key.kind {
                 kube_source::Kind::Gateway => self.gateways.remove(&k).is_some(),
                 kube_source::Kind::Service => self.services.remove(&k).is_some(),
-                kube_source::Kind::Deployment => self.deployments.remove(&k),
+                kube_source::Kind::Deployment => self.deployments.remove(&k).is_some(),
                 kube_source::Kind::ServiceAccount => self.service_accounts.remove(&k),
                 _ => false,
             };
@@ -173,6 +175,11 @@ mod tests {
                 metadata: meta("wp", labels),
             })
         };
+        let edited = |generation| {
+            let mut metadata = meta("wp", &managed);
+            metadata.generation = generation;
+            Object::Deployment(kube_source::Deployment { metadata })
+        };
         let mut o = Observed::default();
         let steps: Vec<(&str, Update, bool, usize)> = vec![
             (
@@ -190,6 +197,18 @@ mod tests {
             (
                 "the same again",
                 applied(vec![deployment(&managed)]),
+                false,
+                1,
+            ),
+            (
+                "edited (a new generation)",
+                applied(vec![edited(2)]),
+                true,
+                1,
+            ),
+            (
+                "its status only (the same generation)",
+                applied(vec![edited(2)]),
                 false,
                 1,
             ),

@@ -123,6 +123,7 @@ impl RootCertPublisher {
             &body,
         )
         .await
+        .map(|_| ())
         .map_err(ApplyError::of("ConfigMap", ns, ROOT_CERT_CONFIG_MAP))
     }
 }

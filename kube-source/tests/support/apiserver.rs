@@ -24,7 +24,10 @@
 //!   exist (`ADDED`, with a `metadata.uid`, and for a Service without one a `clusterIP` from
 //!   10.96.0.0/16, as the allocator would) and otherwise merges the body into it
 //!   (`MODIFIED`). `.../<name>/status` applies only the body's `status`, to an object that
-//!   must exist. Each apply is recorded with its manager and `force` ([`Cluster::applies`]).
+//!   must exist. An apply that changes nothing writes nothing (no resourceVersion, no event).
+//!   Each apply is recorded with its manager and `force` ([`Cluster::applies`]).
+//! - `metadata.generation` is 1 on create and goes up by one with each write that changes
+//!   more than `metadata` and `status` (unless the write sets it itself).
 //!   `Deployment` (`apps/v1`) is served for this, and `ConfigMap` (meshd's
 //!   `istio-ca-root-cert`).
 //!
@@ -297,11 +300,15 @@ impl Cluster {
             object["metadata"]["namespace"] = "default".into();
         }
         let key = object_key(&object);
-        let event = if collection.objects.contains_key(&key) {
+        let stored = collection.objects.get(&key);
+        let event = if stored.is_some() {
             "MODIFIED"
         } else {
             "ADDED"
         };
+        if let Some(generation) = generation(stored, &object) {
+            object["metadata"]["generation"] = generation.into();
+        }
         collection.objects.insert(key, object.clone());
         collection
             .history
@@ -712,7 +719,7 @@ fn server_side_apply(
         .objects
         .get(&(namespace.clone(), name.clone()))
         .cloned();
-    let object = match (existing, sub.as_deref()) {
+    let object = match (existing.clone(), sub.as_deref()) {
         (Some(mut object), Some("status")) => {
             merge_patch(&mut object["status"], &applied["status"]);
             object
@@ -749,9 +756,40 @@ fn server_side_apply(
         field_manager: field_manager.clone(),
         force: query.get("force").is_some_and(|f| f == "true"),
     });
-    cluster.apply(object);
+    // An apply that changes nothing is no write: no new resourceVersion, no event.
+    if existing.as_ref() != Some(&object) {
+        cluster.apply(object);
+    }
     let stored = cluster.collection(kind).objects[&(namespace, name)].clone();
     json_response(StatusCode::OK, &stored)
+}
+
+/// The `metadata.generation` a write of `object` over `stored` leaves, as the API server keeps
+/// it: 1 for a new object, one more when anything but `metadata` and `status` changed. A
+/// generation the write sets itself (a test scripting one) is kept: `None`.
+fn generation(stored: Option<&Value>, object: &Value) -> Option<u64> {
+    let before = stored.and_then(|s| s["metadata"]["generation"].as_u64());
+    let given = object["metadata"]["generation"].as_u64();
+    if given.is_some() && given != before {
+        return None;
+    }
+    let Some(stored) = stored else {
+        return Some(1);
+    };
+    let content = |o: &Value| {
+        let mut o = o.clone();
+        if let Some(fields) = o.as_object_mut() {
+            for k in ["metadata", "status", "apiVersion", "kind"] {
+                fields.remove(k);
+            }
+        }
+        o
+    };
+    let before = before.unwrap_or(1);
+    Some(match content(stored) == content(object) {
+        true => before,
+        false => before + 1,
+    })
 }
 
 /// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
