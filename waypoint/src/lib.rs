@@ -6,6 +6,7 @@
 //! - [`targets`]: what it serves and how a CONNECT's authority resolves (pure);
 //! - [`peers`]: the mesh's workloads (Istio's `Address` resources), which name peers in metrics;
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque TCP, from a stream's first bytes;
+//! - [`drain`]: the signal a SIGTERM sends every connection;
 //! - [`proxy`]: the HBONE server and upstream streams;
 //! - [`balance`]: which endpoint: least request (Istio's default) or round robin;
 //! - [`ratelimit`]: the token buckets of LocalRateLimits;
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod detect;
+pub mod drain;
 pub mod ext_authz;
 pub mod health;
 pub mod jwt;

@@ -22,7 +22,6 @@
 //! Upstream HBONE connections come from one [`Pool`], and the HTTP connections inside them
 //! from one [`Upstreams`]: both shared by all downstream connections.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 
@@ -36,6 +35,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::balance::{Balancer, InFlight};
 use crate::detect::{DETECT_TIMEOUT, Protocol, detect};
+use crate::drain::{Drain, Draining};
 use crate::ext_authz;
 use crate::metrics::{Metrics, ResponseFlags};
 use crate::peers::{Peers, Upstream, Workload};
@@ -84,8 +84,8 @@ pub struct Waypoint {
     /// The current tracer (`trace.rs`), replaced whole when tracing's configuration changes;
     /// each request clones the `Arc` it starts with and finishes on it. `None`: off.
     tracer: RwLock<Option<Arc<crate::trace::Tracer>>>,
-    /// Rule 5: true once draining.
-    drain: tokio::sync::watch::Sender<bool>,
+    /// Rule 5 (`drain.rs`).
+    drain: Drain,
 }
 
 impl std::fmt::Debug for Waypoint {
@@ -160,40 +160,22 @@ impl Waypoint {
             jwks: crate::jwt::KeyCache::new(jwks),
             peers: Peers::default(),
             tracer: RwLock::new(None),
-            drain: tokio::sync::watch::Sender::new(false),
+            drain: Drain::default(),
         })
     }
 
     /// Rule 5: starts draining.
     pub fn drain(&self) {
-        self.drain.send_replace(true);
+        self.drain.start();
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.drain.borrow()
+        self.drain.started()
     }
 
-    /// Resolves once draining has started. Connections race it against every wake, so it is
-    /// a oneshot (an atomic load while pending) fed by a small task that waits on the watch
-    /// (whose pending poll takes a lock) and ends with the connection.
-    pub(crate) fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
-        let (mut tx, rx) = tokio::sync::oneshot::channel();
-        let mut watch = self.drain.subscribe();
-        tokio::spawn(async move {
-            let drained = tokio::select! {
-                r = watch.wait_for(|d| *d) => r.is_ok(),
-                () = tx.closed() => false,
-            };
-            if drained {
-                let _ = tx.send(());
-            }
-        });
-        async move {
-            if rx.await.is_err() {
-                // The waypoint is gone: nothing will drain.
-                std::future::pending::<()>().await;
-            }
-        }
+    /// Resolves once draining has started; cheap to race on every wake (`drain.rs`).
+    pub(crate) fn draining(&self) -> Draining {
+        self.drain.waiter()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -35,7 +35,7 @@ use waypoint::{Targets, Waypoint};
 const VIP: &str = "10.96.0.30:80";
 const TIMEOUT: Duration = Duration::from_millis(300);
 // Endpoints' HBONE is on port 15008, so each test takes a loopback address of its own
-// (127.78.0.0/24 is this file's).
+// (127.80.0.0/24 is this file's).
 
 /// CUSTOM for `/api/*`; `/health` is never checked.
 const POLICY: &str = r#"
@@ -439,7 +439,7 @@ async fn an_allowing_authorizer_lets_the_request_through_with_its_headers() {
             Kind::Http => http_authorizer().await,
             Kind::Grpc => grpc_authorizer().await,
         };
-        let ip = format!("127.78.0.{}", 10 + i);
+        let ip = format!("127.80.0.{}", 10 + i);
         let mesh = Mesh::start(
             &format!("allow-{i}"),
             &ip,
@@ -497,7 +497,7 @@ async fn a_denying_authorizer_answers_the_client() {
             Kind::Http => http_authorizer().await,
             Kind::Grpc => grpc_authorizer().await,
         };
-        let ip = format!("127.78.0.{}", 20 + i);
+        let ip = format!("127.80.0.{}", 20 + i);
         let mesh = Mesh::start(
             &format!("deny-{i}"),
             &ip,
@@ -534,7 +534,7 @@ async fn a_failed_check_follows_fail_open_and_status_on_error() {
         ];
         for (authorizer, mode, fail_open, on_error, want) in rows {
             n += 1;
-            let ip = format!("127.78.0.{n}");
+            let ip = format!("127.80.0.{n}");
             let p = provider(kind, authorizer, fail_open, on_error);
             let mesh = Mesh::start(&format!("fail-{n}"), &ip, Some(p)).await;
             let started = std::time::Instant::now();
@@ -554,7 +554,7 @@ async fn a_failed_check_follows_fail_open_and_status_on_error() {
 
 #[tokio::test]
 async fn a_custom_policy_without_a_provider_denies() {
-    let mesh = Mesh::start("none", "127.78.0.50", None).await;
+    let mesh = Mesh::start("none", "127.80.0.50", None).await;
     let (status, body, _) = mesh.get("/api/orders", "allow").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body, "RBAC: access denied");
@@ -577,7 +577,7 @@ async fn a_body_is_shown_to_the_authorizer_up_to_its_limit() {
                 pack_as_bytes: matches!(kind, Kind::Grpc),
             }))
         };
-        let ip = format!("127.78.0.{}", 60 + i);
+        let ip = format!("127.80.0.{}", 60 + i);
         let mesh = Mesh::start(&format!("body-{i}"), &ip, Some(shown(true))).await;
         // (body, chunked, what the authorizer sees, partial)
         let rows = [
@@ -605,7 +605,7 @@ async fn a_body_is_shown_to_the_authorizer_up_to_its_limit() {
         assert_eq!((check.body.len(), check.partial.as_deref()), (0, None));
 
         // No partial bodies: a longer one is refused without a check, declared or not.
-        let ip = format!("127.78.0.{}", 62 + i);
+        let ip = format!("127.80.0.{}", 62 + i);
         let mesh = Mesh::start(&format!("whole-{i}"), &ip, Some(shown(false))).await;
         let before = seen.checks.load(Ordering::SeqCst);
         for chunked in [false, true] {
@@ -646,7 +646,7 @@ async fn a_tcp_connection_is_asked_about_by_a_grpc_authorizer() {
         let row = format!("{:?} {client} fail_open={}", p.address, p.fail_open);
         let mesh = Mesh::start(
             &format!("tcp-{n}"),
-            &format!("127.78.0.{}", 70 + n),
+            &format!("127.80.0.{}", 70 + n),
             Some(p),
         )
         .await;
@@ -675,7 +675,7 @@ async fn a_body_that_does_not_come_times_out() {
         allow_partial: false,
         pack_as_bytes: false,
     }));
-    let mesh = Mesh::start("body-late", "127.78.0.80", Some(p)).await;
+    let mesh = Mesh::start("body-late", "127.80.0.80", Some(p)).await;
     let mut io = mesh
         .pki
         .connect(&id("shop", "web"), mesh.waypoint_addr, VIP)

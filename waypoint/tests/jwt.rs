@@ -32,7 +32,7 @@ use waypoint::{Targets, Waypoint};
 const VIP: &str = "10.96.0.20:80";
 const ISSUER: &str = "https://idp.test";
 // Endpoints' HBONE is on port 15008, so each test takes a loopback address of its own
-// (127.78.0.0/24 is this file's).
+// (127.81.0.0/24 is this file's).
 
 /// An ES256 key: its signing half and its JWK.
 struct TestKey {
@@ -314,7 +314,7 @@ async fn tokens_are_checked_before_policy_decides() {
         uri: server.uri(),
         timeout,
     })];
-    let mesh = Mesh::start("decide", "127.78.0.2", jwt, FetchSettings::default()).await;
+    let mesh = Mesh::start("decide", "127.81.0.2", jwt, FetchSettings::default()).await;
     let mut send = mesh.client().await;
 
     let forger = TestKey::new("k1");
@@ -453,7 +453,7 @@ async fn rotated_keys_are_fetched_for_an_unknown_kid() {
         refresh: Duration::from_secs(1200),
         min_refetch: Duration::ZERO,
     };
-    let mesh = Mesh::start("rotate", "127.78.0.3", jwt, fetch).await;
+    let mesh = Mesh::start("rotate", "127.81.0.3", jwt, fetch).await;
     let mut send = mesh.client().await;
 
     let (status, _) = get(&mut send, "/private", Some(&old.sign(&claims("alice")))).await;
@@ -490,7 +490,7 @@ async fn stale_keys_serve_while_a_background_refresh_replaces_them() {
         refresh: Duration::ZERO,
         min_refetch: Duration::ZERO,
     };
-    let mesh = Mesh::start("refresh", "127.78.0.6", jwt, fetch).await;
+    let mesh = Mesh::start("refresh", "127.81.0.6", jwt, fetch).await;
     let mut send = mesh.client().await;
     let (status, _) = get(&mut send, "/private", Some(&old.sign(&claims("alice")))).await;
     assert_eq!(status, StatusCode::OK);
@@ -522,7 +522,7 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
         uri: server.uri(),
         timeout,
     })];
-    let mesh = Mesh::start("ratelimit", "127.78.0.4", jwt, FetchSettings::default()).await;
+    let mesh = Mesh::start("ratelimit", "127.81.0.4", jwt, FetchSettings::default()).await;
     let mut send = mesh.client().await;
 
     let (status, _) = get(&mut send, "/private", Some(&old.sign(&claims("alice")))).await;
@@ -548,7 +548,7 @@ async fn a_jwks_server_that_is_down_refuses_tokens_only() {
         uri: dead,
         timeout: Duration::from_secs(2),
     })];
-    let mesh = Mesh::start("down", "127.78.0.5", jwt, FetchSettings::default()).await;
+    let mesh = Mesh::start("down", "127.81.0.5", jwt, FetchSettings::default()).await;
     let mut send = mesh.client().await;
     let (status, body) = get(&mut send, "/public", Some(&key.sign(&claims("alice")))).await;
     assert_eq!(
@@ -593,7 +593,7 @@ async fn keys_are_found_by_openid_discovery_from_the_issuer() {
             .to_string(),
     );
     let (jwt, fetch) = discovered(&issuer, Duration::from_secs(30));
-    let mesh = Mesh::start("discover", "127.78.0.7", vec![jwt], fetch).await;
+    let mesh = Mesh::start("discover", "127.81.0.7", vec![jwt], fetch).await;
     let mut send = mesh.client().await;
 
     let alice = key.sign(&claims_of(&issuer, "alice"));
@@ -631,7 +631,7 @@ async fn rotated_keys_are_fetched_again_from_the_discovered_uri() {
     let issuer = format!("http://{}", server.addr);
     server.set_discovery(&json!({"jwks_uri": format!("{issuer}/keys")}).to_string());
     let (jwt, fetch) = discovered(&issuer, Duration::ZERO);
-    let mesh = Mesh::start("discover-rotate", "127.78.0.8", vec![jwt], fetch).await;
+    let mesh = Mesh::start("discover-rotate", "127.81.0.8", vec![jwt], fetch).await;
     let mut send = mesh.client().await;
 
     let (status, _) = get(
@@ -727,7 +727,7 @@ async fn failed_discovery_refuses_that_issuers_tokens_only() {
     }
     let mesh = Mesh::start(
         "discover-fail",
-        "127.78.0.9",
+        "127.81.0.9",
         rules,
         FetchSettings::default(),
     )

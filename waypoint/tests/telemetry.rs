@@ -28,7 +28,7 @@ use waypoint::metrics::Metrics;
 use waypoint::{Target, Targets, Waypoint};
 
 // Endpoints' HBONE is on port 15008, so each test takes a loopback address of its own
-// (127.78.0.0/24 is this file's).
+// (127.82.0.0/24 is this file's).
 const HTTP_VIP: &str = "10.96.0.20:80";
 const TCP_VIP: &str = "10.96.0.30:9000";
 const EMPTY_VIP: &str = "10.96.0.40:80";
@@ -305,7 +305,7 @@ fn sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test]
 async fn allowed_and_denied_requests_are_counted_exactly() {
-    let mesh = Mesh::start("counts", "127.78.0.2", 1000).await;
+    let mesh = Mesh::start("counts", "127.82.0.2", 1000).await;
     let order = id("shop", "order-service");
     let mut c = mesh.http1(&order, HTTP_VIP).await;
     const ALLOWED: usize = 3;
@@ -477,7 +477,7 @@ async fn allowed_and_denied_requests_are_counted_exactly() {
 
 #[tokio::test]
 async fn a_tcp_stream_is_counted_with_its_bytes() {
-    let mesh = Mesh::start("tcp", "127.78.0.3", 1000).await;
+    let mesh = Mesh::start("tcp", "127.82.0.3", 1000).await;
     let mut io = mesh.connect(&id("shop", "batch"), TCP_VIP).await;
     let payload = b"\x00\x01opaque bytes, not HTTP";
     io.write_all(payload).await.unwrap();
@@ -550,7 +550,7 @@ async fn a_tcp_stream_is_counted_with_its_bytes() {
 
 #[tokio::test]
 async fn admin_dumps_config_explains_changes_logging_and_quits() {
-    let mesh = Mesh::start("admin", "127.78.0.4", 1000).await;
+    let mesh = Mesh::start("admin", "127.82.0.4", 1000).await;
     let (status, dump) = plain(mesh.admin_addr, "GET", "/config_dump").await;
     assert_eq!(status, StatusCode::OK);
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
@@ -678,7 +678,7 @@ async fn admin_dumps_config_explains_changes_logging_and_quits() {
 #[tokio::test]
 async fn the_series_cap_holds() {
     const CAP: usize = 2;
-    let mesh = Mesh::start("cap", "127.78.0.5", CAP).await;
+    let mesh = Mesh::start("cap", "127.82.0.5", CAP).await;
     let callers = ["a", "b", "c", "d", "e"];
     for sa in callers {
         let mut c = mesh.http1(&id("shop", sa), HTTP_VIP).await;
@@ -723,7 +723,7 @@ async fn the_series_cap_holds() {
 
 #[tokio::test]
 async fn a_client_that_leaves_before_the_response_is_dc() {
-    let mesh = Mesh::start("dc", "127.78.0.6", 1000).await;
+    let mesh = Mesh::start("dc", "127.82.0.6", 1000).await;
     let io = TokioIo::new(mesh.connect(&id("shop", "web"), OPEN_VIP).await);
     let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
         .await
@@ -760,7 +760,7 @@ async fn a_client_that_leaves_before_the_response_is_dc() {
 
 #[tokio::test]
 async fn a_rate_limited_request_is_counted_with_rl() {
-    let mesh = Mesh::start("ratelimit", "127.78.0.7", 100).await;
+    let mesh = Mesh::start("ratelimit", "127.82.0.7", 100).await;
     let mut c = mesh.http1(&id("shop", "web"), OPEN_VIP).await;
     let (status, _) = send(&mut c, request("GET", "/limited", "curl/8", "")).await;
     assert_eq!(status, StatusCode::OK);
@@ -818,7 +818,7 @@ fn workload_address(uid: &str, ip: &str, ns: &str, sa: &str, name: &str) -> (Str
 /// only a peer whose certificate proves the identity the workload at its address has.
 #[tokio::test]
 async fn known_workloads_name_the_source_and_destination() {
-    let endpoint_ip = "127.78.0.8";
+    let endpoint_ip = "127.82.0.8";
     let mesh = Mesh::start("peers", endpoint_ip, 1000).await;
     // Clients dial the waypoint from 127.0.0.1: that address is `order-service`'s pod.
     let rejected = mesh.waypoint.peers().apply(
