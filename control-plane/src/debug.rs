@@ -111,6 +111,10 @@ impl Debug {
                             proto::WAYPOINT_TARGET_TYPE_URL: view(&sets.targets),
                             proto::WAYPOINT_POLICY_TYPE_URL: view(&sets.policies),
                         });
+                        let mut sets = sets;
+                        if let Some(own) = snap.resources.waypoint_tracing.get(w) {
+                            sets[proto::WAYPOINT_TRACING_TYPE_URL] = serde_json::json!(view(own));
+                        }
                         (w.to_string(), sets)
                     })
                     .collect();

@@ -7,7 +7,8 @@
 //! waypoint's types (Target, HttpPolicy) are one set per waypoint Gateway
 //! ([`WaypointResources`]): a waypoint is sent only its own targets and the policies they
 //! name, chosen by who it is ([`WaypointResources::waypoint_of`]). The waypoint's Tracing is
-//! mesh-wide (MeshConfig's), so it is one set like ztunnel's: every waypoint gets the same.
+//! the mesh's (one set like ztunnel's), except for the waypoints a Telemetry of their
+//! namespace or for them gives one of their own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -80,6 +81,9 @@ pub struct Resources {
     pub authorizations: ResourceSet,
     /// `type.googleapis.com/mesh.waypoint.v1.Tracing`: none, or the one named `mesh`.
     pub tracing: ResourceSet,
+    /// The waypoints a Telemetry gives tracing of their own: their Tracing set, served instead
+    /// of [`Resources::tracing`].
+    pub waypoint_tracing: BTreeMap<WaypointKey, ResourceSet>,
     /// The waypoints' Targets and HttpPolicies, per waypoint. Shared, so cloning a snapshot's
     /// resources does not copy them.
     pub waypoints: Arc<WaypointResources>,
@@ -102,6 +106,11 @@ impl Resources {
     pub fn served(&self, type_url: &str, waypoint: Option<&WaypointKey>) -> Option<&ResourceSet> {
         let sets = || waypoint.and_then(|w| self.waypoints.by_waypoint.get(w));
         match type_url {
+            proto::WAYPOINT_TRACING_TYPE_URL => Some(
+                waypoint
+                    .and_then(|w| self.waypoint_tracing.get(w))
+                    .unwrap_or(&self.tracing),
+            ),
             proto::WAYPOINT_TARGET_TYPE_URL => Some(sets().map_or(&EMPTY, |s| &s.targets)),
             proto::WAYPOINT_POLICY_TYPE_URL => Some(sets().map_or(&EMPTY, |s| &s.policies)),
             other => self.by_type(other),

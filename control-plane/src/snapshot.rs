@@ -47,6 +47,14 @@ impl Delta {
             };
             names.insert(type_url.to_string(), diff(a, b).collect());
         }
+        // A waypoint's own Tracing (same name as the mesh's) changed: the name, compared again
+        // per client.
+        let tracing: &mut Vec<Arc<str>> = names
+            .entry(proto::WAYPOINT_TRACING_TYPE_URL.to_string())
+            .or_default();
+        if old.waypoint_tracing != new.waypoint_tracing && tracing.is_empty() {
+            tracing.push(proto::WAYPOINT_TRACING_NAME.into());
+        }
         for type_url in WAYPOINT_TYPE_URLS {
             let changed = WaypointResources::changed(&old.waypoints, &new.waypoints, type_url);
             names.insert(type_url.to_string(), changed);

@@ -20,8 +20,8 @@
 //!    bound to each waypoint as Target resources (`waypoint_target.rs`) with the JWT rules of
 //!    the RequestAuthentications attached to them (`waypoint_jwt.rs`), then each waypoint's
 //!    set: its targets and the policies they name;
-//! 5. the mesh config's tracing, resolved against the index into the one Tracing resource
-//!    every waypoint gets (`tracing.rs`).
+//! 5. the mesh config's tracing and Telemetry, resolved against the index into the Tracing
+//!    resource: the mesh's, and a waypoint's own where a Telemetry sets one (`tracing.rs`).
 //!
 //! Warnings about a namespace-wide binding (a namespace's waypoint that does not exist) are
 //! reported once for the Namespace, not once per pod.
@@ -345,21 +345,31 @@ impl Translator {
         self.rate_limits = rate_limits;
         self.jwt = jwt;
         self.http_policies = for_waypoints.resources;
-        // The mesh-wide Tracing: one small resource, resolved at every call (its Service may
-        // come or go in any namespace).
-        let (tracing, warning, telemetry) = tracing::resolve(index, &self.opts);
-        out.mesh_warnings.extend(warning);
-        out.warnings.extend(telemetry);
-        let next: ResourceSet = tracing
-            .map(|t| Resource::new(proto::WAYPOINT_TRACING_NAME.to_string(), Vec::new(), &t))
-            .map(|r| (r.name.clone(), r))
+        // The Tracing: small resources, resolved at every call (a collector's Service may come
+        // or go in any namespace).
+        let resolved = tracing::resolve(index, &self.opts);
+        out.mesh_warnings.extend(resolved.mesh_warning);
+        out.warnings.extend(resolved.warnings);
+        let set = |t: proto::waypoint::Tracing| -> ResourceSet {
+            let r = Resource::new(proto::WAYPOINT_TRACING_NAME.to_string(), Vec::new(), &t);
+            [(r.name.clone(), r)].into()
+        };
+        let next: ResourceSet = resolved.mesh.map(set).unwrap_or_default();
+        let per_waypoint: BTreeMap<crate::resources::WaypointKey, ResourceSet> = resolved
+            .waypoints
             .into_iter()
+            .map(|(w, t)| (w, set(t)))
             .collect();
-        let changed_tracing = diff(&self.resources.tracing, &next).collect();
+        let mut changed_tracing: Vec<Arc<str>> = diff(&self.resources.tracing, &next).collect();
+        if changed_tracing.is_empty() && per_waypoint != self.resources.waypoint_tracing {
+            // A waypoint's own one changed: the one name, compared again per client.
+            changed_tracing.push(proto::WAYPOINT_TRACING_NAME.into());
+        }
         out.changed.insert(
             proto::WAYPOINT_TRACING_TYPE_URL.to_string(),
             changed_tracing,
         );
+        self.resources.waypoint_tracing = per_waypoint;
         self.resources.tracing = next;
         out.resources = self.resources.clone();
         out

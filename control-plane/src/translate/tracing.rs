@@ -1,5 +1,6 @@
-//! MeshConfig tracing -> the one `mesh.waypoint.v1.Tracing` resource every waypoint gets,
-//! with the collector's service resolved to an address the waypoint dials.
+//! MeshConfig tracing and Telemetry -> the `mesh.waypoint.v1.Tracing` resource: the mesh's,
+//! and a waypoint's own where Telemetry sets one, with the collector's service resolved to an
+//! address the waypoint dials.
 //!
 //! Rules, in order:
 //! 1. No tracing in the mesh config: no resource (a waypoint keeps its own flags).
@@ -19,9 +20,16 @@
 //!    (`defaultProviders.tracing`, else off; `defaultConfig.tracing.sampling`; reporting on).
 //!    Of several, the oldest (then by name) counts, whatever it configures, as Istio picks;
 //!    the others get a warning. One that does not convert is a warning, and the mesh config's
-//!    tracing stays. A Telemetry for a namespace or a workload is not read (a warning says
-//!    so): tracing here is one resource for every waypoint.
+//!    tracing stays.
+//! 5. A waypoint's own tracing, as Istio merges Telemetry from the mesh to the workload: the
+//!    entries of the mesh-wide Telemetry, then of its namespace's (no selector nor
+//!    targetRefs; the oldest), then of its own (`targetRefs` to its Gateway, or a selector of
+//!    only `gateway.networking.k8s.io/gateway-name: <its name>`; the oldest) are read as rule
+//!    4 reads one. A waypoint with such a Telemetry gets its own Tracing resource (same name,
+//!    its content); the others the mesh's. A Telemetry with tracing for workloads that are no
+//!    waypoint (only waypoints trace here), or for no waypoint there is, gets a warning.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use kube_source::{Kind, Object, ObjectKey, RawPolicy};
@@ -30,30 +38,62 @@ use serde::Deserialize;
 
 use super::Options;
 use super::ext_authz::service_ip;
+use super::waypoint::WAYPOINT_CLASS;
 use crate::index::Index;
 use crate::mesh_config::{Tracing, TracingKind};
+use crate::resources::{GATEWAY_NAME_LABEL, WaypointKey};
 
-/// Rules 1-4: the resource, the mesh config's warning (a collector that does not resolve),
-/// and warnings about Telemetry resources.
-pub fn resolve(
+/// What [`resolve`] gives.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// The mesh's Tracing (rules 1-4), none when nothing configures tracing.
+    pub mesh: Option<pb::Tracing>,
+    /// Rule 5: the waypoints whose namespace's or own Telemetry makes their tracing differ.
+    pub waypoints: BTreeMap<WaypointKey, pb::Tracing>,
+    /// The mesh config's warning (a collector that does not resolve).
+    pub mesh_warning: Option<String>,
+    /// Warnings about Telemetry resources.
+    pub warnings: Vec<(ObjectKey, String)>,
+}
+
+/// Rules 1-5.
+pub fn resolve(index: &Index, opts: &Options) -> Resolved {
+    let mut out = Resolved::default();
+    let all = candidates(index, &mut out.warnings);
+    let levels = levels(index, opts, &all, &mut out.warnings);
+    let decided = decide(&[levels.root], opts, &mut out.warnings);
+    let (mesh, warning) = from_decision(index, opts, decided);
+    (out.mesh, out.mesh_warning) = (mesh, warning);
+    for (waypoint, [namespace, own]) in levels.waypoints {
+        let decided = decide(&[levels.root, namespace, own], opts, &mut out.warnings);
+        let (tracing, warning) = from_decision(index, opts, decided);
+        // A collector that does not resolve is told on the Telemetry that chose it.
+        if let (Some(w), Some(c)) = (warning, own.or(namespace)) {
+            out.warnings.push((c.key.clone(), w));
+        }
+        if let Some(t) = tracing {
+            out.waypoints.insert(waypoint, t);
+        }
+    }
+    out
+}
+
+/// The resource a decision makes, and its collector's warning.
+fn from_decision(
     index: &Index,
     opts: &Options,
-) -> (
-    Option<pb::Tracing>,
-    Option<String>,
-    Vec<(ObjectKey, String)>,
-) {
-    let mut warnings = Vec::new();
-    let chosen = match telemetry(index, opts, &mut warnings) {
-        FromTelemetry::Off => return (Some(off()), None, warnings),
+    decided: FromTelemetry,
+) -> (Option<pb::Tracing>, Option<String>) {
+    let chosen = match decided {
+        FromTelemetry::Off => return (Some(off()), None),
         FromTelemetry::On(t) => t,
         FromTelemetry::Silent => match &opts.mesh.tracing {
             Some(t) => t.clone(),
-            None => return (None, None, warnings),
+            None => return (None, None),
         },
     };
     let (resource, warning) = resolve_collector(index, opts, &chosen);
-    (Some(resource), warning, warnings)
+    (Some(resource), warning)
 }
 
 /// Exporter NONE: tracing off.
@@ -148,7 +188,7 @@ struct ProviderRef {
 
 /// What rule 4 decides.
 enum FromTelemetry {
-    /// No mesh-wide Telemetry says anything about tracing: the mesh config decides.
+    /// No Telemetry says anything about tracing: the mesh config decides.
     Silent,
     /// Spans are not reported.
     Off,
@@ -171,92 +211,229 @@ fn spec(raw: &RawPolicy) -> Result<TelemetrySpec, String> {
         .map_err(|e| format!("spec: {e}"))
 }
 
-/// Rule 4: the mesh-wide Telemetry (the oldest selector-less one in the root namespace, as
-/// Istio picks it, whatever it configures) and what its tracing decides.
-fn telemetry(
-    index: &Index,
-    opts: &Options,
-    warnings: &mut Vec<(ObjectKey, String)>,
-) -> FromTelemetry {
-    let mut mesh_wide = Vec::new();
+/// Which workloads a Telemetry is for (rule 5).
+#[derive(Debug, PartialEq)]
+enum Scope {
+    /// Every workload of its namespace (of the mesh, in the root namespace).
+    Namespace,
+    /// The waypoints of these Gateways in its namespace.
+    Waypoints(Vec<String>),
+    /// Workloads that are no waypoint.
+    Others,
+}
+
+/// Rule 5: what a Telemetry's `selector` or `targetRef(s)` scope it to.
+fn scope(spec: &TelemetrySpec) -> Scope {
+    let refs: Vec<&serde_yaml::Value> = match (&spec.target_refs, &spec.target_ref) {
+        (Some(refs), _) => refs
+            .as_sequence()
+            .map(|s| s.iter().collect())
+            .unwrap_or_default(),
+        (None, Some(one)) => vec![one],
+        (None, None) => Vec::new(),
+    };
+    if !refs.is_empty() {
+        let gateways: Option<Vec<String>> = refs
+            .iter()
+            .map(|r| {
+                let field = |f: &str| r.get(f).and_then(|v| v.as_str()).unwrap_or_default();
+                let gateway = field("kind") == "Gateway"
+                    && matches!(field("group"), "" | "gateway.networking.k8s.io");
+                gateway.then(|| field("name").to_string())
+            })
+            .collect();
+        return gateways.map_or(Scope::Others, Scope::Waypoints);
+    }
+    if !non_empty(&spec.selector, "matchLabels") {
+        return Scope::Namespace;
+    }
+    // A selector for a waypoint's pods: the label every waypoint pod carries, and only it.
+    let labels = spec
+        .selector
+        .as_ref()
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(|m| m.as_mapping());
+    match labels.map(|m| m.iter().collect::<Vec<_>>()).as_deref() {
+        Some([(k, v)]) if k.as_str() == Some(GATEWAY_NAME_LABEL) => match v.as_str() {
+            Some(name) => Scope::Waypoints(vec![name.to_string()]),
+            None => Scope::Others,
+        },
+        _ => Scope::Others,
+    }
+}
+
+/// One Telemetry, read.
+struct Candidate {
+    /// Creation time, then name: the older counts (Istio's pick).
+    age: (String, String),
+    key: ObjectKey,
+    scope: Scope,
+    spec: TelemetrySpec,
+}
+
+/// Every Telemetry that reads, oldest first; a warning for each that does not.
+fn candidates(index: &Index, warnings: &mut Vec<(ObjectKey, String)>) -> Vec<Candidate> {
+    let mut out = Vec::new();
     for object in index.of_kind(Kind::Telemetry) {
         let Object::Telemetry(raw) = object else {
             continue;
         };
-        let spec = match spec(raw) {
-            Ok(spec) => spec,
-            Err(e) => {
-                warnings.push((object.key(), format!("{e}; not read")));
-                continue;
-            }
-        };
-        let m = &raw.metadata;
-        let scoped = non_empty(&spec.selector, "matchLabels")
-            || spec.target_ref.is_some()
-            || spec
-                .target_refs
-                .as_ref()
-                .is_some_and(|r| r.as_sequence().is_none_or(|s| !s.is_empty()));
-        if m.namespace == opts.root_namespace && !scoped {
-            mesh_wide.push((
-                m.creation_timestamp.clone(),
-                m.name.clone(),
-                object.key(),
-                spec,
-            ));
-        } else if spec.tracing.is_some() {
-            warnings.push((
-                object.key(),
-                format!(
-                    "only a mesh-wide Telemetry (in {}, for every workload) sets the \
-                     waypoints' tracing; this one's tracing is not read",
-                    opts.root_namespace
+        match spec(raw) {
+            Ok(spec) => out.push(Candidate {
+                age: (
+                    raw.metadata.creation_timestamp.clone(),
+                    raw.metadata.name.clone(),
                 ),
-            ));
+                key: object.key(),
+                scope: scope(&spec),
+                spec,
+            }),
+            Err(e) => warnings.push((object.key(), format!("{e}; not read"))),
         }
     }
-    mesh_wide.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let mut mesh_wide = mesh_wide.into_iter();
-    let Some((_, _, key, spec)) = mesh_wide.next() else {
-        return FromTelemetry::Silent;
-    };
-    for (_, _, later, _) in mesh_wide {
-        let why = format!("{key} is older and counts (one mesh-wide Telemetry at a time)");
-        warnings.push((later, why));
+    out.sort_by(|a, b| a.age.cmp(&b.age));
+    out
+}
+
+/// The oldest of `found` counts; the others are warned about (one at a time per scope).
+fn oldest<'a>(
+    mut found: impl Iterator<Item = &'a Candidate>,
+    what: &str,
+    warnings: &mut Vec<(ObjectKey, String)>,
+) -> Option<&'a Candidate> {
+    let first = found.next()?;
+    for later in found {
+        let why = format!(
+            "{} is older and counts (one {what} Telemetry at a time)",
+            first.key
+        );
+        warnings.push((later.key.clone(), why));
     }
-    // Istio's reading: when the Telemetry has tracing at all, its entries that apply to a
-    // server's span (a waypoint's) override field by field, in order; what none sets is the
-    // default: `defaultProviders.tracing`, the mesh's sampling, reporting on.
-    let entries = match &spec.tracing {
-        Some(entries) if !entries.is_empty() => entries,
-        _ => return FromTelemetry::Silent,
+    Some(first)
+}
+
+/// Rules 4-5: the tracing of the mesh, and of each waypoint a Telemetry of its namespace or
+/// for it changes.
+struct Levels<'a> {
+    root: Option<&'a Candidate>,
+    /// Per waypoint Gateway: its namespace's Telemetry, and its own (either may be missing).
+    waypoints: BTreeMap<WaypointKey, [Option<&'a Candidate>; 2]>,
+}
+
+fn levels<'a>(
+    index: &Index,
+    opts: &Options,
+    all: &'a [Candidate],
+    warnings: &mut Vec<(ObjectKey, String)>,
+) -> Levels<'a> {
+    let root_ns = opts.root_namespace.as_str();
+    let namespace_wide = |ns: &str| -> Vec<&'a Candidate> {
+        all.iter()
+            .filter(|c| c.key.namespace == ns && c.scope == Scope::Namespace)
+            .collect()
     };
-    let (mut provider, mut percentage, mut disabled) = (None, None, false);
-    for e in entries {
-        let mode = e.matched.as_ref().and_then(|m| m.mode.as_deref());
-        if mode == Some("CLIENT") {
+    let own = |ns: &str, name: &str| -> Vec<&'a Candidate> {
+        all.iter()
+            .filter(|c| c.key.namespace == ns)
+            .filter(|c| matches!(&c.scope, Scope::Waypoints(n) if n.iter().any(|n| n == name)))
+            .collect()
+    };
+    let root = oldest(namespace_wide(root_ns).into_iter(), "mesh-wide", warnings);
+    let mut namespaces: BTreeSet<&str> = BTreeSet::new();
+    let mut waypoints = BTreeMap::new();
+    let mut used: BTreeSet<&ObjectKey> = BTreeSet::new();
+    for gw in index.gateways() {
+        if gw.spec.gateway_class_name != WAYPOINT_CLASS {
             continue;
         }
-        if let Some(p) = e.providers.iter().flatten().next() {
-            provider = Some(p.name.as_str());
+        let (ns, name) = (gw.metadata.namespace.as_str(), gw.metadata.name.as_str());
+        // Warned about once per namespace.
+        let mut quiet = Vec::new();
+        let first_time = namespaces.insert(ns);
+        let sink = if first_time {
+            &mut *warnings
+        } else {
+            &mut quiet
+        };
+        let (wide, mine) = (namespace_wide(ns), own(ns, name));
+        // Those that lose to an older one were warned about as such.
+        used.extend(wide.iter().chain(&mine).map(|c| &c.key));
+        let namespace = match ns == root_ns {
+            true => None,
+            false => oldest(wide.into_iter(), "namespace-wide", sink),
+        };
+        let own = oldest(mine.into_iter(), "per-waypoint", warnings);
+        if namespace.is_some() || own.is_some() {
+            let key = WaypointKey {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            };
+            waypoints.insert(key, [namespace, own]);
         }
-        percentage = e.random_sampling_percentage.or(percentage);
-        disabled = e.disable_span_reporting.unwrap_or(disabled);
+    }
+    // Rule 5's warnings: tracing nothing here reads.
+    for c in all {
+        let applies = match &c.scope {
+            Scope::Namespace => c.key.namespace == root_ns || used.contains(&c.key),
+            Scope::Waypoints(_) => used.contains(&c.key),
+            Scope::Others => false,
+        };
+        if c.spec.tracing.is_some() && !applies {
+            let why = match c.scope {
+                Scope::Others => "selects no waypoint (only waypoints trace here)",
+                _ => "applies to no waypoint of the mesh now",
+            };
+            warnings.push((c.key.clone(), format!("{why}; its tracing is not read")));
+        }
+    }
+    Levels { root, waypoints }
+}
+
+/// Rule 4: what the tracing entries of `levels` (mesh-wide first, the most specific last)
+/// decide, field by field.
+fn decide(
+    levels: &[Option<&Candidate>],
+    opts: &Options,
+    warnings: &mut Vec<(ObjectKey, String)>,
+) -> FromTelemetry {
+    // Istio's reading: the entries that apply to a server's span (a waypoint's) override
+    // field by field, in order; what none sets is the default: `defaultProviders.tracing`,
+    // the mesh's sampling, reporting on.
+    let (mut provider, mut percentage, mut disabled) = (None, None, false);
+    let mut any = false;
+    for c in levels.iter().flatten() {
+        for e in c.spec.tracing.iter().flatten() {
+            any = true;
+            let mode = e.matched.as_ref().and_then(|m| m.mode.as_deref());
+            if mode == Some("CLIENT") {
+                continue;
+            }
+            if let Some(p) = e.providers.iter().flatten().next() {
+                provider = Some((p.name.as_str(), &c.key));
+            }
+            if let Some(p) = e.random_sampling_percentage {
+                percentage = Some((p, &c.key));
+            }
+            disabled = e.disable_span_reporting.unwrap_or(disabled);
+        }
+    }
+    if !any {
+        return FromTelemetry::Silent;
     }
     if disabled {
         return FromTelemetry::Off;
     }
     let sampling = match percentage {
         None => opts.mesh.default_sampling_per_million,
-        Some(p) if (0.0..=100.0).contains(&p) => (p * 10_000.0).round() as u32,
-        Some(p) => {
+        Some((p, _)) if (0.0..=100.0).contains(&p) => (p * 10_000.0).round() as u32,
+        Some((p, key)) => {
             let why = format!("randomSamplingPercentage {p} is not a percentage (0-100); not read");
-            warnings.push((key, why));
+            warnings.push((key.clone(), why));
             return FromTelemetry::Silent;
         }
     };
     let (collector, max_tag_length) = match provider {
-        Some(p) => match opts.mesh.tracing_providers.get(p) {
+        Some((p, key)) => match opts.mesh.tracing_providers.get(p) {
             Some(found) => found.clone(),
             None => {
                 // As Istio: a provider it cannot find traces nowhere.
@@ -264,7 +441,7 @@ fn telemetry(
                     "provider {p:?} is no zipkin or opentelemetry extension provider of the \
                      mesh config; tracing is off"
                 );
-                warnings.push((key, why));
+                warnings.push((key.clone(), why));
                 return FromTelemetry::Off;
             }
         },

@@ -20,7 +20,8 @@
 //!    every snapshot: the waypoint's pod or Gateway may appear later); a client that is no
 //!    waypoint gets an empty set. When the answer changes, the whole set is compared (rule 6's
 //!    names are about sets, not about which set a client sees).
-//!    The waypoints' Tracing is mesh-wide: one set, like ztunnel's types.
+//!    The waypoints' Tracing is the mesh's, unless a Telemetry gives the client's waypoint
+//!    its own (`Resources::served`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -105,7 +106,9 @@ impl Session {
     /// Rule 7: the waypoint whose set of `type_url` this client sees in `snapshot`.
     fn waypoint(&self, type_url: &str, snapshot: &Snapshot) -> Option<WaypointKey> {
         let caller = self.caller.as_ref()?;
-        WAYPOINT_TYPE_URLS.contains(&type_url).then(|| {
+        let per_waypoint =
+            WAYPOINT_TYPE_URLS.contains(&type_url) || type_url == proto::WAYPOINT_TRACING_TYPE_URL;
+        per_waypoint.then(|| {
             snapshot.resources.waypoints.waypoint_of(
                 &caller.namespace,
                 &caller.service_account,

@@ -1,6 +1,7 @@
-//! MeshConfig tracing: one Tracing resource for every waypoint, its collector resolved against
-//! the index, a warning (and no export) when it does not resolve, and a mesh config change or
-//! the collector's Service appearing named as a change.
+//! MeshConfig tracing and Telemetry: the mesh's Tracing resource, and a waypoint's own where a
+//! Telemetry of its namespace or for it says so; its collector resolved against the index, a
+//! warning (and no export) when it does not resolve, and a mesh config change or the
+//! collector's Service appearing named as a change.
 
 use proto::waypoint::Tracing;
 use proto::waypoint::tracing::Exporter;
@@ -355,7 +356,7 @@ fn a_mesh_wide_telemetry_chooses_the_tracing() {
             "10.96.0.9:9411",
             5.0,
             "zipkin",
-            Some("only a mesh-wide Telemetry"),
+            Some("applies to no waypoint of the mesh now"),
         ),
         (
             vec![telemetry(
@@ -368,7 +369,7 @@ fn a_mesh_wide_telemetry_chooses_the_tracing() {
             "10.96.0.9:9411",
             5.0,
             "zipkin",
-            Some("only a mesh-wide Telemetry"),
+            Some("selects no waypoint"),
         ),
         (
             // An unknown provider traces nowhere, as in Istio.
@@ -449,6 +450,151 @@ fn a_mesh_wide_telemetry_chooses_the_tracing() {
         assert_eq!(got.address, address, "row {i}");
         assert_eq!(got.sampling, sampling, "row {i}");
         assert_eq!(got.provider, provider, "row {i}");
+        match warning {
+            None => assert!(warnings.is_empty(), "row {i}: {warnings:?}"),
+            Some(part) => assert!(
+                warnings.iter().any(|w| w.contains(part)),
+                "row {i}: {warnings:?}"
+            ),
+        }
+    }
+}
+
+/// Rule 5: Telemetry merges from the mesh to the waypoint: the namespace's overrides the
+/// mesh's, the waypoint's own (targetRefs or its pods' label) overrides both, field by field;
+/// other waypoints keep the mesh's.
+#[test]
+fn a_waypoints_namespace_and_its_own_telemetry_override_the_mesh() {
+    let mesh = format!(
+        "{PROVIDERS}defaultProviders: {{tracing: [zipkin]}}\n\
+         defaultConfig: {{tracing: {{sampling: 5}}}}\n"
+    );
+    let (t1, t2) = ("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z");
+    let waypoints = || {
+        vec![
+            namespace("shop", &[]),
+            namespace("bank", &[]),
+            gateway("shop", "wp", None),
+            gateway("shop", "other", None),
+            gateway("bank", "wp", None),
+        ]
+    };
+    let root = telemetry(
+        "istio-system",
+        "mesh",
+        t1,
+        "{tracing: [{randomSamplingPercentage: 20}]}",
+    );
+    let shop = telemetry("shop", "ns", t1, "{tracing: [{providers: [{name: otel}]}]}");
+    let by_ref = telemetry(
+        "shop",
+        "wp-ref",
+        t1,
+        "{targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: wp}], \
+         tracing: [{randomSamplingPercentage: 80}]}",
+    );
+    let by_label = telemetry(
+        "shop",
+        "wp-label",
+        t1,
+        "{selector: {matchLabels: {gateway.networking.k8s.io/gateway-name: wp}}, \
+         tracing: [{disableSpanReporting: true}]}",
+    );
+    let later_ns = telemetry(
+        "shop",
+        "ns-later",
+        t2,
+        "{tracing: [{randomSamplingPercentage: 1}]}",
+    );
+    // (extra objects, [(waypoint, provider, sampling, off)], a warning containing)
+    type Seen = (&'static str, &'static str, &'static str, f64, bool);
+    let rows: Vec<(Vec<Object>, Vec<Seen>, Option<&str>)> = vec![
+        (
+            vec![root.clone()],
+            vec![
+                ("shop", "wp", "zipkin", 20.0, false),
+                ("bank", "wp", "zipkin", 20.0, false),
+            ],
+            None,
+        ),
+        (
+            // The namespace's provider, the mesh's sampling.
+            vec![root.clone(), shop.clone()],
+            vec![
+                ("shop", "wp", "otel", 20.0, false),
+                ("shop", "other", "otel", 20.0, false),
+                ("bank", "wp", "zipkin", 20.0, false),
+            ],
+            None,
+        ),
+        (
+            // No mesh-wide Telemetry: the namespace's, over the mesh config's defaults.
+            vec![shop.clone()],
+            vec![
+                ("shop", "wp", "otel", 5.0, false),
+                ("bank", "wp", "zipkin", 5.0, false),
+            ],
+            None,
+        ),
+        (
+            // The waypoint's own, by targetRefs: its sampling over the namespace's provider.
+            vec![root.clone(), shop.clone(), by_ref.clone()],
+            vec![
+                ("shop", "wp", "otel", 80.0, false),
+                ("shop", "other", "otel", 20.0, false),
+            ],
+            None,
+        ),
+        (
+            // By its pods' label.
+            vec![root.clone(), by_label.clone()],
+            vec![
+                ("shop", "wp", "", 0.0, true),
+                ("shop", "other", "zipkin", 20.0, false),
+                ("bank", "wp", "zipkin", 20.0, false),
+            ],
+            None,
+        ),
+        (
+            // Two namespace-wide: the older counts.
+            vec![later_ns.clone(), shop.clone()],
+            vec![("shop", "wp", "otel", 5.0, false)],
+            Some("Telemetry shop/ns-later: Telemetry shop/ns is older and counts"),
+        ),
+        (
+            // For a Gateway that is no waypoint here.
+            vec![telemetry(
+                "bank",
+                "gone",
+                t1,
+                "{targetRefs: [{kind: Gateway, name: nope}], tracing: [{randomSamplingPercentage: 9}]}",
+            )],
+            vec![("bank", "wp", "zipkin", 5.0, false)],
+            Some("Telemetry bank/gone: applies to no waypoint"),
+        ),
+    ];
+    for (i, (extra, seen, warning)) in rows.into_iter().enumerate() {
+        let objects = objects().into_iter().chain(waypoints()).chain(extra);
+        let t = translate(&index(objects), &opts(&mesh));
+        for (ns, name, provider, sampling, off) in seen {
+            let set: BTreeMap<String, Tracing> =
+                waypoint_set(&t, ns, name, proto::WAYPOINT_TRACING_TYPE_URL);
+            let got = set.into_values().next().expect("a Tracing");
+            assert_eq!(
+                (
+                    got.provider.as_str(),
+                    got.sampling,
+                    got.exporter == Exporter::None as i32
+                ),
+                (provider, sampling, off),
+                "row {i}: {ns}/{name}"
+            );
+        }
+        let warnings: Vec<String> = t
+            .warnings
+            .iter()
+            .map(|(k, w)| format!("{k}: {w}"))
+            .collect();
         match warning {
             None => assert!(warnings.is_empty(), "row {i}: {warnings:?}"),
             Some(part) => assert!(

@@ -389,5 +389,27 @@ mod waypoints {
         v3.delta = Some(Delta::between(2, &v2.resources, &v3.resources));
         let pushes = s.on_snapshot(&v3);
         assert_eq!(pushes[0].removed_resources, [proto::WAYPOINT_TRACING_NAME]);
+
+        // A waypoint a Telemetry gives its own Tracing gets it; the others keep the mesh's.
+        let mut own = Session::for_caller(caller("shop", "wp", None));
+        let mut other = Session::for_caller(caller("shop", "other", None));
+        for s in [&mut own, &mut other] {
+            s.on_request(open(), &v1).unwrap();
+        }
+        let mut v4 = with(4, "10.96.0.9:9411");
+        let key = crate::resources::WaypointKey {
+            namespace: "shop".into(),
+            name: "wp".into(),
+        };
+        v4.resources
+            .waypoint_tracing
+            .insert(key, tracing("10.96.0.33:4317"));
+        v4.delta = Some(Delta::between(1, &v1.resources, &v4.resources));
+        let pushes = own.on_snapshot(&v4);
+        assert_eq!(pushes.len(), 1, "its own Tracing");
+        let body = &pushes[0].resources[0].resource.as_ref().unwrap().value;
+        let got = <proto::waypoint::Tracing as prost::Message>::decode(body.as_slice()).unwrap();
+        assert_eq!(got.address, "10.96.0.33:4317");
+        assert!(other.on_snapshot(&v4).is_empty(), "the mesh's, unchanged");
     }
 }
