@@ -96,6 +96,9 @@ pub enum ResponseFlags {
     DownstreamProtocolError,
     /// `RL`: refused by a local rate limit (429).
     RateLimited,
+    /// `UPE`: the upstream answered what the request did not allow (a `101` it did not ask
+    /// for, or to another protocol).
+    UpstreamProtocolError,
 }
 
 impl ResponseFlags {
@@ -109,6 +112,7 @@ impl ResponseFlags {
             ResponseFlags::UnauthorizedExternalService => "UAEX",
             ResponseFlags::DownstreamProtocolError => "DPE",
             ResponseFlags::RateLimited => "RL",
+            ResponseFlags::UpstreamProtocolError => "UPE",
         }
     }
 }

@@ -15,9 +15,10 @@
 //! 5. Draining ([`Waypoint::drain`], on SIGTERM; the binary exits at the end of the drain
 //!    window, as Istio's agent does): each HBONE connection open then gets a GOAWAY (no new
 //!    streams there) and each HTTP connection in its streams closes after the request it is
-//!    serving (an idle one at once); TCP streams go on. New HBONE connections are still
-//!    accepted and served (a client that has not yet seen this endpoint go), each HTTP
-//!    connection in them for one request (`connection: close`).
+//!    serving (an idle one at once); TCP streams and upgraded (WebSocket) tunnels go on, to
+//!    the exit. New HBONE connections are still accepted and served (a client that has not
+//!    yet seen this endpoint go), each HTTP connection in them for one request
+//!    (`connection: close`).
 //!
 //! Upstream HBONE connections come from one [`Pool`], and the HTTP connections inside them
 //! from one [`Upstreams`]: both shared by all downstream connections.

@@ -394,31 +394,43 @@ impl Conn {
     /// Rules 4-6: the allowed request, upstream.
     async fn proxy(&self, mut req: Request<RequestBody>) -> Response<Body> {
         // Rule 6: the client's half of an upgrade, taken before the request goes on.
-        let upgrade = upgrade::requested(&req)
-            .and_then(|u| Some((u, req.extensions_mut().remove::<OnUpgrade>()?)));
+        let downstream = match upgrade::requested(&req) {
+            true => req.extensions_mut().remove::<OnUpgrade>(),
+            false => None,
+        };
         strip_hop_by_hop(req.headers_mut());
-        let h2 = self.upstream_h2 && upgrade.is_none();
-        if let Some((asked, _)) = &upgrade {
-            upgrade::keep(req.headers_mut(), asked.clone());
+        let upgrading = downstream.is_some();
+        let h2 = self.upstream_h2 && !upgrading;
+        if upgrading {
+            upgrade::keep(req.headers_mut());
         }
         if let Err(e) = to_version(&mut req, h2) {
             tracing::info!(target = %self.resolved.addressed, error = %e, "request cannot be forwarded");
             let bad = ours(StatusCode::BAD_REQUEST, "bad request");
             return telemetry::flagged(bad, ResponseFlags::DownstreamProtocolError);
         }
-        let upgrading = upgrade.is_some();
         match self.forward(req, upgrading).await {
             Ok(mut resp) => {
-                let switched = upgrade::switched(&resp).filter(|_| upgrading);
+                let answer = upgrade::answer(upgrading, &resp);
                 strip_hop_by_hop(resp.headers_mut());
-                if let (Some(upgrade), Some((_, downstream))) = (switched, upgrade) {
-                    upgrade::keep(resp.headers_mut(), upgrade);
-                    let upstream = hyper::upgrade::on(&mut resp);
-                    let pending = upgrade::Pending {
-                        downstream,
-                        upstream,
-                    };
-                    resp.extensions_mut().insert(pending);
+                match (answer, downstream) {
+                    (upgrade::Answer::Switched, Some(downstream)) => {
+                        upgrade::keep(resp.headers_mut());
+                        let upstream = hyper::upgrade::on(&mut resp);
+                        let pending = upgrade::Pending {
+                            downstream,
+                            upstream,
+                        };
+                        resp.extensions_mut().insert(pending);
+                    }
+                    (upgrade::Answer::Plain, _) => {}
+                    _ => {
+                        let status = resp.status();
+                        tracing::info!(target = %self.resolved.addressed, %status,
+                                       "upstream switched protocols unasked; refused");
+                        let bad = ours(StatusCode::BAD_GATEWAY, "upstream protocol error");
+                        return telemetry::flagged(bad, ResponseFlags::UpstreamProtocolError);
+                    }
                 }
                 resp.map(Either::Left)
             }

@@ -2,17 +2,19 @@
 //!
 //! Rules:
 //! 1. A request asks to upgrade when it is HTTP/1.1, its `Connection` names `upgrade` and its
-//!    `Upgrade` is `websocket` (any case): the upgrade type Istio turns on in Envoy. Any other
-//!    upgrade (`h2c`, ...) is dropped with the other hop-by-hop headers and the request goes
-//!    on as a plain one.
+//!    `Upgrade` is `websocket` (the whole value, any case, as Envoy matches the upgrade type
+//!    Istio turns on). Any other upgrade (`h2c`, `websocket, h2c`, ...) is dropped with the
+//!    other hop-by-hop headers and the request goes on as a plain one.
 //! 2. It is decided as any request is (token, CUSTOM, DENY/ALLOW, rate limits). Allowed, it
 //!    goes upstream over an HTTP/1.1 connection of its own (after a `101` the connection is
 //!    the tunnel's, so it is never pooled), with `Connection: upgrade` and its `Upgrade`
 //!    kept and its other hop-by-hop headers dropped.
-//! 3. A `101` from the endpoint is passed on with `Connection: upgrade` and the endpoint's
-//!    `Upgrade`; then both connections are handed over by HTTP and spliced: bytes are copied
-//!    both ways, through fixed buffers, until each side has ended. Any other answer is passed
-//!    on as usual (the client's connection stays HTTP).
+//! 3. A `101` from the endpoint switching to `websocket` is passed on with `Connection:
+//!    upgrade` and `Upgrade: websocket`; then both connections are handed over by HTTP and
+//!    spliced: bytes are copied both ways, through fixed buffers, until each side has ended.
+//!    A `101` to anything else, or to a request that did not ask for it, is never passed on
+//!    (a tunnel would carry requests no policy sees): 502, flag `UPE`. Any other answer is
+//!    passed on as usual (the client's connection stays HTTP).
 //! 4. The request is recorded when the tunnel ends, as Envoy ends the stream then: status
 //!    `101`, and the bytes moved each way as the request's and the response's bytes.
 
@@ -27,17 +29,15 @@ use crate::telemetry::{CountingIo, Switched};
 /// Each direction's copy buffer.
 const BUFFER: usize = 8 * 1024;
 
-/// Rule 1: the `Upgrade` a request asks for, if it is a WebSocket upgrade.
-pub fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
-        return None;
-    }
-    let upgrade = req.headers().get(UPGRADE)?;
-    let websocket = upgrade
-        .as_bytes()
-        .split(|b| *b == b',')
-        .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"));
-    (websocket && names_upgrade(req.headers())).then(|| upgrade.clone())
+/// Rule 1: whether `req` is a WebSocket upgrade.
+pub fn requested<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().get(UPGRADE).is_some_and(is_websocket)
+        && names_upgrade(req.headers())
+}
+
+fn is_websocket(v: &HeaderValue) -> bool {
+    v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket")
 }
 
 /// `Connection` names `upgrade`.
@@ -51,9 +51,9 @@ fn names_upgrade(headers: &HeaderMap) -> bool {
 
 /// Rules 2-3: puts back the two headers an upgrade travels with (after the hop-by-hop ones
 /// were dropped).
-pub fn keep(headers: &mut HeaderMap, upgrade: HeaderValue) {
+pub fn keep(headers: &mut HeaderMap) {
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(UPGRADE, upgrade);
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
 }
 
 /// Rule 3: both halves of a switched exchange, carried to where the response is sent on in
@@ -64,12 +64,26 @@ pub struct Pending {
     pub upstream: OnUpgrade,
 }
 
-/// Rule 3: is `resp` the endpoint's `101` to a WebSocket upgrade? Then its `Upgrade`.
-pub fn switched<B>(resp: &Response<B>) -> Option<HeaderValue> {
+/// Rule 3: what the endpoint's answer is to a request that asked (`asked`) or did not ask to
+/// upgrade.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Not a `101`: passed on as any answer.
+    Plain,
+    /// A `101` to `websocket`, to a request that asked for it: splice.
+    Switched,
+    /// Any other `101`: never passed on.
+    Refused,
+}
+
+pub fn answer<B>(asked: bool, resp: &Response<B>) -> Answer {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return None;
+        return Answer::Plain;
     }
-    resp.headers().get(UPGRADE).cloned()
+    match asked && resp.headers().get(UPGRADE).is_some_and(is_websocket) {
+        true => Answer::Switched,
+        false => Answer::Refused,
+    }
 }
 
 /// Rules 3-4: splices the two connections once HTTP hands them over, in a task of its own,
@@ -107,7 +121,9 @@ mod tests {
         let rows: &[(Version, &str, &str, bool)] = &[
             (Version::HTTP_11, "Upgrade", "websocket", true),
             (Version::HTTP_11, "keep-alive, upgrade", "WebSocket", true),
-            (Version::HTTP_11, "upgrade", "foo, websocket", true),
+            // The whole value, as Envoy matches it: a list could switch to the other one.
+            (Version::HTTP_11, "upgrade", "foo, websocket", false),
+            (Version::HTTP_11, "upgrade", "websocket, h2c", false),
             (Version::HTTP_11, "keep-alive", "websocket", false),
             (Version::HTTP_11, "", "websocket", false),
             (Version::HTTP_11, "upgrade", "h2c", false),
@@ -125,9 +141,38 @@ mod tests {
             }
             let req = b.body(()).unwrap();
             assert_eq!(
-                requested(&req).is_some(),
+                requested(&req),
                 *taken,
                 "{version:?} connection={connection:?} upgrade={upgrade:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_websocket_101_to_a_websocket_request_is_spliced() {
+        let resp = |status: u16, upgrade: &str| {
+            let mut b = Response::builder().status(status);
+            if !upgrade.is_empty() {
+                b = b.header(UPGRADE, upgrade);
+            }
+            b.body(()).unwrap()
+        };
+        // (asked, status, upgrade answered, answer)
+        let rows = [
+            (true, 101, "websocket", Answer::Switched),
+            (true, 101, "WebSocket", Answer::Switched),
+            (true, 101, "h2c", Answer::Refused),
+            (true, 101, "", Answer::Refused),
+            (false, 101, "websocket", Answer::Refused),
+            (true, 200, "", Answer::Plain),
+            (true, 426, "websocket", Answer::Plain),
+            (false, 200, "", Answer::Plain),
+        ];
+        for (asked, status, upgrade, want) in rows {
+            assert_eq!(
+                answer(asked, &resp(status, upgrade)),
+                want,
+                "{asked} {status} {upgrade}"
             );
         }
     }

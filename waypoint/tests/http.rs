@@ -123,10 +123,15 @@ fn echo_upgrade(mut r: Request<hyper::body::Incoming>) -> hyper::Response<Full<B
             io.write_all(&buf[..n].to_ascii_uppercase()).await.unwrap();
         }
     });
+    // `?other`: a lenient server that switches to a protocol the client did not ask for.
+    let protocol = match r.uri().query() {
+        Some("other") => "h2c",
+        _ => "websocket",
+    };
     hyper::Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
+        .header("upgrade", protocol)
         .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
         .header("x-saw", saw)
         .body(Full::new(Bytes::new()))
@@ -565,6 +570,22 @@ async fn websocket_upgrades_are_decided_then_spliced() {
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, "127.77.0.10:8080 got 0 bytes")
+    );
+
+    // `websocket, h2c` is no WebSocket upgrade (Envoy matches the whole value): a plain
+    // request.
+    let mut listed = websocket("/health", "ws");
+    listed
+        .headers_mut()
+        .insert("upgrade", "websocket, h2c".parse().unwrap());
+    let (status, _) = status_and_body(&mut send, listed).await;
+    assert_eq!(status, StatusCode::OK);
+    // An endpoint that switches to another protocol than asked is refused: a tunnel would
+    // carry requests no policy sees.
+    let (status, body) = status_and_body(&mut send, websocket("/health?other", "ws")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::BAD_GATEWAY, "upstream protocol error")
     );
 
     // Allowed: switched, with only the upgrade's own hop-by-hop headers carried.
