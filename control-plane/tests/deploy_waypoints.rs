@@ -238,6 +238,9 @@ async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
     })
     .await;
     // And the ServiceAccount.
+    let deployment_applies =
+        |c: &Cluster| c.applies.iter().filter(|a| a.kind == "Deployment").count();
+    let before_put_back = api.with(|c| deployment_applies(c));
     api.delete("ServiceAccount", "shop", "waypoint");
     api.wait_for("the service account back", |c| {
         object(c, "ServiceAccount", "waypoint").is_some()
@@ -246,9 +249,7 @@ async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
 
     // (Once the put-back is done: its Deployment apply would take an edit back as well.)
     api.wait_for("the put-back done", |c| {
-        c.applies
-            .last()
-            .is_some_and(|a| a.kind == "Gateway" && a.subresource.as_deref() == Some("status"))
+        deployment_applies(c) > before_put_back
     })
     .await;
     // Someone edits the Deployment: our fields are taken back at once (the Gateway has not
@@ -260,6 +261,8 @@ async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
         d
     });
     let before = edited["metadata"]["generation"].as_u64().unwrap();
+    let status_writes = |c: &Cluster| c.applies.iter().filter(|a| a.subresource.is_some()).count();
+    let statuses = api.with(|c| status_writes(c));
     api.apply(edited);
     api.wait_for("the image taken back", |c| {
         let d = object(c, "Deployment", "waypoint").unwrap();
@@ -274,16 +277,23 @@ async fn a_waypoint_gateway_is_deployed_and_gets_its_address() {
             before + 2,
             "their edit, then ours"
         );
+        assert_eq!(
+            status_writes(c),
+            statuses,
+            "the status, unchanged, is not written again"
+        );
     });
 
     // Settled: no more writes (the deployer sees its Deployment, and does not apply again and
     // again as if it were missing or edited).
-    let deployment_applies =
-        |c: &mut Cluster| c.applies.iter().filter(|a| a.kind == "Deployment").count();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let settled = api.with(deployment_applies);
+    let settled = api.with(|c| deployment_applies(c));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(api.with(deployment_applies), settled, "no apply loop");
+    assert_eq!(
+        api.with(|c| deployment_applies(c)),
+        settled,
+        "no apply loop"
+    );
     api.with(|c| {
         let selectors = c.label_selectors("Deployment");
         assert!(!selectors.is_empty(), "Deployments are listed and watched");

@@ -9,7 +9,9 @@
 //!    apply's echo is still on its way, which makes one more, idempotent, apply), or when its
 //!    Deployment's `metadata.generation` is past the one our last apply left (someone edited
 //!    its spec: the apply takes our fields back and leaves theirs, such as an autoscaler's
-//!    `replicas`); then write its status when it differs from what was last written. Equal
+//!    `replicas`), or when the Deployment there is another object than the one that apply
+//!    left (deleted and made again); then write its status when it differs from what was
+//!    last written (after an apply too: each write restamps its conditions). Equal
 //!    content is never written again, so our own writes (which the watch reports back) do
 //!    not loop.
 //! 2. Writes are server-side apply, as istiod's controller does them: `PATCH` with
@@ -32,7 +34,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::apply::{ApplyError, apply, backoff, chain, sleep_until};
-use super::observed::{Key, Observed};
+use super::observed::{Key, Observed, Stamp};
 use super::render::{self, Child, RenderError, Rendered, Settings, Status};
 
 /// The field manager istiod's gateway controller applies with.
@@ -52,8 +54,9 @@ pub enum Action {
 struct Memory {
     /// The objects last applied successfully.
     applied: Option<Rendered>,
-    /// The Deployment's `metadata.generation` after that apply (the API server's answer).
-    deployment_generation: Option<i64>,
+    /// The Deployment as that apply left it (the API server's answer): another object of
+    /// that name (deleted and made again) or a later generation (an edit) is not as applied.
+    deployment: Option<Stamp>,
     /// The status last written successfully.
     written: Option<Status>,
     /// Failed attempts in a row, and when to try again.
@@ -138,12 +141,14 @@ impl Deployer {
             };
             let account = key_of(Child::ServiceAccount);
             let account_there = account.is_none_or(|k| view.service_accounts.contains(&k));
-            // There, and not edited since our last apply (of which the echo may be on its way:
-            // an older generation).
+            // There, and not edited or made again since our last apply (of which the echo
+            // may be on its way: an older generation of the same object).
             let deployment_as_applied = key_of(Child::Deployment).is_none_or(|k| {
-                view.deployments
-                    .get(&k)
-                    .is_some_and(|seen| m.deployment_generation.is_none_or(|ours| *seen <= ours))
+                view.deployments.get(&k).is_some_and(|seen| {
+                    m.deployment.as_ref().is_none_or(|ours| {
+                        seen.uid == ours.uid && seen.generation <= ours.generation
+                    })
+                })
             });
             let as_applied = service.is_some() && account_there && deployment_as_applied;
             let Some(action) = plan(rendered, status, as_applied, m) else {
@@ -185,7 +190,7 @@ impl Deployer {
                         &o.name,
                     ))?;
                     if o.kind == Child::Deployment {
-                        m.deployment_generation = stored["metadata"]["generation"].as_i64();
+                        m.deployment = Stamp::of(&stored);
                     }
                     debug!(kind = o.kind.as_str(), namespace = %o.namespace, name = %o.name,
                            "applied");
@@ -196,6 +201,10 @@ impl Deployer {
             }
             Action::Status(status) => status,
         };
+        // Written only when it changed: each write restamps its conditions' transition time.
+        if m.written.as_ref() == Some(&status) {
+            return Ok(());
+        }
         let body = status.to_apply(ns, name, &now_rfc3339());
         let gateways = format!("/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways");
         apply(

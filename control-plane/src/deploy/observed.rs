@@ -26,11 +26,29 @@ pub type Key = (String, String);
 pub struct Observed {
     pub gateways: BTreeMap<Key, Gateway>,
     pub services: BTreeMap<Key, Service>,
-    /// Whether they are there, and their `metadata.generation`: the deployer puts back one
-    /// that goes, and applies again over an edit of one.
-    pub deployments: BTreeMap<Key, i64>,
+    /// Whether they are there, and which object at which generation: the deployer puts back
+    /// one that goes, and applies again over an edit of one or one made again by someone.
+    pub deployments: BTreeMap<Key, Stamp>,
     /// The same for the ServiceAccounts.
     pub service_accounts: BTreeSet<Key>,
+}
+
+/// Which object, at which `metadata.generation` (bumped by each change of its spec).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub uid: String,
+    pub generation: i64,
+}
+
+impl Stamp {
+    /// The stamp of an object as the API server answered it.
+    pub fn of(object: &serde_json::Value) -> Option<Stamp> {
+        let m = &object["metadata"];
+        Some(Stamp {
+            uid: m["uid"].as_str()?.to_string(),
+            generation: m["generation"].as_i64()?,
+        })
+    }
 }
 
 /// A controller's view of the cluster, kept up to date by [`tee`].
@@ -56,8 +74,12 @@ impl View for Observed {
                 // A Service that lost the label is no longer one of ours.
                 Object::Service(_) => changed |= self.services.remove(&key).is_some(),
                 Object::Deployment(d) if d.metadata.labels.contains_key(GATEWAY_MANAGED) => {
-                    let generation = d.metadata.generation;
-                    changed |= self.deployments.insert(key, generation) != Some(generation);
+                    let stamp = Stamp {
+                        uid: d.metadata.uid.clone(),
+                        generation: d.metadata.generation,
+                    };
+                    changed |= self.deployments.get(&key) != Some(&stamp);
+                    self.deployments.insert(key, stamp);
                 }
                 Object::Deployment(_) => changed |= self.deployments.remove(&key).is_some(),
                 Object::ServiceAccount(a) if a.metadata.labels.contains_key(GATEWAY_MANAGED) => {
@@ -210,6 +232,19 @@ mod tests {
                 "its status only (the same generation)",
                 applied(vec![edited(2)]),
                 false,
+                1,
+            ),
+            (
+                "made again by someone (another object, generation 1)",
+                applied(vec![Object::Deployment(kube_source::Deployment {
+                    metadata: {
+                        let mut m = meta("wp", &managed);
+                        m.uid = "another".into();
+                        m.generation = 1;
+                        m
+                    },
+                })]),
+                true,
                 1,
             ),
             (
