@@ -23,11 +23,12 @@
 //!    tracing stays.
 //! 5. A waypoint's own tracing, as Istio merges Telemetry from the mesh to the workload: the
 //!    entries of the mesh-wide Telemetry, then of its namespace's (no selector nor
-//!    targetRefs; the oldest), then of its own (`targetRefs` to its Gateway, or a selector of
-//!    only `gateway.networking.k8s.io/gateway-name: <its name>`; the oldest) are read as rule
-//!    4 reads one. A waypoint with such a Telemetry gets its own Tracing resource (same name,
-//!    its content); the others the mesh's. A Telemetry with tracing for workloads that are no
-//!    waypoint (only waypoints trace here), or for no waypoint there is, gets a warning.
+//!    targetRefs; the oldest), then of its own (`targetRefs` naming its Gateway among
+//!    others; the oldest; a selector never scopes a waypoint's, as in Istio) are read as rule
+//!    4 reads one; a bad field is skipped with a warning, the rest read. A waypoint with such
+//!    a Telemetry gets its own Tracing resource (same name, its content); the others the
+//!    mesh's. A Telemetry with tracing for workloads that are no waypoint (only waypoints
+//!    trace here), or for no waypoint there is, gets a warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ use super::ext_authz::service_ip;
 use super::waypoint::WAYPOINT_CLASS;
 use crate::index::Index;
 use crate::mesh_config::{Tracing, TracingKind};
-use crate::resources::{GATEWAY_NAME_LABEL, WaypointKey};
+use crate::resources::WaypointKey;
 
 /// What [`resolve`] gives.
 #[derive(Debug, Default)]
@@ -62,14 +63,24 @@ pub fn resolve(index: &Index, opts: &Options) -> Resolved {
     let all = candidates(index, &mut out.warnings);
     let levels = levels(index, opts, &all, &mut out.warnings);
     let decided = decide(&[levels.root], opts, &mut out.warnings);
-    let (mesh, warning) = from_decision(index, opts, decided);
+    let (mesh, warning, _) = from_decision(index, opts, decided);
     (out.mesh, out.mesh_warning) = (mesh, warning);
     for (waypoint, [namespace, own]) in levels.waypoints {
-        let decided = decide(&[levels.root, namespace, own], opts, &mut out.warnings);
-        let (tracing, warning) = from_decision(index, opts, decided);
-        // A collector that does not resolve is told on the Telemetry that chose it.
-        if let (Some(w), Some(c)) = (warning, own.or(namespace)) {
-            out.warnings.push((c.key.clone(), w));
+        // The mesh-wide Telemetry's warnings were given above: each is given once.
+        let mut warnings = Vec::new();
+        let decided = decide(&[levels.root, namespace, own], opts, &mut warnings);
+        let (tracing, warning, chooser) = from_decision(index, opts, decided);
+        // A collector that does not resolve is told on the Telemetry that chose it, or as
+        // the mesh config's.
+        match (warning, chooser) {
+            (Some(w), Some(key)) => warnings.push((key, w)),
+            (Some(w), None) if out.mesh_warning.is_none() => out.mesh_warning = Some(w),
+            _ => {}
+        }
+        for w in warnings {
+            if !out.warnings.contains(&w) {
+                out.warnings.push(w);
+            }
         }
         if let Some(t) = tracing {
             out.waypoints.insert(waypoint, t);
@@ -78,22 +89,23 @@ pub fn resolve(index: &Index, opts: &Options) -> Resolved {
     out
 }
 
-/// The resource a decision makes, and its collector's warning.
+/// The resource a decision makes, its collector's warning, and the Telemetry that chose its
+/// provider.
 fn from_decision(
     index: &Index,
     opts: &Options,
     decided: FromTelemetry,
-) -> (Option<pb::Tracing>, Option<String>) {
-    let chosen = match decided {
-        FromTelemetry::Off => return (Some(off()), None),
-        FromTelemetry::On(t) => t,
+) -> (Option<pb::Tracing>, Option<String>, Option<ObjectKey>) {
+    let (chosen, chooser) = match decided {
+        FromTelemetry::Off => return (Some(off()), None, None),
+        FromTelemetry::On(t, chooser) => (t, chooser),
         FromTelemetry::Silent => match &opts.mesh.tracing {
-            Some(t) => t.clone(),
-            None => return (None, None),
+            Some(t) => (t.clone(), None),
+            None => return (None, None, None),
         },
     };
     let (resource, warning) = resolve_collector(index, opts, &chosen);
-    (Some(resource), warning)
+    (Some(resource), warning, chooser)
 }
 
 /// Exporter NONE: tracing off.
@@ -192,7 +204,8 @@ enum FromTelemetry {
     Silent,
     /// Spans are not reported.
     Off,
-    On(Tracing),
+    /// This tracing; the Telemetry that named its provider (none: the default provider).
+    On(Tracing, Option<ObjectKey>),
 }
 
 /// Whether `value` has a non-empty map at `field` (`selector.matchLabels`).
@@ -225,40 +238,34 @@ enum Scope {
 /// Rule 5: what a Telemetry's `selector` or `targetRef(s)` scope it to.
 fn scope(spec: &TelemetrySpec) -> Scope {
     let refs: Vec<&serde_yaml::Value> = match (&spec.target_refs, &spec.target_ref) {
-        (Some(refs), _) => refs
-            .as_sequence()
-            .map(|s| s.iter().collect())
-            .unwrap_or_default(),
+        (Some(refs), _) => match refs.as_sequence() {
+            Some(refs) => refs.iter().collect(),
+            // Not a list: not read as one, and not as no scope either.
+            None => return Scope::Others,
+        },
         (None, Some(one)) => vec![one],
         (None, None) => Vec::new(),
     };
     if !refs.is_empty() {
-        let gateways: Option<Vec<String>> = refs
+        // The Gateways it names, whatever else it names too.
+        let gateways: Vec<String> = refs
             .iter()
-            .map(|r| {
+            .filter_map(|r| {
                 let field = |f: &str| r.get(f).and_then(|v| v.as_str()).unwrap_or_default();
                 let gateway = field("kind") == "Gateway"
                     && matches!(field("group"), "" | "gateway.networking.k8s.io");
                 gateway.then(|| field("name").to_string())
             })
             .collect();
-        return gateways.map_or(Scope::Others, Scope::Waypoints);
+        return match gateways.is_empty() {
+            true => Scope::Others,
+            false => Scope::Waypoints(gateways),
+        };
     }
-    if !non_empty(&spec.selector, "matchLabels") {
-        return Scope::Namespace;
-    }
-    // A selector for a waypoint's pods: the label every waypoint pod carries, and only it.
-    let labels = spec
-        .selector
-        .as_ref()
-        .and_then(|s| s.get("matchLabels"))
-        .and_then(|m| m.as_mapping());
-    match labels.map(|m| m.iter().collect::<Vec<_>>()).as_deref() {
-        Some([(k, v)]) if k.as_str() == Some(GATEWAY_NAME_LABEL) => match v.as_str() {
-            Some(name) => Scope::Waypoints(vec![name.to_string()]),
-            None => Scope::Others,
-        },
-        _ => Scope::Others,
+    // A selector never scopes a waypoint's Telemetry, in Istio: only targetRefs do.
+    match non_empty(&spec.selector, "matchLabels") {
+        true => Scope::Others,
+        false => Scope::Namespace,
     }
 }
 
@@ -411,8 +418,15 @@ fn decide(
             if let Some(p) = e.providers.iter().flatten().next() {
                 provider = Some((p.name.as_str(), &c.key));
             }
-            if let Some(p) = e.random_sampling_percentage {
-                percentage = Some((p, &c.key));
+            match e.random_sampling_percentage {
+                Some(p) if (0.0..=100.0).contains(&p) => percentage = Some(p),
+                Some(p) => {
+                    let why = format!(
+                        "randomSamplingPercentage {p} is not a percentage (0-100); not read"
+                    );
+                    warnings.push((c.key.clone(), why));
+                }
+                None => {}
             }
             disabled = e.disable_span_reporting.unwrap_or(disabled);
         }
@@ -425,12 +439,7 @@ fn decide(
     }
     let sampling = match percentage {
         None => opts.mesh.default_sampling_per_million,
-        Some((p, _)) if (0.0..=100.0).contains(&p) => (p * 10_000.0).round() as u32,
-        Some((p, key)) => {
-            let why = format!("randomSamplingPercentage {p} is not a percentage (0-100); not read");
-            warnings.push((key.clone(), why));
-            return FromTelemetry::Silent;
-        }
+        Some(p) => (p * 10_000.0).round() as u32,
     };
     let (collector, max_tag_length) = match provider {
         Some((p, key)) => match opts.mesh.tracing_providers.get(p) {
@@ -452,11 +461,13 @@ fn decide(
             _ => return FromTelemetry::Off,
         },
     };
-    FromTelemetry::On(Tracing {
+    let chooser = provider.map(|(_, key)| key.clone());
+    let tracing = Tracing {
         collector,
         sampling_per_million: sampling,
         max_tag_length,
-    })
+    };
+    FromTelemetry::On(tracing, chooser)
 }
 
 /// Rule 2: `name.ns` and `name.ns.svc` made `name.ns.svc.<suffix>`; anything else as it is.

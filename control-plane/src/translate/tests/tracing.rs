@@ -546,14 +546,45 @@ fn a_waypoints_namespace_and_its_own_telemetry_override_the_mesh() {
             None,
         ),
         (
-            // By its pods' label.
+            // A selector (its pods' label) never scopes a waypoint's, as in Istio.
             vec![root.clone(), by_label.clone()],
             vec![
-                ("shop", "wp", "", 0.0, true),
+                ("shop", "wp", "zipkin", 20.0, false),
                 ("shop", "other", "zipkin", 20.0, false),
-                ("bank", "wp", "zipkin", 20.0, false),
+            ],
+            Some("Telemetry shop/wp-label: selects no waypoint"),
+        ),
+        (
+            // targetRefs naming its Gateway among others.
+            vec![telemetry(
+                "shop",
+                "mixed",
+                t1,
+                "{targetRefs: [{kind: Service, group: '', name: api}, {kind: Gateway, \
+                 group: gateway.networking.k8s.io, name: wp}], \
+                 tracing: [{disableSpanReporting: true}]}",
+            )],
+            vec![
+                ("shop", "wp", "", 0.0, true),
+                ("shop", "other", "zipkin", 5.0, false),
             ],
             None,
+        ),
+        (
+            // A bad field at the waypoint's level is skipped; the rest merges.
+            vec![
+                root.clone(),
+                shop.clone(),
+                telemetry(
+                    "shop",
+                    "bad",
+                    t1,
+                    "{targetRefs: [{kind: Gateway, name: wp}], \
+                     tracing: [{randomSamplingPercentage: 400}]}",
+                ),
+            ],
+            vec![("shop", "wp", "otel", 20.0, false)],
+            Some("Telemetry shop/bad: randomSamplingPercentage 400"),
         ),
         (
             // Two namespace-wide: the older counts.
