@@ -513,7 +513,11 @@ impl Conn {
         let w = &*self.waypoint;
         let mut resp = match upgrade {
             true => upstreams.send_upgrade(w, &endpoint, port, req).await?,
-            false => (upstreams.send(w, &endpoint, port, self.upstream_h2, req)).await?,
+            false => {
+                upstreams
+                    .send(w, &endpoint, port, self.upstream_h2, req)
+                    .await?
+            }
         };
         telemetry::upstream(&mut resp, self.waypoint.upstream_of(&endpoint));
         Ok(resp)

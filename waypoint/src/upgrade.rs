@@ -7,8 +7,8 @@
 //!    other hop-by-hop headers and the request goes on as a plain one.
 //! 2. It is decided as any request is (token, CUSTOM, DENY/ALLOW, rate limits). Allowed, it
 //!    goes upstream over an HTTP/1.1 connection of its own (after a `101` the connection is
-//!    the tunnel's, so it is never pooled), with `Connection: upgrade` and its `Upgrade`
-//!    kept and its other hop-by-hop headers dropped.
+//!    the tunnel's, so it is never pooled), with `Connection: upgrade` and `Upgrade:
+//!    websocket` and no other hop-by-hop header.
 //! 3. A `101` from the endpoint switching to `websocket` is passed on with `Connection:
 //!    upgrade` and `Upgrade: websocket`; then both connections are handed over by HTTP and
 //!    spliced: bytes are copied both ways, through fixed buffers, until each side has ended.

@@ -117,14 +117,14 @@ impl Upstreams {
         }
         let (mut conn, reused) = match self.idle_h1(dst).await {
             Some(c) => (c, true),
-            None => (open_h1(waypoint, endpoint, port).await?, false),
+            None => (open_h1(waypoint, endpoint, port, false).await?, false),
         };
         let resp = match conn.try_send_request(req).await {
             Ok(resp) => resp,
             // Rule 4: not sent on a pooled connection the server had closed.
             Err(mut e) if reused => match e.take_message() {
                 Some(req) => {
-                    conn = open_h1(waypoint, endpoint, port).await?;
+                    conn = open_h1(waypoint, endpoint, port, false).await?;
                     conn.send_request(req).await?
                 }
                 None => return Err(e.into_error().into()),
@@ -150,9 +150,7 @@ impl Upstreams {
         port: u16,
         req: Request<Sent>,
     ) -> Result<Response<Leased>, ForwardError> {
-        let io = TokioIo::new(waypoint.open(endpoint, port).await?);
-        let (mut conn, driver) = client1::handshake(io).await?;
-        tokio::spawn(driver.with_upgrades());
+        let mut conn = open_h1(waypoint, endpoint, port, true).await?;
         let resp = conn.send_request(req).await?;
         Ok(resp.map(Leased::plain))
     }
@@ -192,10 +190,19 @@ impl Upstreams {
     }
 }
 
-async fn open_h1(waypoint: &Waypoint, endpoint: &Endpoint, port: u16) -> Result<H1, ForwardError> {
+/// A new HTTP/1.1 connection to `endpoint`; `upgrades`: one that a `101` hands over (rule 6).
+async fn open_h1(
+    waypoint: &Waypoint,
+    endpoint: &Endpoint,
+    port: u16,
+    upgrades: bool,
+) -> Result<H1, ForwardError> {
     let io = TokioIo::new(waypoint.open(endpoint, port).await?);
     let (conn, driver) = client1::handshake(io).await?;
-    tokio::spawn(driver);
+    match upgrades {
+        true => tokio::spawn(driver.with_upgrades()),
+        false => tokio::spawn(driver),
+    };
     Ok(conn)
 }
 

@@ -66,26 +66,23 @@ pub fn resolve(index: &Index, opts: &Options) -> Resolved {
     let (mesh, warning, _) = from_decision(index, opts, decided);
     (out.mesh, out.mesh_warning) = (mesh, warning);
     for (waypoint, [namespace, own]) in levels.waypoints {
-        // The mesh-wide Telemetry's warnings were given above: each is given once.
-        let mut warnings = Vec::new();
-        let decided = decide(&[levels.root, namespace, own], opts, &mut warnings);
+        let decided = decide(&[levels.root, namespace, own], opts, &mut out.warnings);
         let (tracing, warning, chooser) = from_decision(index, opts, decided);
         // A collector that does not resolve is told on the Telemetry that chose it, or as
         // the mesh config's.
         match (warning, chooser) {
-            (Some(w), Some(key)) => warnings.push((key, w)),
+            (Some(w), Some(key)) => out.warnings.push((key, w)),
             (Some(w), None) if out.mesh_warning.is_none() => out.mesh_warning = Some(w),
             _ => {}
-        }
-        for w in warnings {
-            if !out.warnings.contains(&w) {
-                out.warnings.push(w);
-            }
         }
         if let Some(t) = tracing {
             out.waypoints.insert(waypoint, t);
         }
     }
+    // A Telemetry read for several waypoints (the mesh-wide one, a namespace's) is warned
+    // about once.
+    let mut seen = BTreeSet::new();
+    out.warnings.retain(|w| seen.insert(w.clone()));
     out
 }
 
@@ -346,7 +343,6 @@ fn levels<'a>(
             .collect()
     };
     let root = oldest(namespace_wide(root_ns).into_iter(), "mesh-wide", warnings);
-    let mut namespaces: BTreeSet<&str> = BTreeSet::new();
     let mut waypoints = BTreeMap::new();
     let mut used: BTreeSet<&ObjectKey> = BTreeSet::new();
     for gw in index.gateways() {
@@ -354,20 +350,12 @@ fn levels<'a>(
             continue;
         }
         let (ns, name) = (gw.metadata.namespace.as_str(), gw.metadata.name.as_str());
-        // Warned about once per namespace.
-        let mut quiet = Vec::new();
-        let first_time = namespaces.insert(ns);
-        let sink = if first_time {
-            &mut *warnings
-        } else {
-            &mut quiet
-        };
         let (wide, mine) = (namespace_wide(ns), own(ns, name));
         // Those that lose to an older one were warned about as such.
         used.extend(wide.iter().chain(&mine).map(|c| &c.key));
         let namespace = match ns == root_ns {
             true => None,
-            false => oldest(wide.into_iter(), "namespace-wide", sink),
+            false => oldest(wide.into_iter(), "namespace-wide", warnings),
         };
         let own = oldest(mine.into_iter(), "per-waypoint", warnings);
         if namespace.is_some() || own.is_some() {

@@ -223,12 +223,7 @@ fn a_mesh_wide_telemetry_chooses_the_tracing() {
         );
         let served = served(&t).expect("a Tracing resource");
         assert!(t.mesh_warnings.is_empty(), "{:?}", t.mesh_warnings);
-        let warnings: Vec<String> = t
-            .warnings
-            .iter()
-            .map(|(k, w)| format!("{k}: {w}"))
-            .collect();
-        (served, warnings)
+        (served, warnings(&t))
     };
     let t1 = "2026-01-01T00:00:00Z";
     let t2 = "2026-02-01T00:00:00Z";
@@ -450,13 +445,26 @@ fn a_mesh_wide_telemetry_chooses_the_tracing() {
         assert_eq!(got.address, address, "row {i}");
         assert_eq!(got.sampling, sampling, "row {i}");
         assert_eq!(got.provider, provider, "row {i}");
-        match warning {
-            None => assert!(warnings.is_empty(), "row {i}: {warnings:?}"),
-            Some(part) => assert!(
-                warnings.iter().any(|w| w.contains(part)),
-                "row {i}: {warnings:?}"
-            ),
-        }
+        assert_warned(&warnings, warning, i);
+    }
+}
+
+/// The translation's Telemetry warnings, as `<object>: <warning>`.
+fn warnings(t: &Translation) -> Vec<String> {
+    t.warnings
+        .iter()
+        .map(|(k, w)| format!("{k}: {w}"))
+        .collect()
+}
+
+/// Row `i` warned nothing (`want` none), or something containing `want`.
+fn assert_warned(warnings: &[String], want: Option<&str>, i: usize) {
+    match want {
+        None => assert!(warnings.is_empty(), "row {i}: {warnings:?}"),
+        Some(part) => assert!(
+            warnings.iter().any(|w| w.contains(part)),
+            "row {i}: {warnings:?}"
+        ),
     }
 }
 
@@ -621,18 +629,7 @@ fn a_waypoints_namespace_and_its_own_telemetry_override_the_mesh() {
                 "row {i}: {ns}/{name}"
             );
         }
-        let warnings: Vec<String> = t
-            .warnings
-            .iter()
-            .map(|(k, w)| format!("{k}: {w}"))
-            .collect();
-        match warning {
-            None => assert!(warnings.is_empty(), "row {i}: {warnings:?}"),
-            Some(part) => assert!(
-                warnings.iter().any(|w| w.contains(part)),
-                "row {i}: {warnings:?}"
-            ),
-        }
+        assert_warned(&warnings(&t), warning, i);
     }
 }
 
